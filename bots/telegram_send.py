@@ -237,10 +237,12 @@ class StreamRenderer:
         part = self.parts[index]
         if part.shown == text:
             return
-        if self.target.use_draft and self.sender.drafts:
-            if await self.sender.draft(self.target.chat_id, self.draft_id, text, self.target.thread_id):
-                part.shown = text
-                return
+        use_draft = self.target.use_draft and self.sender.drafts
+        if use_draft and await self.sender.draft(
+            self.target.chat_id, self.draft_id, text, self.target.thread_id
+        ):
+            part.shown = text
+            return
         if part.message_id is None:
             msg = await self.sender.send(
                 self.target.chat_id,

@@ -12,6 +12,7 @@ back what the bot sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import json
@@ -331,10 +332,8 @@ class FakeBotAPI:
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates and timeout > 0:
             async with self._new_update:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_update.wait(), timeout)
-                except TimeoutError:
-                    pass
         limit = int(params.get("limit") or 100)
         return self._updates[:limit]
 
