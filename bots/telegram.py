@@ -51,6 +51,7 @@ ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_membe
 _COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 SORRY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
+EMPTY_REPLY = "I came up with nothing to say to that. Could you put it another way?"
 BUTTON_EXPIRED = "This button has expired. Please send the command again."
 
 
@@ -296,13 +297,12 @@ class TelegramChannel:
     async def _deliver(self, reply: Reply, message: Message, thread: int | None) -> None:
         chat_id = message.chat_id
         direct = chat_kind(message) == "direct"
-        if reply.thread_id:
+        if reply.thread_id and reply.thread_id.isdigit():
             thread = int(reply.thread_id)
         reply_to: int | None = None
-        if reply.reply_to:
-            reply_to = int(reply.reply_to)
-        elif not direct and not message.message_id < 0:
-            reply_to = message.message_id
+        if not direct:  # in a group, quote what we answer; a direct chat needs no quoting
+            asked = reply.reply_to if reply.reply_to and reply.reply_to.isdigit() else None
+            reply_to = int(asked) if asked else message.message_id
         target = StreamTarget(
             chat_id=chat_id,
             thread_id=thread,
@@ -315,10 +315,13 @@ class TelegramChannel:
             await _drain(reply)
             return
         try:
+            text = reply.text
             if reply.stream is not None:
-                await renderer.run(reply.stream)
-            elif reply.text:
+                text = await renderer.run(reply.stream)
+            elif reply.text.strip():
                 await renderer.show(reply.text, final=True)
+            if not text.strip() and reply.document is None:
+                await renderer.show(EMPTY_REPLY, final=True)
             if reply.document is not None:
                 doc = reply.document
                 await self.sender.call(

@@ -14,7 +14,9 @@ GROUP = group_chat(-100900)
 
 
 def long_reply(n_paragraphs: int = 40) -> str:
-    paras = [f"Paragraph {i}: " + " ".join(f"word{i}_{j}" for j in range(30)) + "." for i in range(n_paragraphs)]
+    paras = [
+        f"Paragraph {i}: " + " ".join(f"word{i}_{j}" for j in range(30)) + "." for i in range(n_paragraphs)
+    ]
     return "\n\n".join(paras)
 
 
@@ -33,7 +35,9 @@ async def test_ten_thousand_characters_arrive_as_several_messages_in_order(fake_
     async with running(assistant, telegram_settings(fake_api, tmp_path)):
         await fake_api.push(ask("write a lot", GROUP))
         await fake_api.push(ask("write a lot"))
-        await fake_api.wait_for(lambda: len(fake_api.bot_messages(-100900)) >= 3 and len(fake_api.bot_messages(11)) >= 3)
+        await fake_api.wait_for(
+            lambda: len(fake_api.bot_messages(-100900)) >= 3 and len(fake_api.bot_messages(11)) >= 3
+        )
         await asyncio.sleep(0.5)
     for chat_id in (-100900, 11):
         shown = [m["text"] for m in fake_api.bot_messages(chat_id)]
@@ -49,7 +53,11 @@ async def test_ten_thousand_characters_arrive_as_several_messages_in_order(fake_
 async def test_refused_formatting_is_sent_again_as_plain_text(fake_api: FakeBotAPI, tmp_path):
     text = "Here is **bold** and a `snippet`."
     assistant = ScriptedAssistant(reply=lambda m: Reply(text=text))
-    fake_api.fail("sendMessage", 400, "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"")
+    fake_api.fail(
+        "sendMessage",
+        400,
+        "Bad Request: can't parse entities: Can't find end tag corresponding to start tag \"b\"",
+    )
     async with running(assistant, telegram_settings(fake_api, tmp_path)):
         await fake_api.push(ask("format something"))
         await fake_api.wait_for(lambda: fake_api.bot_messages(11))
@@ -171,13 +179,23 @@ async def test_without_drafts_a_direct_reply_is_edited_instead(fake_api: FakeBot
 
 async def test_unreadable_content_gets_a_short_answer(fake_api: FakeBotAPI, tmp_path):
     assistant = ScriptedAssistant()
-    sticker = {"file_id": "S1", "file_unique_id": "u1", "type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False}
+    sticker = {
+        "file_id": "S1",
+        "file_unique_id": "u1",
+        "type": "regular",
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+    }
     photo = [{"file_id": "P1", "file_unique_id": "p1", "width": 90, "height": 90}]
     voice = {"file_id": "V1", "file_unique_id": "v1", "duration": 3}
     async with running(assistant, telegram_settings(fake_api, tmp_path)):
         await fake_api.push({"message": message(private_chat(ADA), ADA, None, extra={"sticker": sticker})})
         await fake_api.push({"message": message(private_chat(ADA), ADA, None, extra={"voice": voice})})
-        await fake_api.push({"message": message(GROUP, ADA, None, extra={"photo": photo})})  # group, unaddressed
+        await fake_api.push(
+            {"message": message(GROUP, ADA, None, extra={"photo": photo})}
+        )  # group, unaddressed
         await fake_api.push(
             {"message": message(private_chat(ADA), ADA, None, extra={"photo": photo, "caption": "my cat"})}
         )
@@ -213,7 +231,9 @@ async def test_buttons_send_their_command_back_and_export_sends_a_document(fake_
                 buttons=[Button("Yes, erase", "/forget_me confirm " + "x" * 60), Button("No", "/help")],
             )
         if msg.text == "/export":
-            return Reply(text="Here is everything.", document=Document("confidante-export.json", b'{"turns": []}'))
+            return Reply(
+                text="Here is everything.", document=Document("confidante-export.json", b'{"turns": []}')
+            )
         return Reply(text=f"ran {msg.text[:18]}")
 
     assistant = ScriptedAssistant(reply=reply)
@@ -224,7 +244,13 @@ async def test_buttons_send_their_command_back_and_export_sends_a_document(fake_
         keyboard = prompt["reply_markup"]["inline_keyboard"][0]
         assert [b["text"] for b in keyboard] == ["Yes, erase", "No"]
         assert all(len(b["callback_data"].encode()) <= 64 for b in keyboard)
-        query = {"id": "cbq1", "from": ADA, "chat_instance": "ci", "message": prompt, "data": keyboard[0]["callback_data"]}
+        query = {
+            "id": "cbq1",
+            "from": ADA,
+            "chat_instance": "ci",
+            "message": prompt,
+            "data": keyboard[0]["callback_data"],
+        }
         await fake_api.push({"callback_query": query})
         await fake_api.wait_for(lambda: len(fake_api.bot_messages(11)) == 2)
         await fake_api.push(ask("/export", command="/export"))

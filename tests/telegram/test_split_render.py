@@ -55,7 +55,7 @@ def test_long_code_block_is_closed_and_reopened_never_cut_in_its_markup() -> Non
     assert body == code.splitlines()
     # each piece renders as a proper <pre> block on its own
     for chunk in chunks[1:]:
-        assert "<pre><code class=\"language-python\">" in markdown_to_telegram_html(chunk)
+        assert '<pre><code class="language-python">' in markdown_to_telegram_html(chunk)
 
 
 def test_a_word_longer_than_the_limit_is_cut_and_nothing_lost() -> None:
