@@ -294,9 +294,14 @@ class StreamRenderer:
                 changed.clear()
                 if done:
                     break
-                await self.throttle.wait(key)
+                pause = self.throttle.wait_time(key)
+                if pause > 0:
+                    # wait out the pace, but go straight to the final write if the stream ends
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(reader), pause)
                 if done:
                     break
+                self.throttle.mark(key)
                 text = "".join(buffer)
                 if text.strip():
                     try:
@@ -316,5 +321,7 @@ class StreamRenderer:
                 await reader
         text = "".join(buffer)
         if text.strip():
+            if any(p.message_id is not None and not p.final for p in self.parts):
+                await self.throttle.wait(key)  # the closing edit respects the per-chat pace too
             await self.show(text, final=True)
         return text

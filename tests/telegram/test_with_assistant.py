@@ -66,7 +66,9 @@ async def test_group_records_unaddressed_messages_and_answers_addressed_ones(fak
         await asyncio.sleep(1.0)
         assert fake_api.bot_messages(-100321) == [], "not addressed: no reply"
         assert not fake_api.of("sendChatAction", -100321), "and no typing either"
-        await say(fake_api, GROUP, ADA, f"{MENTION} which book are we reading?", message_id=2, mention=MENTION)
+        await say(
+            fake_api, GROUP, ADA, f"{MENTION} which book are we reading?", message_id=2, mention=MENTION
+        )
         texts = await answered(fake_api, -100321, 1)
     assert len(texts) == 1
     assert fake_api.of("sendMessage", -100321)[0].params["reply_parameters"]["message_id"] == 2
@@ -97,16 +99,26 @@ async def test_commands_export_and_forget_me_with_its_button(fake_api: FakeBotAP
     async with running(assistant, settings):
         await say(fake_api, private_chat(ADA), ADA, "I keep bees on my roof.")
         await answered(fake_api, 21, 1)
-        await say(fake_api, private_chat(ADA), ADA, "/export@ConfidanteTestBot", command="/export@ConfidanteTestBot")
+        await say(
+            fake_api, private_chat(ADA), ADA, "/export@ConfidanteTestBot", command="/export@ConfidanteTestBot"
+        )
         await fake_api.wait_for(lambda: fake_api.of("sendDocument", 21), timeout=30)
         exported = json.loads(fake_api.of("sendDocument", 21)[0].params["document"]["content"])
         assert "I keep bees on my roof." in json.dumps(exported)
 
         await say(fake_api, private_chat(ADA), ADA, "/forget_me", command="/forget_me")
-        await fake_api.wait_for(lambda: any("reply_markup" in m for m in fake_api.bot_messages(21)), timeout=30)
+        await fake_api.wait_for(
+            lambda: any("reply_markup" in m for m in fake_api.bot_messages(21)), timeout=30
+        )
         prompt = next(m for m in fake_api.bot_messages(21) if "reply_markup" in m)
         button = prompt["reply_markup"]["inline_keyboard"][0][0]
-        query = {"id": "q-1", "from": ADA, "chat_instance": "x", "message": prompt, "data": button["callback_data"]}
+        query = {
+            "id": "q-1",
+            "from": ADA,
+            "chat_instance": "x",
+            "message": prompt,
+            "data": button["callback_data"],
+        }
         before = len(fake_api.bot_messages(21))
         await fake_api.push({"callback_query": query})
         texts = await answered(fake_api, 21, before + 1)
