@@ -52,6 +52,8 @@ _COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 SORRY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 EMPTY_REPLY = "I came up with nothing to say to that. Could you put it another way?"
+ADMINS_ONLY = "Only this group's admins can turn group context on or off."
+_CONTEXT_CHANGE = re.compile(r"^/context\s+(on|off)\b", re.IGNORECASE)
 BUTTON_EXPIRED = "This button has expired. Please send the command again."
 
 
@@ -244,7 +246,26 @@ class TelegramChannel:
         if self.settings.log_content:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
+            if await self._refused_setting(incoming, message):
+                return
             await self._answer(incoming, message)
+
+    async def _refused_setting(self, incoming: Incoming, message: Message) -> bool:
+        """Only a group's Telegram admins may change whether the group is kept as context."""
+        if incoming.chat_kind != "group" or not _CONTEXT_CHANGE.match(incoming.text):
+            return False
+        if message.sender_chat is not None and message.sender_chat.id == message.chat_id:
+            return False  # an anonymous admin speaks as the group itself
+        user = message.from_user
+        try:
+            member = await self.application.bot.get_chat_member(message.chat_id, user.id) if user else None
+        except TelegramError as exc:
+            log.warning("telegram.admin_check_failed", chat_id=message.chat_id, error=str(exc))
+            member = None
+        if member is not None and member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
+            return False
+        await self._guard(message.chat_id, self._send_text(message, ADMINS_ONLY))
+        return True
 
     async def _answer(self, incoming: Incoming, message: Message) -> None:
         chat_id = message.chat_id

@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 import structlog
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import MessageLimit, ParseMode
-from telegram.error import BadRequest, EndPointNotFound, Forbidden, InvalidToken, NetworkError, TelegramError
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    EndPointNotFound,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    TelegramError,
+)
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bots.base import Throttle, split_text, utf16_len
@@ -75,6 +83,9 @@ class Sender:
                     return await fn(chat_id=chat_id, **kwargs)
         except Forbidden as exc:
             raise ChatGone(chat_id, str(exc)) from exc
+        except ChatMigrated as exc:  # a group became a supergroup: same people, new id
+            log.info("telegram.chat_migrated", chat_id=chat_id, new_chat_id=exc.new_chat_id)
+            return await self.call(exc.new_chat_id, fn, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def new_draft_id(self) -> int:

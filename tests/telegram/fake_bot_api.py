@@ -44,7 +44,16 @@ _JSON_PARAMS = {
     "link_preview_options",
     "scope",
 }
-_INT_PARAMS = {"chat_id", "message_id", "draft_id", "offset", "limit", "timeout", "message_thread_id"}
+_INT_PARAMS = {
+    "user_id",
+    "chat_id",
+    "message_id",
+    "draft_id",
+    "offset",
+    "limit",
+    "timeout",
+    "message_thread_id",
+}
 _TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code", "pre"}
 _TAGS |= {"blockquote", "tg-emoji"}
 _ENTITY = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
@@ -138,6 +147,7 @@ class FakeBotAPI:
     blocked: set[int] = field(default_factory=set)
     webhook: dict[str, Any] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
+    admins: dict[int, set[int]] = field(default_factory=dict)  # chat id -> user ids that administer it
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
@@ -401,6 +411,31 @@ class FakeBotAPI:
             }
         }
         return self._store(int(params["chat_id"]), content, params)
+
+    async def _m_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        member = {"user": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"}}
+        if user_id not in self.admins.get(chat_id, set()):
+            return {**member, "status": "member"}
+        rights = [
+            "can_manage_chat",
+            "can_delete_messages",
+            "can_manage_video_chats",
+            "can_restrict_members",
+            "can_promote_members",
+            "can_change_info",
+            "can_invite_users",
+            "can_post_stories",
+            "can_edit_stories",
+            "can_delete_stories",
+        ]
+        return {
+            **member,
+            "status": "administrator",
+            "can_be_edited": False,
+            "is_anonymous": False,
+            **dict.fromkeys(rights, True),
+        }
 
     async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
         if not params.get("callback_query_id"):

@@ -126,3 +126,24 @@ async def test_commands_export_and_forget_me_with_its_button(fake_api: FakeBotAP
     person = assistant.store.person_for("telegram", "21")
     assert person is None or assistant.store.turns_of(person) == []
     assert [c["command"] for c in fake_api.commands] == [name for name, _ in assistant.command_list()]
+
+
+async def test_only_group_admins_turn_group_context_off(fake_api: FakeBotAPI, settings):
+    fake_api.admins[-100321] = {21}
+    assistant, _ = make(settings)
+    async with running(assistant, settings):
+        await say(fake_api, GROUP, BOB, f"/context off {MENTION}", mention=MENTION)
+        refused = await answered(fake_api, -100321, 1)
+        assert refused == ["Only this group's admins can turn group context on or off."]
+        assert assistant.store.chat("telegram", "-100321").record_context
+
+        await say(
+            fake_api, GROUP, ADA, "/context@ConfidanteTestBot off", command="/context@ConfidanteTestBot"
+        )
+        texts = await answered(fake_api, -100321, 2)
+        assert "off" in texts[1]
+        await say(fake_api, GROUP, BOB, "my phone number is 5550199, call me")
+        await asyncio.sleep(1.0)
+    stored = assistant.store.chat_turns("telegram", "-100321", scope=chat_scope("telegram", "-100321"))
+    assert not any("5550199" in t.text for t in stored), "with context off, unaddressed messages are not kept"
+    assert fake_api.of("getChatMember")[0].params["user_id"] == 22
