@@ -278,12 +278,17 @@ class TelegramChannel:
         async def work() -> None:
             try:
                 reply = await self.assistant.handle(incoming)
+                if reply is not None:
+                    await self._deliver(reply, message, thread)
+            except ChatGone:
+                raise
             except Exception:
-                log.exception("telegram.assistant_failed", chat_id=chat_id)
-                await self._send_text(message, SORRY)
-                return
-            if reply is not None:
-                await self._deliver(reply, message, thread)
+                # the person must hear that something failed, never silence
+                log.exception("telegram.reply_failed", chat_id=chat_id)
+                try:
+                    await self._send_text(message, SORRY)
+                except TelegramError as exc:
+                    log.error("telegram.apology_failed", chat_id=chat_id, error=str(exc))
 
         if typing:
             async with keep_alive(show_typing, self.settings.telegram_typing_interval):

@@ -261,3 +261,39 @@ async def test_buttons_send_their_command_back_and_export_sends_a_document(fake_
     assert "reply_markup" not in fake_api.bot_messages(11)[0], "the keyboard is removed after a press"
     doc = fake_api.of("sendDocument", 11)[0].params["document"]
     assert doc == {"filename": "confidante-export.json", "content": b'{"turns": []}'}
+
+
+async def test_failures_inside_the_core_or_the_stream_get_an_apology(fake_api: FakeBotAPI, tmp_path):
+    async def broken():
+        yield "half an ans"
+        await asyncio.sleep(0.05)
+        raise RuntimeError("engine fell over")
+
+    def reply(msg):
+        if msg.text == "crash":
+            raise RuntimeError("core bug")
+        if msg.text == "blank":
+            return Reply(stream=chunks("   \n  "))
+        return Reply(stream=broken())
+
+    assistant = ScriptedAssistant(reply=reply)
+    async with running(assistant, telegram_settings(fake_api, tmp_path)):
+        for text in ("crash", "blank", "midway"):
+            await fake_api.push(ask(text))
+        await fake_api.wait_for(lambda: len(fake_api.bot_messages(11)) == 3)
+    texts = [m["text"] for m in fake_api.bot_messages(11)]
+    assert texts[0].startswith("Sorry, something went wrong")
+    assert texts[1].startswith("I came up with nothing to say")
+    assert texts[2].startswith("Sorry, something went wrong"), "the partial draft is not left as the answer"
+
+
+async def test_ptb_rate_limiter_paces_groups_and_the_whole_bot(fake_api: FakeBotAPI, tmp_path):
+    from telegram.ext import AIORateLimiter
+
+    channel_settings = telegram_settings(fake_api, tmp_path)
+    async with running(ScriptedAssistant(), channel_settings) as channel:
+        limiter = channel.application.bot.rate_limiter
+    assert isinstance(limiter, AIORateLimiter)
+    assert (limiter._group_max_rate, limiter._group_time_period) == (20, 60), "20 messages a minute per group"
+    assert limiter._base_limiter.max_rate == 30, "30 messages a second overall"
+    assert limiter._max_retries == channel_settings.telegram_flood_retries
