@@ -173,6 +173,8 @@ def load_model(settings: Settings) -> LoadedModel:
     dtype = _torch_dtype(settings, device)
     start = time.perf_counter()
     try:
+        if isinstance(source, str) and not _hub_in_local_cache(source) and not _hub_reachable():
+            raise ConnectionError("the Hugging Face hub is not reachable from this machine")
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
@@ -207,6 +209,31 @@ def load_model(settings: Settings) -> LoadedModel:
         seconds=round(time.perf_counter() - start, 2),
     )
     return loaded
+
+
+def _hub_in_local_cache(repo_id: str) -> bool:
+    """Whether a hub model was downloaded before (then no network is needed)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe, so an offline machine fails in a moment instead of after long retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
