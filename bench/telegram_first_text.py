@@ -4,7 +4,7 @@ The real PTB Application in webhook mode, the real Assistant (LanceDB, embedder)
 against the local fake Bot API (tests/telegram/fake_bot_api.py). "Arrival" is the webhook POST;
 "first text" is the first sendMessageDraft/sendMessage carrying text that the fake receives.
 
-    python bench/telegram_first_text.py                # bundled SmolLM2 when core.llm is there
+    python bench/telegram_first_text.py                # the configured model (bundled SmolLM2)
     python bench/telegram_first_text.py --tiny         # the tiny random Llama (machinery only)
 """
 
@@ -41,20 +41,13 @@ QUESTIONS = [
 
 
 def _engine(settings: Settings, tiny: bool):
-    if tiny:
-        from tests.telegram.tiny_engine import tiny_engine
+    from core.llm.engine import Engine
+    from core.llm.model import load_model, tiny_llama
 
-        return tiny_engine(settings), "tiny random Llama"
-    try:
-        from core.llm.engine import Engine
-        from core.llm.model import load_model
-    except ImportError:
-        from tests.telegram.tiny_engine import tiny_engine
-
-        return tiny_engine(settings), "tiny random Llama (core.llm not on this branch yet)"
     started = time.perf_counter()
-    loaded = load_model(settings)
-    return Engine(loaded, settings), f"{loaded.name} (loaded in {time.perf_counter() - started:.1f}s)"
+    loaded = tiny_llama() if tiny else load_model(settings)
+    label = "tiny random Llama" if tiny else loaded.name
+    return Engine(loaded, settings), f"{label}, loaded in {time.perf_counter() - started:.1f}s"
 
 
 def _port() -> int:
@@ -119,6 +112,7 @@ async def main(tiny: bool, max_new_tokens: int, pause: float) -> None:
                         )
                     )
         await channel.stop()
+        engine.close()
     await api.stop()
 
     table = Table(title=f"Telegram: update -> first streamed text ({label}, max_new_tokens={max_new_tokens})")

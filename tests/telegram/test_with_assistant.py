@@ -9,11 +9,11 @@ import json
 import pytest
 
 from core.assistant import build_assistant
+from core.llm.engine import Engine
 from core.memory.records import PRIVATE, chat_scope
 from tests.helpers import RecordingEngine
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import FakeBotAPI, group_chat, message, private_chat, user
-from tests.telegram.tiny_engine import tiny_engine
 
 ADA, BOB = user(21, "Ada"), user(22, "Bob")
 GROUP = group_chat(-100321, "Book club")
@@ -25,9 +25,19 @@ def settings(fake_api: FakeBotAPI, tmp_path):
     return telegram_settings(fake_api, tmp_path / "data", max_new_tokens=12, temperature=0.0)
 
 
-def make(settings):
-    engine = RecordingEngine(tiny_engine(settings))
-    return build_assistant(settings, engine=engine), engine
+@pytest.fixture
+def make(tiny_model, settings):
+    """Build the Assistant as `confidante run` does, on the tiny random Llama; a new call is a new process."""
+    engines: list[Engine] = []
+
+    def build(settings):
+        engines.append(Engine(tiny_model, settings))
+        engine = RecordingEngine(engines[-1])
+        return build_assistant(settings, engine=engine), engine
+
+    yield build
+    for engine in engines:
+        engine.close()
 
 
 async def say(fake_api: FakeBotAPI, chat, who, text, **kw) -> dict:
@@ -41,7 +51,7 @@ async def answered(fake_api: FakeBotAPI, chat_id: int, n: int) -> list[str]:
     return [m.get("text", "") for m in fake_api.bot_messages(chat_id)]
 
 
-async def test_a_direct_conversation_is_remembered_across_two_runs(fake_api: FakeBotAPI, settings):
+async def test_a_direct_conversation_is_remembered_across_two_runs(fake_api: FakeBotAPI, settings, make):
     assistant, _ = make(settings)
     async with running(assistant, settings):
         await say(fake_api, private_chat(ADA), ADA, "My sister Ingrid moved to Tromsø last spring.")
@@ -59,7 +69,9 @@ async def test_a_direct_conversation_is_remembered_across_two_runs(fake_api: Fak
     assert all(t.visibility == PRIVATE for t in turns)
 
 
-async def test_group_records_unaddressed_messages_and_answers_addressed_ones(fake_api: FakeBotAPI, settings):
+async def test_group_records_unaddressed_messages_and_answers_addressed_ones(
+    fake_api: FakeBotAPI, settings, make
+):
     assistant, engine = make(settings)
     async with running(assistant, settings):
         await say(fake_api, GROUP, BOB, "We are reading Middlemarch this month.", message_id=1)
@@ -78,7 +90,7 @@ async def test_group_records_unaddressed_messages_and_answers_addressed_ones(fak
     assert all(t.visibility == "chat:telegram:-100321" for t in stored)
 
 
-async def test_a_private_fact_never_reaches_a_group_prompt(fake_api: FakeBotAPI, settings):
+async def test_a_private_fact_never_reaches_a_group_prompt(fake_api: FakeBotAPI, settings, make):
     assistant, engine = make(settings)
     async with running(assistant, settings):
         await say(fake_api, private_chat(ADA), ADA, "Between us: my salary is 91234 euros.")
@@ -94,7 +106,7 @@ async def test_a_private_fact_never_reaches_a_group_prompt(fake_api: FakeBotAPI,
     assert "91234" in direct_prompt, "control: the fact is there in the direct chat"
 
 
-async def test_commands_export_and_forget_me_with_its_button(fake_api: FakeBotAPI, settings):
+async def test_commands_export_and_forget_me_with_its_button(fake_api: FakeBotAPI, settings, make):
     assistant, _ = make(settings)
     async with running(assistant, settings):
         await say(fake_api, private_chat(ADA), ADA, "I keep bees on my roof.")
@@ -128,7 +140,7 @@ async def test_commands_export_and_forget_me_with_its_button(fake_api: FakeBotAP
     assert [c["command"] for c in fake_api.commands] == [name for name, _ in assistant.command_list()]
 
 
-async def test_only_group_admins_turn_group_context_off(fake_api: FakeBotAPI, settings):
+async def test_only_group_admins_turn_group_context_off(fake_api: FakeBotAPI, settings, make):
     fake_api.admins[-100321] = {21}
     assistant, _ = make(settings)
     async with running(assistant, settings):
