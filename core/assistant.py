@@ -162,7 +162,7 @@ class Assistant:
             )
         if turn.vector is None:
             [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
-        recent = list(await asyncio.to_thread(self._recent_list, person, chat))
+        recent = [t for t in await asyncio.to_thread(self._recent_list, person, chat) if t.id != turn.id]
         recalled = []
         if self.use_recall:
             recalled = await asyncio.to_thread(

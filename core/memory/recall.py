@@ -15,6 +15,8 @@ from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
 from core.memory.store import Store
 
 MEMORY_BOOST = 0.15
+# A question the person asked tells little about them; what they stated does.
+QUESTION_PENALTY = 0.25
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ class Recall:
             turn = hit.item
             if turn.id in exclude_ids or turn.role != "user":
                 continue
-            items.append(_from_turn(turn, 1.0 - hit.distance))
+            penalty = QUESTION_PENALTY if turn.text.rstrip().endswith("?") else 0.0
+            items.append(_from_turn(turn, 1.0 - hit.distance - penalty))
         items.sort(key=lambda r: r.score, reverse=True)
         return self._within_budget(items, k, budget_tokens)
 
