@@ -51,6 +51,19 @@ class Settings(BaseSettings):
         "told you before and use it when it helps."
     )
 
+    # batching and per-person adapters (core/llm/engine.py, core/llm/adapters.py, workers/training.py)
+    max_batch: int = 16
+    adapters_enabled: bool = True
+    adapter_cache_count: int = 16
+    adapter_cache_bytes: int = 256 * 2**20
+    adapter_max_rank: int = 16
+    adapter_rank: int = 8
+    adapter_min_new_items: int = 10
+    adapter_include_group_memories: bool = False
+    adapter_ppl_tolerance: float = 0.05
+    adapter_train_epochs: int = 3
+    adapter_replay_ratio: float = 0.5
+
     # background work
     broker_url: str | None = None
     consolidate_after_turns: int = 4
