@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     telegram_webhook_listen: str = "127.0.0.1"
     telegram_webhook_port: int = 8443
     telegram_api_url: str | None = None
+    telegram_drafts: bool = True  # stream direct replies with sendMessageDraft when the Bot API has it
+    telegram_edit_interval: float = 1.0  # seconds between edits of a live reply, per chat
+    telegram_typing_interval: float = 4.0  # the typing action expires after ~5 s: renew before
+    telegram_poll_timeout: int = 10  # long-polling getUpdates timeout, seconds
+    telegram_flood_retries: int = 3  # RetryAfter (429) retries, each waiting what Telegram asks
 
     # Slack
     slack_bot_token: SecretStr | None = _platform("slack_bot_token", "SLACK_BOT_TOKEN")
