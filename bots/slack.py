@@ -11,6 +11,7 @@ workspace's installation in the data dir.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import slack_oauth
@@ -435,6 +437,8 @@ class SlackBot:
             log.info("slack.socket_mode_connected")
         if not self.socket_mode or self.multi_workspace:
             web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)
+            if self.settings.slack_signing_secret is not None:
+                web_app.middlewares.append(_guard(self.settings.slack_signing_secret.get_secret_value()))
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.slack_http_host, self.settings.slack_http_port)
@@ -453,6 +457,39 @@ class SlackBot:
         await self.drain(timeout=10)
         for task in list(self._tasks):
             task.cancel()
+
+
+def _guard(signing_secret: str) -> Any:
+    """aiohttp middleware in front of bolt's handler for `/slack/events`.
+
+    Missing, blank or wrong signature headers are a 401 and a validly signed body that is not
+    JSON or a form is a 400 with a message; bolt itself would answer both with a 500.
+    """
+    verifier = SignatureVerifier(signing_secret)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method != "POST" or request.path != EVENTS_PATH:
+            return await handler(request)
+        body = await request.read()
+        ts = request.headers.get("X-Slack-Request-Timestamp", "").strip()
+        sig = request.headers.get("X-Slack-Signature", "").strip()
+        if not ts.isdigit() or not sig or not verifier.is_valid(body, ts, sig):
+            log.warning(
+                "slack.rejected_request", reason="signature", has_timestamp=bool(ts), has_signature=bool(sig)
+            )
+            return web.json_response({"error": "invalid or missing Slack request signature"}, status=401)
+        try:
+            if request.content_type == "application/json":
+                json.loads(body)
+            else:
+                body.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            log.warning("slack.rejected_request", reason="malformed body", bytes=len(body))
+            return web.json_response({"error": "body is not valid JSON or form data"}, status=400)
+        return await handler(request)
+
+    return guard
 
 
 async def run_slack(assistant: AssistantLike, settings: Settings) -> None:

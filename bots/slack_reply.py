@@ -241,7 +241,7 @@ class ReplySender:
 
         async def show(body: str, final: bool, with_buttons: bool = True) -> None:
             nonlocal shown
-            rendered = markdown_to_mrkdwn(body) if body.strip() else (" " if final else THINKING)
+            rendered = markdown_to_mrkdwn(body.strip()) if body.strip() else (" " if final else THINKING)
             if rendered == shown and not final:
                 return
             blocks = text_blocks(rendered if final else rendered + " …")
