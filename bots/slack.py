@@ -355,7 +355,9 @@ class SlackBot:
             except SlackApiError as err:
                 self._report(err, team)
 
-    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any) -> None:
+    async def _on_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, respond: Any
+    ) -> None:
         await ack()
         team = str((body.get("team") or {}).get("id") or body.get("user", {}).get("team_id") or "")
         user = str((body.get("user") or {}).get("id") or "")
@@ -375,16 +377,20 @@ class SlackBot:
             return
         channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
         thread = container.get("thread_ts")
+        private = bool(container.get("is_ephemeral")) or channel.startswith("D")
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),
             sender_id=scoped(team, user),
             text=command,
             message_id=f"action-{action.get('action_ts')}",
-            chat_kind="direct" if channel.startswith("D") else "group",
+            chat_kind="direct" if private else "group",
             thread_id=str(thread) if thread else None,
         )
-        self._spawn(self._respond(client, msg, Target(channel, msg.thread_id, team, user)))
+        if container.get("is_ephemeral"):  # a button under a /confidante answer: answer privately too
+            self._spawn(self._command_reply(client, respond, msg, team, user, channel))
+        else:
+            self._spawn(self._respond(client, msg, Target(channel, msg.thread_id, team, user)))
 
     # ------------------------------------------------------------------ App Home
     async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any], client: Any) -> None:
@@ -411,8 +417,7 @@ class SlackBot:
         try:
             reply = await self.assistant.handle(msg)
             text = await reply.collect() if reply is not None else ""
-            buttons = reply.buttons if reply is not None else []
-            await client.views_publish(user_id=user, view=home_view(text, buttons))
+            await client.views_publish(user_id=user, view=home_view(text))
         except SlackApiError as err:
             self._report(err, team)
 

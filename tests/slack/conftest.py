@@ -165,3 +165,31 @@ class ScriptedAssistant:
             ("forget_me", "erase me"),
             ("export", "export"),
         ]
+
+
+class ScriptEngine:
+    """Stands in for the model (the tiny-model fixture is not on main yet): streams a fixed
+    answer word by word, optionally slowly, and keeps every prompt it was given so tests can
+    check what reached the model. Implements the core's ChatEngine protocol."""
+
+    context_tokens = 2048
+
+    def __init__(self, answer: str = "Noted, thank you for telling me.", delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.prompts: list[list[dict[str, str]]] = []
+        self.finished = 0
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)
+
+    async def stream(self, messages: list[dict[str, str]], **kwargs: Any) -> AsyncIterator[str]:
+        self.prompts.append(messages)
+        for word in self.answer.split(" "):
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            yield word + " "
+        self.finished += 1
+
+    def prompt_text(self, index: int = -1) -> str:
+        return "\n".join(m["content"] for m in self.prompts[index])
