@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import time
@@ -150,7 +151,14 @@ class FakeSlack:
             else:
                 args.update(parse_qsl(raw.decode(), keep_blank_values=True))
         auth = request.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ").strip() or args.pop("token", None)
+        token = None
+        if auth.startswith("Basic "):  # oauth.v2.access: client credentials by HTTP Basic auth
+            client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+            args.setdefault("client_id", client_id)
+            args.setdefault("client_secret", client_secret)
+        elif auth.startswith("Bearer "):
+            token = auth.removeprefix("Bearer ").strip()
+        token = token or args.pop("token", None)
         call = Call(method, args, token, time.monotonic())
         self.calls.append(call)
         try:
