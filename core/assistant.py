@@ -50,12 +50,14 @@ class Assistant:
         *,
         jobs: Jobs | None = None,
         layout: Layout = DEFAULT_LAYOUT,
+        use_recall: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.jobs = jobs or NoJobs()
         self.layout = layout
+        self.use_recall = use_recall
         self.identities = Identities(store)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
@@ -161,13 +163,15 @@ class Assistant:
         if turn.vector is None:
             [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
         recent = list(await asyncio.to_thread(self._recent_list, person, chat))
-        recalled = await asyncio.to_thread(
-            self.recall.recall,
-            person,
-            chat,
-            turn.vector,
-            exclude_ids={t.id for t in recent} | {turn.id},
-        )
+        recalled = []
+        if self.use_recall:
+            recalled = await asyncio.to_thread(
+                self.recall.recall,
+                person,
+                chat,
+                turn.vector,
+                exclude_ids={t.id for t in recent} | {turn.id},
+            )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
             self._recent_for(person, chat).append(turn)
