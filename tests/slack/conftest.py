@@ -167,29 +167,50 @@ class ScriptedAssistant:
         ]
 
 
-class ScriptEngine:
-    """Stands in for the model (the tiny-model fixture is not on main yet): streams a fixed
-    answer word by word, optionally slowly, and keeps every prompt it was given so tests can
-    check what reached the model. Implements the core's ChatEngine protocol."""
+class CountingEngine:
+    """The real engine (core.llm.engine.Engine on the tiny random Llama), wrapped to keep every
+    prompt and answer, count finished generations, and optionally be slow: `delay` seconds
+    before each delta stands in for a big model on a small machine."""
 
-    context_tokens = 2048
-
-    def __init__(self, answer: str = "Noted, thank you for telling me.", delay: float = 0.0) -> None:
-        self.answer = answer
+    def __init__(self, engine: Any, delay: float = 0.0) -> None:
+        self.engine = engine
         self.delay = delay
+        self.context_tokens = engine.context_tokens
         self.prompts: list[list[dict[str, str]]] = []
+        self.outputs: list[str] = []
         self.finished = 0
 
     def count_tokens(self, text: str) -> int:
-        return max(1, len(text) // 4)
+        return self.engine.count_tokens(text)
 
     async def stream(self, messages: list[dict[str, str]], **kwargs: Any) -> AsyncIterator[str]:
         self.prompts.append(messages)
-        for word in self.answer.split(" "):
+        parts: list[str] = []
+        async for delta in self.engine.stream(messages, **kwargs):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield word + " "
+            parts.append(delta)
+            yield delta
+        self.outputs.append("".join(parts))
         self.finished += 1
 
     def prompt_text(self, index: int = -1) -> str:
         return "\n".join(m["content"] for m in self.prompts[index])
+
+
+@pytest.fixture
+def make_engine(tiny_model: Any, tmp_path: Path) -> Any:
+    """Build CountingEngines on the tiny model; their generation threads stop after the test."""
+    from core.llm.engine import Engine
+
+    made: list[Any] = []
+
+    def make(delay: float = 0.0, max_new_tokens: int = 8) -> CountingEngine:
+        settings = Settings(data_dir=tmp_path / "engine", max_new_tokens=max_new_tokens, temperature=0.0)
+        engine = Engine(tiny_model, settings)
+        made.append(engine)
+        return CountingEngine(engine, delay)
+
+    yield make
+    for engine in made:
+        engine.close()

@@ -8,7 +8,15 @@ import pytest
 import structlog
 
 from bots.slack import SlackBot, SlackSetupError, run_slack
-from tests.slack.conftest import TEAM, ScriptedAssistant, dm_event, event_body, mention_event, post_signed, slack_settings
+from tests.slack.conftest import (
+    TEAM,
+    ScriptedAssistant,
+    dm_event,
+    event_body,
+    mention_event,
+    post_signed,
+    slack_settings,
+)
 
 
 @pytest.fixture
@@ -50,7 +58,9 @@ async def test_invalid_auth_is_reported_once_with_what_to_do(http_bot, fake_slac
     fake_slack.fail_next("chat.postMessage", error="invalid_auth", times=3)
     with structlog.testing.capture_logs() as logs:
         for i in range(3):
-            await post_signed(url, event_body(dm_event(f"hi {i}", ts=f"1700001000.00000{i}"), event_id=f"EvAuth{i}"))
+            await post_signed(
+                url, event_body(dm_event(f"hi {i}", ts=f"1700001000.00000{i}"), event_id=f"EvAuth{i}")
+            )
         await fake_slack.wait_for(lambda: len(fake_slack.calls_to("chat.postMessage")) == 3)
         await bot.drain()
     auth = [e for e in logs if e["event"] == "slack.auth_error"]

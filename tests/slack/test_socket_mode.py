@@ -8,7 +8,15 @@ import time
 import pytest
 
 from bots.slack import SlackBot
-from tests.slack.conftest import APP_TOKEN, TEAM, ScriptedAssistant, dm_event, event_body, mention_event, slack_settings
+from tests.slack.conftest import (
+    APP_TOKEN,
+    TEAM,
+    ScriptedAssistant,
+    dm_event,
+    event_body,
+    mention_event,
+    slack_settings,
+)
 
 
 @pytest.fixture
@@ -57,9 +65,18 @@ async def test_socket_mode_retry_envelope_is_acked_and_dropped(socket_bot, fake_
 async def test_slash_command_over_socket_is_acked_and_answered_privately(socket_bot, fake_slack):
     bot, assistant = socket_bot
     payload = {
-        "token": "x", "team_id": TEAM, "team_domain": "test", "channel_id": "C1", "channel_name": "general",
-        "user_id": "U1", "user_name": "ann", "command": "/confidante", "text": "forget-me",
-        "api_app_id": "A0TEST", "response_url": fake_slack.response_url(), "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "token": "x",
+        "team_id": TEAM,
+        "team_domain": "test",
+        "channel_id": "C1",
+        "channel_name": "general",
+        "user_id": "U1",
+        "user_name": "ann",
+        "command": "/confidante",
+        "text": "forget-me",
+        "api_app_id": "A0TEST",
+        "response_url": fake_slack.response_url(),
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
     }
     envelope = await fake_slack.send_envelope(payload, kind="slash_commands")
     await fake_slack.wait_for(lambda: envelope in fake_slack.acks)
