@@ -163,6 +163,8 @@ class SlackBot:
                 signing_secret=signing,
                 request_verification_enabled=not self.socket_mode or bool(signing),
             )
+            app.event("app_uninstalled")(self._on_uninstalled)
+            app.event("tokens_revoked")(self._on_uninstalled)
         app.event("message")(self._on_message)
         app.event("app_mention")(self._on_message)
         app.event("app_home_opened")(self._on_home_opened)
@@ -174,6 +176,19 @@ class SlackBot:
         app.action(re.compile(f"^{BUTTON_ACTION_PREFIX}"))(self._on_action)
         app.error(self._on_error)
         return app
+
+    async def _on_uninstalled(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """Single-workspace mode: the one token is dead; say so once (multi-workspace mode
+        deletes that workspace's installation instead, via bolt's revocation listeners)."""
+        team = event_team(body, event)
+        if ("uninstalled", team) not in self._reported:
+            self._reported.add(("uninstalled", team))
+            log.error(
+                "slack.uninstalled",
+                team=team,
+                event=event.get("type"),
+                fix="reinstall the app in that workspace and put its new bot token in SLACK_BOT_TOKEN",
+            )
 
     async def _ignore(self) -> None:
         return None

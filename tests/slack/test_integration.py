@@ -240,11 +240,11 @@ async def test_oauth_install_stores_installations_privately_and_uninstall_remove
     installation = await bot.installation_store.async_find_bot(enterprise_id=None, team_id="TAAA")
     assert installation is not None and installation.bot_token == "xoxb-aaa-secret"
     # a state that was never issued is refused
-    async with aiohttp.ClientSession() as session:
-        async with session.get(
-            f"{bot.endpoints.http_url}/slack/oauth_redirect?code=code-TAAA&state=forged"
-        ) as r:
-            assert r.status >= 400
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{bot.endpoints.http_url}/slack/oauth_redirect?code=code-TAAA&state=forged") as r,
+    ):
+        assert r.status >= 400
     url = f"{bot.endpoints.http_url}/slack/events"
     uninstall = {"type": "app_uninstalled", "event_ts": _ts()}
     status, _, _ = await post_signed(url, event_body(uninstall, team="TAAA", event_id="EvUninstall"))
@@ -271,3 +271,84 @@ async def test_two_workspaces_with_the_same_user_id_are_kept_apart(multi_bot, fa
     await _say(url, fake_slack, engine, dm_event("Remind me of my locker code", ts=_ts()), team="TAAA")
     await bot.drain()
     assert "4417" in engine.prompt_text(-1)
+
+
+def _slash(fake, text: str, *, channel: str = "C1", user: str = "U1") -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(
+        {
+            "token": "x",
+            "team_id": TEAM,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": "ann",
+            "command": "/confidante",
+            "text": text,
+            "api_app_id": "A0TEST",
+            "response_url": fake.response_url(),
+            "trigger_id": f"trig-{_ts()}",
+        }
+    )
+
+
+async def test_slash_export_in_a_channel_answers_privately_and_sends_the_file_to_the_dm(real_bot, fake_slack):
+    bot, engine, url = real_bot
+    await _say(url, fake_slack, engine, dm_event("My favourite tea is sencha.", ts=_ts()))
+    await bot.drain()
+    status, _, seconds = await post_signed(
+        url, _slash(fake_slack, "export"), content_type="application/x-www-form-urlencoded"
+    )
+    assert status == 200 and seconds < 1.5
+    await fake_slack.wait_for(lambda: fake_slack.calls_to("files.completeUploadExternal"), timeout=30)
+    await bot.drain()
+    (answer,) = fake_slack.calls_to("response_url")
+    assert answer.args["response_type"] == "ephemeral"
+    (opened,) = fake_slack.calls_to("conversations.open")
+    assert opened.args["users"] == "U1"
+    (complete,) = fake_slack.calls_to("files.completeUploadExternal")
+    assert complete.args["channel_id"] == "D1"  # the person's DM, not the channel
+    (content,) = fake_slack.uploads.values()
+    assert "sencha" in content.decode()
+    assert not fake_slack.posted_in("C1")
+
+
+async def test_forget_me_from_the_slash_command_with_its_confirm_button(real_bot, fake_slack):
+    bot, engine, url = real_bot
+    await _say(url, fake_slack, engine, dm_event("My passport number is X1234567.", ts=_ts()))
+    await bot.drain()
+    await post_signed(
+        url, _slash(fake_slack, "forget-me", channel="D1"), content_type="application/x-www-form-urlencoded"
+    )
+    (first,) = await fake_slack.wait_for(lambda: fake_slack.calls_to("response_url"), timeout=30)
+    await bot.drain()
+    (actions,) = [b for b in first.args["blocks"] if b["type"] == "actions"]
+    button = actions["elements"][0]
+    assert button["value"] == "/forget_me confirm"
+    press = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": "U1", "team_id": TEAM},
+        "api_app_id": "A0TEST",
+        "container": {"type": "message", "message_ts": "1.1", "channel_id": "D1", "is_ephemeral": True},
+        "channel": {"id": "D1", "name": "directmessage"},
+        "trigger_id": "9.9.9",
+        "response_url": fake_slack.response_url(),
+        "actions": [{**button, "block_id": "b1", "action_ts": "1700300000.1"}],
+    }
+    from urllib.parse import quote
+
+    status, _, _ = await post_signed(
+        url, "payload=" + quote(json.dumps(press)), content_type="application/x-www-form-urlencoded"
+    )
+    assert status == 200
+    await fake_slack.wait_for(lambda: len(fake_slack.calls_to("response_url")) == 2, timeout=30)
+    await bot.drain()
+    done = fake_slack.calls_to("response_url")[-1]
+    assert "erased everything" in done.args["text"]
+    # nothing of the person is left to reach a prompt
+    await _say(url, fake_slack, engine, dm_event("What is my passport number?", ts=_ts()))
+    await bot.drain()
+    assert "X1234567" not in engine.prompt_text(-1)
