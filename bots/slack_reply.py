@@ -236,7 +236,7 @@ class ReplySender:
         posted = [str(resp["ts"])]
         done = ""  # text already finalized in earlier messages
         text = already
-        last_update = time.monotonic()
+        last_update = time.monotonic() - self.update_interval  # the first text shows at once
         shown = ""
 
         async def show(body: str, final: bool, with_buttons: bool = True) -> None:
