@@ -330,14 +330,16 @@ class SlackBot:
     async def _on_command(self, ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
         await ack()
         team, user, channel = str(body.get("team_id")), str(body.get("user_id")), str(body.get("channel_id"))
+        direct = channel.startswith("D") or body.get("channel_name") == "directmessage"
         msg = Incoming(
             platform=PLATFORM,
-            # the answer is ephemeral (only this person sees it), so it is a private exchange
             chat_id=scoped(team, channel),
             sender_id=scoped(team, user),
             text=slash_command_text(str(body.get("text") or "")),
             message_id=f"cmd-{body.get('trigger_id')}",
-            chat_kind="direct",
+            # in a channel the core applies that channel's scope (its /memory view, /context);
+            # the answer is ephemeral either way, so only this person sees it
+            chat_kind="direct" if direct else "group",
         )
         self._spawn(self._command_reply(client, respond, msg, team, user, channel))
 
@@ -392,7 +394,7 @@ class SlackBot:
             return
         channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
         thread = container.get("thread_ts")
-        private = bool(container.get("is_ephemeral")) or channel.startswith("D")
+        private = channel.startswith("D")
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),

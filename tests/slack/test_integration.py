@@ -294,22 +294,25 @@ def _slash(fake, text: str, *, channel: str = "C1", user: str = "U1") -> str:
     )
 
 
-async def test_slash_export_in_a_channel_answers_privately_and_sends_the_file_to_the_dm(real_bot, fake_slack):
+async def test_slash_export_answers_privately_and_uploads_the_file_to_the_dm(real_bot, fake_slack):
     bot, engine, url = real_bot
+    form = "application/x-www-form-urlencoded"
     await _say(url, fake_slack, engine, dm_event("My favourite tea is sencha.", ts=_ts()))
     await bot.drain()
-    status, _, seconds = await post_signed(
-        url, _slash(fake_slack, "export"), content_type="application/x-www-form-urlencoded"
-    )
+    # in a channel the private export is refused, privately
+    await post_signed(url, _slash(fake_slack, "export", channel="C1"), content_type=form)
+    (refused,) = await fake_slack.wait_for(lambda: fake_slack.calls_to("response_url"), timeout=30)
+    assert "direct chat" in refused.args["text"] and refused.args["response_type"] == "ephemeral"
+    status, _, seconds = await post_signed(url, _slash(fake_slack, "export", channel="D1"), content_type=form)
     assert status == 200 and seconds < 1.5
     await fake_slack.wait_for(lambda: fake_slack.calls_to("files.completeUploadExternal"), timeout=30)
     await bot.drain()
-    (answer,) = fake_slack.calls_to("response_url")
-    assert answer.args["response_type"] == "ephemeral"
+    answer = fake_slack.calls_to("response_url")[-1]
+    assert answer.args["response_type"] == "ephemeral" and "memories" in answer.args["text"]
     (opened,) = fake_slack.calls_to("conversations.open")
     assert opened.args["users"] == "U1"
     (complete,) = fake_slack.calls_to("files.completeUploadExternal")
-    assert complete.args["channel_id"] == "D1"  # the person's DM, not the channel
+    assert complete.args["channel_id"] == "D1"  # the person's DM
     (content,) = fake_slack.uploads.values()
     assert "sencha" in content.decode()
     assert not fake_slack.posted_in("C1")
