@@ -8,13 +8,14 @@ API) or a DM (post + chat.update), and measures for each:
 - first text: POST sent -> the first Web API call that carries reply text
   (chat.startStream/appendStream with text, or the first chat.update of the placeholder);
 - done: POST sent -> the generation's last delta.
-`python bench/slack_bench.py [--events 20 --people 5 --model bundled:smollm2|tiny]`
+`python bench/slack_bench.py [--events 10 --people 5 --tokens 32 --model bundled:smollm2|tiny] [--concurrent]`
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -111,7 +112,13 @@ async def run(args: argparse.Namespace) -> None:
         rows.append({"ack": ack, "first": first.at - sent, "kind": 0 if thread else 1})
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(args.events)))
+    if args.concurrent:
+        await asyncio.gather(*(one(i) for i in range(args.events)))
+    else:  # one at a time: what one person waits for on an otherwise idle bot
+        for i in range(args.events):
+            await one(i)
+            await fake.wait_for(lambda i=i: engine.finished >= i + 2, timeout=900)
+            await bot.drain()
     await fake.wait_for(lambda: engine.finished >= args.events + 1, timeout=900)
     await bot.drain()
     wall = time.perf_counter() - started
@@ -137,7 +144,8 @@ async def run(args: argparse.Namespace) -> None:
     console.print(table)
     console.print(
         f"model load {load_s:.1f} s; all {args.events} replies done in {wall:.1f} s; "
-        f"max_new_tokens {args.tokens}; mean ack {statistics.mean(r['ack'] for r in rows) * 1000:.0f} ms"
+        f"max_new_tokens {args.tokens}; mean ack {statistics.mean(r['ack'] for r in rows) * 1000:.0f} ms; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
 
 
@@ -147,6 +155,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--model", default="bundled:smollm2", help="a CONFIDANTE_MODEL value, or 'tiny'")
+    parser.add_argument("--concurrent", action="store_true", help="send all events at once")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -273,7 +273,10 @@ class SlackBot:
             log.exception("slack.handle_failed", error=type(err).__name__)
             await self._safe_post(client, target, "Sorry, something went wrong on my side. Please try again.")
             return
-        if reply is None:
+        silent = reply is None or (
+            reply.stream is None and not reply.text.strip() and not reply.buttons and reply.document is None
+        )
+        if silent:
             if status:
                 await self._set_status(client, target, "")
             return

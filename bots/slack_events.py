@@ -167,7 +167,7 @@ def to_incoming(
     if etype == "app_mention" or direct:
         addressed = True
     else:
-        if mentions(raw, bot_user_id):
+        if mentions(raw, bot_user_id) and not edited:
             return None  # the app_mention event for the same message carries it
         in_thread = bool(thread_ts) and (
             (team, channel, str(thread_ts)) in threads

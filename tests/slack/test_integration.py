@@ -355,3 +355,21 @@ async def test_forget_me_from_the_slash_command_with_its_confirm_button(real_bot
     await _say(url, fake_slack, engine, dm_event("What is my passport number?", ts=_ts()))
     await bot.drain()
     assert "X1234567" not in engine.prompt_text(-1)
+
+
+async def test_odd_ids_and_text_reach_the_core_and_get_an_answer(real_bot, fake_slack):
+    bot, engine, url = real_bot
+    odd = dm_event(
+        "Zalgo t̷e̷x̷t̷ \u202eRTL\u202c and a NUL \x00 and emoji 👩‍👩‍👧", ts=_ts(), user="U'1\"x", channel="D'q"
+    )
+    await _say(url, fake_slack, engine, odd)
+    await bot.drain()
+    await _say(url, fake_slack, engine, dm_event("and again", ts=_ts(), user="U'1\"x", channel="D'q"))
+    await bot.drain()
+    assert "emoji" in engine.prompt_text(-1)  # the first turn was stored and recalled as context
+    assert len(fake_slack.posted_in("D'q")) == 2
+    # an empty DM (a file shared without text) gets a clear answer, not silence
+    await post_signed(url, event_body(dm_event("", ts=_ts(), subtype="file_share"), event_id="EvEmpty"))
+    await fake_slack.wait_for(
+        lambda: any("empty message" in m.text for m in fake_slack.posted_in("D1")), timeout=30
+    )
