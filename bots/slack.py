@@ -462,8 +462,8 @@ class SlackBot:
             log.info("slack.socket_mode_connected")
         if not self.socket_mode or self.multi_workspace:
             web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)
-            if self.settings.slack_signing_secret is not None:
-                web_app.middlewares.append(_guard(self.settings.slack_signing_secret.get_secret_value()))
+            secret = self.settings.slack_signing_secret
+            web_app.middlewares.append(_guard(secret.get_secret_value() if secret else None))
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.slack_http_host, self.settings.slack_http_port)
@@ -484,13 +484,14 @@ class SlackBot:
             task.cancel()
 
 
-def _guard(signing_secret: str) -> Any:
+def _guard(signing_secret: str | None) -> Any:
     """aiohttp middleware in front of bolt's handler for `/slack/events`.
 
     Missing, blank or wrong signature headers are a 401 and a validly signed body that is not
-    JSON or a form is a 400 with a message; bolt itself would answer both with a 500.
+    JSON or a form is a 400 with a message; bolt itself would answer both with a 500. Without a
+    signing secret (Socket Mode serving only the OAuth pages) no event is accepted over HTTP.
     """
-    verifier = SignatureVerifier(signing_secret)
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -499,6 +500,10 @@ def _guard(signing_secret: str) -> Any:
         body = await request.read()
         ts = request.headers.get("X-Slack-Request-Timestamp", "").strip()
         sig = request.headers.get("X-Slack-Signature", "").strip()
+        if verifier is None:
+            return web.json_response(
+                {"error": "events come by Socket Mode; set SLACK_SIGNING_SECRET for HTTP"}, status=401
+            )
         if not ts.isdigit() or not sig or not verifier.is_valid(body, ts, sig):
             log.warning(
                 "slack.rejected_request", reason="signature", has_timestamp=bool(ts), has_signature=bool(sig)
@@ -528,6 +533,13 @@ async def run_slack(assistant: AssistantLike, settings: Settings) -> None:
         await bot.start()
     except SlackSetupError as err:
         log.error("slack.not_started", reason=str(err))
+        return
+    except OSError as err:  # the HTTP port is taken, or Slack cannot be reached
+        log.error(
+            "slack.not_started",
+            reason=str(err),
+            fix="free CONFIDANTE_SLACK_HTTP_PORT or pick another; check the network to Slack",
+        )
         return
     try:
         await asyncio.Event().wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
 
 from bots.slack import SlackBot
@@ -86,3 +87,32 @@ async def test_slash_command_over_socket_is_acked_and_answered_privately(socket_
     assert answer.args["response_type"] == "ephemeral"
     assert "command /forget_me" in answer.args["text"]
     assert not fake_slack.posted_in("C1")  # nothing said in the channel itself
+
+
+async def test_socket_mode_with_oauth_serves_install_pages_but_no_http_events(tmp_path, fake_slack):
+    settings = slack_settings(
+        tmp_path,
+        fake_slack,
+        slack_app_token=APP_TOKEN,
+        slack_signing_secret=None,
+        slack_bot_token=None,
+        slack_client_id="1.2",
+        slack_client_secret="s",
+    )
+    assistant = ScriptedAssistant()
+    bot = SlackBot(assistant, settings)
+    await bot.start()
+    try:
+        await fake_slack.wait_socket()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{bot.endpoints.http_url}/slack/install") as resp:
+                assert resp.status == 200
+                assert "slack.com/oauth/v2/authorize" in await resp.text()
+            async with session.post(
+                f"{bot.endpoints.http_url}/slack/events", json=event_body(dm_event("sneaky"), event_id="EvX")
+            ) as resp:
+                assert resp.status == 401
+        await bot.drain()
+        assert assistant.received == []
+    finally:
+        await bot.stop()
