@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     slack_api_url: str | None = None
     slack_http_host: str = "127.0.0.1"
     slack_http_port: int = 3000
+    # "auto": Slack's streaming API in threads, chat.update elsewhere; "update": always chat.update
+    slack_stream_mode: Literal["auto", "update"] = "auto"
+    slack_update_interval: float = 1.0
+    # the public https URL Slack reaches this app at (HTTP mode / OAuth redirect), if any
+    slack_public_url: str | None = None
 
     # Matrix
     matrix_homeserver: str | None = None
