@@ -122,6 +122,7 @@ class MatrixBot:
         self._stopping = False
         self.synced = asyncio.Event()  # set after every successful sync (tests wait on it)
         self.sync_count = 0
+        self.sync_failures = 0
         self.first_sync_seconds = 0.0
 
     # ---- login ---------------------------------------------------------------------------------
@@ -249,6 +250,7 @@ class MatrixBot:
                     full_state=full_state or None,
                 )
             except NETWORK_ERRORS as exc:
+                self.sync_failures += 1
                 delay = delays()
                 log.warning("matrix.sync_failed", error=type(exc).__name__, retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
