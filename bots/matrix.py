@@ -198,12 +198,13 @@ class MatrixBot:
         profile = await self._retry(self.client.get_displayname)
         self.display_name = getattr(profile, "displayname", None) or self.user_id.split(":")[0].lstrip("@")
         first_token = self.state.next_batch
+        leftover = dict(self.state.pending)  # accepted before the last stop, never answered
         # Without a saved token this is the first run: old timeline events are history, not questions.
         self._skip_timeline = first_token is None
         await self._sync_once(since=first_token, full_state=True, first=True)
         self._skip_timeline = False
         self.first_sync_seconds = time.monotonic() - started
-        for event_id, room_id in list(self.state.pending.items()):
+        for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
 
@@ -278,6 +279,9 @@ class MatrixBot:
                 await self.client.keys_query()
             if self.client.should_claim_keys:
                 await self.client.keys_claim(self.client.get_users_for_key_claiming())
+        # nio does not look at rooms we left: a kick, ban or leave shows up only here.
+        for room_id in resp.rooms.leave:
+            self._room_left(room_id)
         # Every event of this sync is now handled or recorded as pending: the token may move on.
         self.state.set_token(resp.next_batch)
         self._retry_undecrypted()
@@ -372,16 +376,19 @@ class MatrixBot:
 
         self._spawn(forget())
 
+    def _room_left(self, room_id: str) -> None:
+        self._invites_seen.discard(room_id)
+        if self.client.rooms.pop(room_id, None) is None or room_id in self._closed_rooms:
+            return  # a declined invite, or already closed
+        self._closed_rooms.add(room_id)
+        log.info("matrix.removed_from_room", room_id=room_id)
+        self._spawn(self.assistant.chat_closed(PLATFORM, room_id))
+
     async def _on_member(self, room: MatrixRoom, event: RoomMemberEvent) -> None:
         if self._skip_timeline:
             return
         if event.state_key == self.user_id and event.membership in ("leave", "ban"):
-            if room.room_id in self._closed_rooms:
-                return
-            self._closed_rooms.add(room.room_id)
-            self._invites_seen.discard(room.room_id)
-            log.info("matrix.removed_from_room", room_id=room.room_id, by=event.sender, membership=event.membership)
-            self._spawn(self.assistant.chat_closed(PLATFORM, room.room_id))
+            self._room_left(room.room_id)
         elif (
             event.membership == "leave"
             and event.state_key != self.user_id

@@ -20,6 +20,19 @@ def bot_message(bot_id: str, room_id: str, *, first_only: bool = True):
     return pred
 
 
+def shows(bot_id: str, room_id: str, text: str):
+    """A bot message or edit whose shown text contains `text`."""
+
+    def pred(r: str, e: Any) -> bool:
+        if r != room_id or not isinstance(e, RoomMessageText) or e.sender != bot_id:
+            return False
+        c = content(e)
+        body = c["m.new_content"]["body"] if is_edit(e) else c.get("body", "")
+        return text in body
+
+    return pred
+
+
 async def dm_with_bot(person: Any, bot_id: str, encrypted: bool = False) -> tuple[str, Any]:
     room_id = await person.create_room([bot_id], direct=True, encrypted=encrypted)
     intro = await person.wait_for(bot_message(bot_id, room_id), what="intro")
@@ -181,3 +194,105 @@ async def test_very_long_reply_is_split_below_the_event_size_limit(synapse, peop
     assert max(len(json.dumps(e.source).encode()) for e in messages) < 65_536
     shown = [final_text(alice, room_id, account.user_id, e.event_id) for e in originals]
     assert " ".join(" ".join(shown).split()) == " ".join(long_text.split())
+
+
+async def test_restart_keeps_device_and_neither_reanswers_nor_drops(synapse, people, bots, tmp_path):
+    assistant = ScriptedAssistant()
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    settings = bot_settings(synapse, account, tmp_path)
+    bot = await start_bot(assistant, settings, bots)
+    room_id, intro = await dm_with_bot(alice, account.user_id)
+    before = await alice.say(room_id, "first question")
+    await alice.wait_for(lambda r, e: bot_message(account.user_id, room_id)(r, e) and e.event_id != intro.event_id)
+    device = bot.client.device_id
+    await asyncio.sleep(0.5)  # let the final edit land
+    await bot.stop()
+
+    while_down = await alice.say(room_id, "asked while you were away")
+    bot2 = await start_bot(assistant, settings, bots)
+    assert bot2.client.device_id == device  # same device: the crypto identity survives
+    await alice.wait_for(
+        shows(account.user_id, room_id, "asked while you were away"),
+        what="answer to the message sent while down",
+    )
+    await alice.no_event(shows(account.user_id, room_id, "first question"), 1.5)
+    handled = [m.message_id for m in assistant.seen]
+    assert handled.count(before) == 1 and handled.count(while_down) == 1
+
+
+async def test_messages_older_than_the_catchup_age_are_recorded_not_answered(synapse, people, bots, tmp_path):
+    assistant = ScriptedAssistant()
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    settings = bot_settings(synapse, account, tmp_path, matrix_catchup_max_age_seconds=1)
+    bot = await start_bot(assistant, settings, bots)
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+    await bot.stop()
+
+    old = await alice.say(room_id, "a stale question")
+    await asyncio.sleep(1.5)
+    await start_bot(assistant, settings, bots)
+    await alice.no_event(shows(account.user_id, room_id, "stale"), 1.5)
+    seen = [m for m in assistant.seen if m.message_id == old]
+    assert len(seen) == 1 and seen[0].addressed is False
+
+
+async def test_redaction_and_kick_reach_the_core(synapse, people, bots, tmp_path):
+    assistant = ScriptedAssistant()
+    alice, bob, account, bot, room_id = await group_with_bot(synapse, people, bots, tmp_path, assistant)
+    secret = await alice.say(room_id, "my door code is 4711")
+    resp = await alice.client.room_redact(room_id, secret, reason="oops")
+    assert not hasattr(resp, "status_code") or resp.status_code is None
+    for _ in range(50):
+        if assistant.redacted:
+            break
+        await asyncio.sleep(0.1)
+    assert assistant.redacted == [("matrix", room_id, secret)]
+
+    await alice.client.room_kick(room_id, account.user_id, reason="bye")
+    for _ in range(50):
+        if assistant.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert assistant.closed == [("matrix", room_id)]
+
+
+async def test_rate_limits_are_waited_out(synapse, people, bots, tmp_path):
+    """Synapse answers M_LIMIT_EXCEEDED with retry_after_ms; the whole reply still arrives."""
+    words = [f"w{i}" for i in range(40)]
+    assistant = ScriptedAssistant(reply=lambda m: " ".join(words), delay=0.05, chunk=1)
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=0.0), bots)
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+    synapse.set_message_ratelimit(account.user_id, per_second=2, burst=2)
+
+    await alice.say(room_id, "go")
+    await alice.wait_for(
+        lambda r, e: is_edit(e) and content(e)["m.new_content"]["body"] == " ".join(words), timeout=60, what="whole reply"
+    )
+    assert bot.outbox.rate_limited >= 1
+
+
+async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, tmp_path):
+    from matrix_helpers import Proxy
+
+    proxy = Proxy(synapse.port)
+    await proxy.start()
+    assistant = ScriptedAssistant()
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path, matrix_homeserver=proxy.url), bots)
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+
+    await proxy.cut()
+    await asyncio.sleep(1.5)
+    await alice.say(room_id, "are you there?")
+    await asyncio.sleep(1.0)
+    assert bot.sync_failures >= 2  # it kept trying, backing off
+    await proxy.start()  # the homeserver is back on the same address
+    await alice.wait_for(
+        shows(account.user_id, room_id, "are you there"), what="answer after outage"
+    )
+    await proxy.stop()
