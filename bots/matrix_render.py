@@ -13,7 +13,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 # Synapse refuses events over 65,536 bytes (the whole signed PDU). An edit carries the text
-# four times (body, formatted_body and both again in m.new_content) and encryption inflates the
+# three times (a plain fallback body, then body and formatted_body in m.new_content) and encryption inflates the
 # JSON by a third (base64), so one message's *content* is kept well below the limit.
 EVENT_SIZE_LIMIT = 65_536
 MAX_CONTENT_BYTES = 40_000
@@ -45,13 +45,12 @@ def with_relation(content: dict[str, Any], relation: dict[str, Any] | None) -> d
 
 def edit_content(original_event_id: str, text: str, msgtype: str = "m.text") -> dict[str, Any]:
     """An `m.replace` edit: the fallback body starts with '*', the real content is m.new_content."""
-    new = message_content(text, msgtype)
+    # The fallback (for clients without edit support) is plain text only: the HTML copy would
+    # add a fourth copy of the text to an event that has to stay below the size limit.
     return {
         "msgtype": msgtype,
         "body": f"* {text}",
-        "format": "org.matrix.custom.html",
-        "formatted_body": f"* {new['formatted_body']}",
-        "m.new_content": new,
+        "m.new_content": message_content(text, msgtype),
         "m.relates_to": {"rel_type": "m.replace", "event_id": original_event_id},
     }
 

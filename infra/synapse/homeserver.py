@@ -42,6 +42,8 @@ trusted_key_servers: []
 suppress_key_server_warning: true
 federation_domain_whitelist: []
 use_presence: false
+# test passwords: cheap hashing keeps registering and logging in fast
+bcrypt_rounds: 4
 report_stats: false
 enable_metrics: false
 url_preview_enabled: false

@@ -170,7 +170,7 @@ async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
 
 async def test_very_long_reply_is_split_below_the_event_size_limit(synapse, people, bots, tmp_path):
     paragraph = "Ünïcödé & <tags> \"quotes\" " * 40
-    long_text = "\n\n".join(f"{i}: {paragraph}" for i in range(120)) + "\n\nTHE END."  # ~130 kB
+    long_text = "\n\n".join(f"{i}: {paragraph}" for i in range(60)) + "\n\nTHE END."  # ~65 kB
     assistant = ScriptedAssistant(reply=lambda m: long_text, chunk=400)
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
@@ -260,7 +260,7 @@ async def test_redaction_and_kick_reach_the_core(synapse, people, bots, tmp_path
 
 async def test_rate_limits_are_waited_out(synapse, people, bots, tmp_path):
     """Synapse answers M_LIMIT_EXCEEDED with retry_after_ms; the whole reply still arrives."""
-    words = [f"w{i}" for i in range(40)]
+    words = [f"w{i}" for i in range(12)]
     assistant = ScriptedAssistant(reply=lambda m: " ".join(words), delay=0.05, chunk=1)
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
