@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # storage and models
     data_dir: Path = Path("data")
     model: str = BUNDLED_MODEL
+    model_cache_dir: Path | None = None
     device: str = "auto"
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     max_new_tokens: int = 256
@@ -126,6 +127,11 @@ class Settings(BaseSettings):
     @property
     def matrix_enabled(self) -> bool:
         return self.matrix_homeserver is not None and self.matrix_user_id is not None
+
+    @property
+    def models_dir(self) -> Path:
+        """Where converted models live (default: inside the data dir)."""
+        return self.model_cache_dir or self.data_dir / "models"
 
     def ensure_data_dir(self) -> Path:
         """Create the data dir private to this user: it holds everything people told us."""

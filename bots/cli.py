@@ -1,0 +1,249 @@
+"""The `confidante` command, and the composition root: the one place that wires channels,
+the core and the workers together."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import Settings, get_settings
+
+app = typer.Typer(help="Confidante: a personal assistant that remembers you.", no_args_is_help=True)
+memory_app = typer.Typer(help="See, export and forget what is remembered about a person.")
+app.add_typer(memory_app, name="memory")
+
+err = Console(stderr=True)
+out = Console(highlight=False)
+
+PersonOpt = Annotated[str, typer.Option("--person", "-p", help="Person id or console name")]
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "sentence_transformers",
+        "transformers",
+        "nio",
+        "telegram",
+        "slack_bolt",
+    ):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _assistant(settings: Settings, *, jobs=None):
+    from core.llm.model import ModelLoadError
+
+    from core.assistant import build_assistant
+
+    try:
+        return build_assistant(settings, jobs=jobs)
+    except ModelLoadError as exc:
+        err.print(f"[red]Could not load the model:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _store(settings: Settings):
+    from core.memory.embed import default_embedder
+    from core.memory.store import Store
+
+    settings.ensure_data_dir()
+    return Store(settings.data_dir / "lancedb", default_embedder())
+
+
+def _person_id(store, person: str) -> str:
+    if store.person(person) is not None:
+        return person
+    found = store.person_for("console", person)
+    if found is None:
+        err.print(f"[red]No person called {person!r}.[/red] Chat first: confidante chat --person {person}")
+        raise typer.Exit(1)
+    return found
+
+
+@app.command()
+def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talking")] = "") -> None:
+    """Chat in this terminal (one line, one message; /exit quits)."""
+    from bots.console import chat as console_chat
+
+    settings = get_settings()
+    configure_logging(settings)
+    assistant = _assistant(settings, jobs=_jobs(settings))
+    asyncio.run(console_chat(assistant, person or getpass.getuser()))
+
+
+@app.command()
+def run() -> None:
+    """Start every configured platform in one process; with none configured, chat here."""
+    from bots.run import run_platforms
+
+    settings = get_settings()
+    configure_logging(settings)
+    assistant = _assistant(settings, jobs=_jobs(settings))
+    asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
+
+
+def _jobs(settings: Settings):
+    """Background work: Celery when the workers package is set up, else none."""
+    try:
+        from workers.jobs import celery_jobs
+    except ImportError:
+        from core.jobs import NoJobs
+
+        return NoJobs()
+    return celery_jobs(settings)
+
+
+def _recall_items(store, engine_tokens, person_id: str, query: str, k: int) -> list[dict]:
+    from core.memory.recall import ChatContext, Recall
+
+    person = store.person(person_id)
+    recall = Recall(store, engine_tokens)
+    [vector] = store.embed([query])
+    chat = ChatContext("console", person_id, "direct")
+    items = recall.recall(person, chat, vector, k=k, budget_tokens=10_000_000)
+    return [
+        {
+            "text": i.text,
+            "kind": i.kind,
+            "score": round(i.score, 4),
+            "ts": i.ts.isoformat(),
+            "source_ids": i.source_ids,
+            "role": i.role,
+        }
+        for i in items
+    ]
+
+
+@app.command()
+def recall(
+    person: PersonOpt,
+    query: Annotated[str, typer.Argument(help="The question")] = "",
+    k: Annotated[int, typer.Option("--k", help="How many items")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    queries: Annotated[Path | None, typer.Option("--queries", help="File with one question per line")] = None,
+) -> None:
+    """Show what recall would hand the model for a question, with each item's source ids."""
+    settings = get_settings()
+    configure_logging(settings)
+    store = _store(settings)
+    person_id = _person_id(store, person)
+
+    def tokens(text: str) -> int:
+        return len(text) // 4 + 1
+
+    questions = [q for q in queries.read_text().splitlines()] if queries else [query]
+    if not any(q.strip() for q in questions):
+        err.print("[red]Give a question[/red] (or --queries FILE).")
+        raise typer.Exit(1)
+    for question in questions:
+        items = _recall_items(store, tokens, person_id, question, k)
+        if as_json or queries:
+            print(json.dumps(items, ensure_ascii=False))
+            continue
+        table = Table("score", "kind", "when", "text", "sources")
+        for item in items:
+            table.add_row(
+                f"{item['score']:.3f}",
+                item["kind"],
+                item["ts"][:10],
+                item["text"],
+                ", ".join(item["source_ids"]),
+            )
+        out.print(table)
+
+
+@memory_app.command("list")
+def memory_list(person: PersonOpt) -> None:
+    """What is remembered about a person, numbered like /memory."""
+    asyncio.run(_command(person, "/memory"))
+
+
+@memory_app.command("forget")
+def memory_forget(person: PersonOpt, what: Annotated[str, typer.Argument(help="A number or words")]) -> None:
+    """Forget an item by number or every item containing some words."""
+    asyncio.run(_command(person, f"/forget {what}"))
+
+
+@memory_app.command("export")
+def memory_export(
+    person: PersonOpt,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default stdout)")
+    ] = None,
+) -> None:
+    """All of a person's data as JSON."""
+    from core.memory.export import export_person
+
+    settings = get_settings()
+    store = _store(settings)
+    data = json.dumps(
+        export_person(store, _person_id(store, person)), ensure_ascii=False, indent=2, default=str
+    )
+    if output:
+        output.write_text(data)
+        err.print(f"wrote {output}")
+    else:
+        print(data)
+
+
+async def _command(person: str, text: str) -> None:
+    """Run a chat command for a person without loading the model."""
+    from bots.console import render
+    from core.assistant import Assistant
+    from core.messages import Incoming
+
+    settings = get_settings()
+    configure_logging(settings)
+    store = _store(settings)
+    person_id = _person_id(store, person)
+    assistant = Assistant(settings, store, _NoModel())
+    accounts = store.identities_of(person_id)
+    console_ids = [a.platform_user_id for a in accounts if a.platform == "console"]
+    sender = console_ids[0] if console_ids else person_id
+    if not console_ids:
+        store.link_identity("console", sender, person_id)
+    msg = Incoming(
+        platform="console", chat_id=sender, sender_id=sender, text=text, message_id=uuid.uuid4().hex
+    )
+    reply = await assistant.handle(msg)
+    if reply is not None:
+        await render(reply, out)
+
+
+class _NoModel:
+    """Commands never generate; this keeps `memory list` from loading the model."""
+
+    context_tokens = 2048
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
+
+    async def stream(self, messages, **kwargs):
+        raise RuntimeError("no model loaded for commands")
+        yield ""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

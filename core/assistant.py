@@ -1,0 +1,341 @@
+"""The pipeline one message goes through (DESIGN.md): identity, dedupe, command, record,
+recall, prompt, generate, reply, defer.
+
+One person's messages are handled in order (a lock per person, held until their reply has
+streamed out); different people run concurrently. Everything slow and blocking (LanceDB,
+embeddings) runs in threads so one person's recall never stalls another's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import structlog
+
+from core.access import Access
+from core.commands import Commands, is_command
+from core.config import Settings
+from core.identity import Identities
+from core.jobs import Jobs, NoJobs
+from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
+from core.memory.recall import ChatContext, Recall, Recalled
+from core.memory.records import Person, Turn
+from core.memory.store import Store
+from core.messages import Incoming, Reply
+from core.text import clean
+
+log = structlog.get_logger(__name__)
+
+RECENT_TURNS = 24
+SEEN_CAPACITY = 50_000
+
+
+class ChatEngine(Protocol):
+    context_tokens: int
+
+    def stream(self, messages: list[dict[str, str]], **kwargs: Any) -> AsyncIterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class Assistant:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        engine: ChatEngine,
+        *,
+        jobs: Jobs | None = None,
+        layout: Layout = DEFAULT_LAYOUT,
+        use_recall: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.jobs = jobs or NoJobs()
+        self.layout = layout
+        self.use_recall = use_recall
+        self.identities = Identities(store)
+        self.recall = Recall(store, engine.count_tokens)
+        self.access = Access(settings)
+        self.commands = Commands(self)
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._recent: dict[tuple[str, str, str], deque[Turn]] = {}
+
+    # -- public API used by every channel ---------------------------------------------------
+
+    def command_list(self) -> list[tuple[str, str]]:
+        return self.commands.menu()
+
+    async def handle(self, msg: Incoming) -> Reply | None:
+        """Answer one message, or return None when there is nothing to say."""
+        text = clean(msg.text)
+        if msg.edited:
+            await self._edit(msg, text)
+            return None
+        key = (msg.platform, msg.chat_id, msg.message_id)
+        if key in self._seen:
+            log.info("duplicate message ignored", platform=msg.platform)
+            return None
+        self._remember_seen(key)
+        chat = ChatContext(msg.platform, msg.chat_id, msg.chat_kind)
+        if msg.chat_kind == "group" and not self.store.chat(msg.platform, msg.chat_id).active:
+            return None
+        person = await asyncio.to_thread(
+            self.identities.resolve, msg.platform, msg.sender_id, msg.sender_name
+        )
+        refusal = self.access.check(msg, person)
+        if refusal is not None:
+            return refusal if refusal.text else None
+        lock = self._locks[person.person_id]
+        await lock.acquire()
+        try:
+            reply = await self._handle_locked(msg, text, person, chat)
+        except BaseException:
+            lock.release()
+            raise
+        if reply is None or reply.stream is None:
+            lock.release()
+            return reply
+        reply.stream = self._release_after(reply.stream, lock)
+        return reply
+
+    async def redact(self, platform: str, chat_id: str, message_id: str) -> None:
+        """Forget one message (the person deleted it) and everything consolidated from it."""
+        await asyncio.to_thread(self.forget_turns_of_message, platform, chat_id, message_id)
+
+    async def chat_closed(self, platform: str, chat_id: str) -> None:
+        chat = self.store.chat(platform, chat_id)
+        chat.active = False
+        await asyncio.to_thread(self.store.save_chat, platform, chat_id, chat)
+        log.info("chat closed, no longer answering there", platform=platform)
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    async def _handle_locked(
+        self, msg: Incoming, text: str, person: Person, chat: ChatContext
+    ) -> Reply | None:
+        self._log_content("message in", person, text)
+        if is_command(text) and (msg.addressed or msg.chat_kind == "direct"):
+            return await self.commands.run(msg, text, person, chat)
+        if not text.strip():
+            if not msg.addressed:
+                return None
+            return Reply(text="I got an empty message. Send me some text and I'll answer.")
+        record = not person.settings.paused and (
+            chat.kind == "direct" or self.store.chat(msg.platform, msg.chat_id).record_context
+        )
+        turn = Turn(
+            person_id=person.person_id,
+            platform=msg.platform,
+            chat_id=msg.chat_id,
+            thread_id=msg.thread_id or "",
+            message_id=msg.message_id,
+            role="user",
+            text=text,
+            ts=msg.ts,
+            visibility=chat.scope,
+        )
+        if record:
+            inserted = await asyncio.to_thread(self.store.add_turns, [turn])
+            if inserted == 0:
+                log.info("duplicate message ignored", platform=msg.platform)
+                return None
+        if not msg.addressed:
+            if record:
+                self._recent_for(person, chat).append(turn)
+            return None
+        if len(text) > self.settings.max_message_chars:
+            if record:
+                self._recent_for(person, chat).append(turn)
+            return Reply(
+                text=(
+                    f"That message is {len(text):,} characters; I can read up to "
+                    f"{self.settings.max_message_chars:,} at once. "
+                    + ("I kept all of it. " if record else "")
+                    + "Send me the part you want me to look at, or ask about it in smaller pieces."
+                )
+            )
+        if turn.vector is None:
+            [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
+        recent = list(await asyncio.to_thread(self._recent_list, person, chat))
+        recalled = []
+        if self.use_recall:
+            recalled = await asyncio.to_thread(
+                self.recall.recall,
+                person,
+                chat,
+                turn.vector,
+                exclude_ids={t.id for t in recent} | {turn.id},
+            )
+        messages = self.prompt_for(person, chat, text, recalled, recent)
+        if record:
+            self._recent_for(person, chat).append(turn)
+        return Reply(
+            stream=self._generate(msg, person, chat, messages, record),
+            thread_id=msg.thread_id,
+            reply_to=msg.message_id,
+        )
+
+    def prompt_for(
+        self,
+        person: Person,
+        chat: ChatContext,
+        text: str,
+        recalled: list[Recalled],
+        recent: list[Turn],
+    ) -> list[dict[str, str]]:
+        budget = self.engine.context_tokens - self.settings.max_new_tokens - 16
+        profile = (
+            person.profile if chat.kind == "direct" or chat.scope in person.settings.shared_chats else ""
+        )
+        parts = PromptParts(
+            persona=self.settings.persona,
+            message=text,
+            profile=profile,
+            recalled=recalled,
+            recent=recent,
+            group=chat.kind == "group",
+        )
+        return build_messages(
+            parts, layout=self.layout, budget_tokens=budget, count_tokens=self.engine.count_tokens
+        )
+
+    async def _generate(
+        self,
+        msg: Incoming,
+        person: Person,
+        chat: ChatContext,
+        messages: list[dict[str, str]],
+        record: bool,
+    ) -> AsyncIterator[str]:
+        parts: list[str] = []
+        try:
+            async for delta in self.engine.stream(messages, adapter=person.adapter_version or None):
+                parts.append(delta)
+                yield delta
+        except Exception as exc:  # the person must hear that something went wrong
+            log.error("generation failed", error=str(exc), person=person.person_id)
+            note = "Sorry, I couldn't finish that reply (the model failed). Your message is saved; try again."
+            parts.append(("\n\n" if parts else "") + note)
+            yield parts[-1]
+        text = "".join(parts).strip()
+        self._log_content("reply out", person, text)
+        if record and text:
+            reply = Turn(
+                person_id=person.person_id,
+                platform=msg.platform,
+                chat_id=msg.chat_id,
+                thread_id=msg.thread_id or "",
+                message_id=msg.message_id,
+                role="assistant",
+                text=text,
+                visibility=chat.scope,
+            )
+            await asyncio.to_thread(self.store.add_turns, [reply])
+            self._recent_for(person, chat).append(reply)
+            self.jobs.after_turn(person.person_id)
+
+    @staticmethod
+    async def _release_after(stream: AsyncIterator[str], lock: asyncio.Lock) -> AsyncIterator[str]:
+        try:
+            async for delta in stream:
+                yield delta
+        finally:
+            lock.release()
+
+    # -- caches and helpers -----------------------------------------------------------------
+
+    def _remember_seen(self, key: tuple[str, str, str]) -> None:
+        self._seen[key] = None
+        while len(self._seen) > SEEN_CAPACITY:
+            self._seen.popitem(last=False)
+
+    def _recent_key(self, person: Person, chat: ChatContext) -> tuple[str, str, str]:
+        owner = person.person_id if chat.kind == "direct" else ""
+        return (owner, chat.platform, chat.chat_id)
+
+    def _recent_for(self, person: Person, chat: ChatContext) -> deque[Turn]:
+        key = self._recent_key(person, chat)
+        if key not in self._recent:
+            if chat.kind == "direct":
+                turns = self.store.turns_of(
+                    person.person_id, platform=chat.platform, chat_id=chat.chat_id, limit=RECENT_TURNS
+                )
+            else:
+                turns = self.store.chat_turns(
+                    chat.platform, chat.chat_id, scope=chat.scope, limit=RECENT_TURNS
+                )
+            self._recent[key] = deque(turns, maxlen=RECENT_TURNS)
+        return self._recent[key]
+
+    def _recent_list(self, person: Person, chat: ChatContext) -> list[Turn]:
+        return list(self._recent_for(person, chat))
+
+    def drop_caches(self, person_id: str | None = None) -> None:
+        """Forget cached turns after a deletion, so nothing forgotten reaches a prompt."""
+        if person_id is None:
+            self._recent.clear()
+            return
+        for key in list(self._recent):
+            self._recent[key] = deque(
+                (t for t in self._recent[key] if t.person_id != person_id), maxlen=RECENT_TURNS
+            )
+
+    async def _edit(self, msg: Incoming, text: str) -> None:
+        changed = await asyncio.to_thread(
+            self.store.edit_turn, msg.platform, msg.chat_id, msg.message_id, text
+        )
+        if changed:
+            for turns in self._recent.values():
+                for turn in turns:
+                    if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (
+                        msg.platform,
+                        msg.chat_id,
+                        msg.message_id,
+                        "user",
+                    ):
+                        turn.text = text
+
+    def forget_turns_of_message(self, platform: str, chat_id: str, message_id: str) -> None:
+        turns = self.store.turns_by_message(platform, chat_id, message_id)
+        self.store.delete_turns([t.id for t in turns])
+        self.forget([t.id for t in turns], person_ids={t.person_id for t in turns})
+
+    def forget(
+        self, turn_ids: list[str], memory_ids: list[str] = (), person_ids: set[str] = frozenset()
+    ) -> None:
+        """Drop these memories and those built from these (deleted) turns, purge old table
+        versions so the text leaves the disk, clear caches, and tell the workers."""
+        derived = self.store.memories_from_turns(turn_ids)
+        self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
+        self.store.purge_history()
+        gone = set(turn_ids)
+        for key in list(self._recent):
+            self._recent[key] = deque((t for t in self._recent[key] if t.id not in gone), maxlen=RECENT_TURNS)
+        for person_id in set(person_ids) | {m.person_id for m in derived}:
+            self.jobs.memory_changed(person_id)
+
+    def _log_content(self, event: str, person: Person, text: str) -> None:
+        if self.settings.log_content:
+            log.debug(event, person=person.person_id, text=text)
+
+
+def build_assistant(
+    settings: Settings, *, engine: ChatEngine | None = None, jobs: Jobs | None = None
+) -> Assistant:
+    """The default composition: LanceDB under the data dir, the configured model, given jobs."""
+    from core.memory.embed import default_embedder
+
+    settings.ensure_data_dir()
+    store = Store(settings.data_dir / "lancedb", default_embedder())
+    if engine is None:
+        from core.llm.engine import Engine
+        from core.llm.model import load_model
+
+        engine = Engine(load_model(settings), settings)
+    return Assistant(settings, store, engine, jobs=jobs)

@@ -1,0 +1,306 @@
+"""Commands every channel shares: seeing, exporting and erasing what the assistant knows.
+
+What a command shows is limited by the chat it is asked in, like recall: in a group only what
+belongs to that group; export and erasure only in a direct chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from core.identity import LinkError
+from core.memory.export import export_person
+from core.memory.recall import ChatContext
+from core.memory.records import PRIVATE, Memory, Person, Turn
+from core.messages import Button, Document, Incoming, Reply
+from core.text import preview
+
+if TYPE_CHECKING:
+    from core.assistant import Assistant
+
+log = structlog.get_logger(__name__)
+
+CONFIRM_SECONDS = 300
+MEMORY_LIST_TURNS = 20
+
+MENU: list[tuple[str, str]] = [
+    ("help", "What I can do"),
+    ("memory", "What I know about you (add 'history' for what changed)"),
+    ("forget", "Forget an item: /forget 3 or /forget marathon"),
+    ("export", "All your data as a JSON file"),
+    ("forget_me", "Erase everything about you"),
+    ("pause", "Stop remembering new messages"),
+    ("resume", "Start remembering again"),
+    ("link", "Join your accounts on other apps"),
+    ("unlink", "Separate this account again"),
+    ("whoami", "Which accounts are joined"),
+    ("share", "Let this group use your private profile (/share here, /share off)"),
+    ("context", "Group: keep unaddressed messages as context (/context on|off)"),
+    ("stats", "Admin: counts, never content"),
+]
+_NAMES = {name for name, _ in MENU}
+_COMMAND = re.compile(r"^/([A-Za-z_]+)(?:@\S+)?(?:\s+(.*))?$", re.DOTALL)
+
+
+def parse(text: str) -> tuple[str, str] | None:
+    match = _COMMAND.match(text.strip())
+    if not match:
+        return None
+    name = match.group(1).lower().replace("-", "_")
+    if name not in _NAMES:
+        return None
+    return name, (match.group(2) or "").strip()
+
+
+def is_command(text: str) -> bool:
+    return parse(text) is not None
+
+
+def _when(ts: datetime) -> str:
+    return f"{ts.day} {ts:%b %Y}"
+
+
+def _where(turn_or_scope: str) -> str:
+    if turn_or_scope == PRIVATE:
+        return "in a direct chat"
+    _, platform, _chat = turn_or_scope.split(":", 2)
+    return f"in a {platform} group"
+
+
+@dataclass
+class Item:
+    """One numbered line of /memory: a consolidated memory or a message the person sent."""
+
+    memory: Memory | None = None
+    turn: Turn | None = None
+
+    def line(self) -> str:
+        if self.memory is not None:
+            m = self.memory
+            return f"{m.text} ({m.kind}, {_when(m.valid_from)}, {_where(m.visibility)})"
+        t = self.turn
+        return f"You said: “{preview(t.text, 120)}” ({_when(t.ts)}, {_where(t.visibility)})"
+
+
+class Commands:
+    def __init__(self, assistant: Assistant) -> None:
+        self.a = assistant
+        self._confirm: dict[str, float] = {}
+
+    def menu(self) -> list[tuple[str, str]]:
+        return list(MENU)
+
+    async def run(self, msg: Incoming, text: str, person: Person, chat: ChatContext) -> Reply:
+        name, arg = parse(text) or ("help", "")
+        log.info("command", command=name, platform=msg.platform, chat_kind=chat.kind)
+        handler = getattr(self, f"_{name}")
+        return await handler(msg, arg, person, chat)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _help(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        lines = ["I'm Confidante, your personal assistant. I remember what you tell me so I can help better."]
+        lines += [f"/{name} — {desc}" for name, desc in MENU]
+        if person.settings.paused:
+            lines.append("Remembering is paused for you (/resume to turn it back on).")
+        return Reply(text="\n".join(lines))
+
+    def items(self, person: Person, chat: ChatContext) -> list[Item]:
+        """The numbered list /memory shows and /forget N refers to (same order both times)."""
+        scopes = [PRIVATE] if chat.kind == "direct" else [chat.scope]
+        store = self.a.store
+        memories = store.memories_of(person.person_id, visibilities=scopes)
+        turns = store.turns_of(person.person_id, visibilities=scopes)
+        said = [t for t in turns if t.role == "user"][-MEMORY_LIST_TURNS:]
+        return [Item(memory=m) for m in memories] + [Item(turn=t) for t in reversed(said)]
+
+    async def _memory(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if arg.lower().startswith("hist"):
+            return await asyncio.to_thread(self._history, person, chat)
+        items = await asyncio.to_thread(self.items, person, chat)
+        if not items:
+            return Reply(
+                text="I don't know anything about you yet"
+                + (" in this group." if chat.kind == "group" else ".")
+            )
+        where = "in this group" if chat.kind == "group" else "about you"
+        lines = [f"What I know {where}:"] + [f"{i}. {item.line()}" for i, item in enumerate(items, 1)]
+        if person.profile and chat.kind == "direct":
+            lines.insert(1, f"Profile: {person.profile}")
+        lines.append("Forget one with /forget <number>, or everything about a topic with /forget <words>.")
+        return Reply(text="\n".join(lines))
+
+    def _history(self, person: Person, chat: ChatContext) -> Reply:
+        scopes = [PRIVATE] if chat.kind == "direct" else [chat.scope]
+        old = [
+            m
+            for m in self.a.store.memories_of(person.person_id, current_only=False, visibilities=scopes)
+            if not m.current
+        ]
+        if not old:
+            return Reply(text="Nothing I knew about you has changed yet.")
+        lines = ["What changed (no longer current):"]
+        lines += [f"- {m.text} (until {_when(m.valid_to)})" for m in old]
+        return Reply(text="\n".join(lines))
+
+    async def _whoami(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        accounts = await asyncio.to_thread(self.a.store.identities_of, person.person_id)
+        lines = ["These accounts are one person to me:"] + [
+            f"- {i.platform}: {i.platform_user_id}" for i in accounts
+        ]
+        return Reply(text="\n".join(lines))
+
+    # -- forgetting ---------------------------------------------------------------------------
+
+    async def _forget(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if not arg:
+            return Reply(text="Tell me what to forget: /forget 3 (a number from /memory) or /forget <words>.")
+        count = await asyncio.to_thread(self._forget_sync, person, chat, arg)
+        if count is None:
+            return Reply(text=f"There is no item {arg}. Send /memory to see the numbers.")
+        if count == 0:
+            return Reply(text=f"I found nothing about “{preview(arg, 60)}” to forget.")
+        return Reply(
+            text=f"Forgotten: {count} item{'s' if count != 1 else ''}. It's gone from my storage too."
+        )
+
+    def _forget_sync(self, person: Person, chat: ChatContext, arg: str) -> int | None:
+        store = self.a.store
+        if arg.isdigit():
+            items = self.items(person, chat)
+            n = int(arg)
+            if not 1 <= n <= len(items):
+                return None
+            chosen = [items[n - 1]]
+        else:
+            needle = arg.lower()
+            scopes = [PRIVATE] if chat.kind == "direct" else [chat.scope]
+            chosen = [
+                Item(memory=m)
+                for m in store.memories_of(person.person_id, current_only=False, visibilities=scopes)
+                if needle in m.text.lower()
+            ]
+            chosen += [
+                Item(turn=t)
+                for t in store.turns_of(person.person_id, visibilities=scopes)
+                if needle in t.text.lower()
+            ]
+        turns = [i.turn for i in chosen if i.turn is not None]
+        for t in list(turns):
+            turns += [r for r in store.turns_by_message(t.platform, t.chat_id, t.message_id) if r.id != t.id]
+        store.delete_turns([t.id for t in turns])
+        memory_ids = [i.memory.id for i in chosen if i.memory is not None]
+        self.a.forget([t.id for t in turns], memory_ids, {person.person_id})
+        return len(chosen)
+
+    async def _forget_me(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "direct":
+            return Reply(text="To erase everything about you, send /forget_me to me in a direct chat.")
+        now = time.monotonic()
+        if arg.lower() != "confirm" or self._confirm.get(person.person_id, 0) < now:
+            self._confirm[person.person_id] = now + CONFIRM_SECONDS
+            return Reply(
+                text=(
+                    "This erases everything I know about you on every linked account: messages, memories, "
+                    "profile and personal model. It can't be undone. To go ahead, send /forget_me confirm "
+                    "within 5 minutes."
+                ),
+                buttons=[Button("Yes, erase everything", "/forget_me confirm")],
+            )
+        del self._confirm[person.person_id]
+        await asyncio.to_thread(self.a.store.forget_person, person.person_id)
+        self.a.drop_caches(person.person_id)
+        self.a.jobs.forget_person(person.person_id)
+        log.info("person erased", person=person.person_id)
+        return Reply(text="Done. I've erased everything about you. If you write again, I start from nothing.")
+
+    # -- export and settings ------------------------------------------------------------------
+
+    async def _export(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "direct":
+            return Reply(text="Ask me for /export in a direct chat: it holds your private data.")
+        data = await asyncio.to_thread(export_person, self.a.store, person.person_id)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        body = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode()
+        return Reply(
+            text=f"Everything I keep about you: {len(data['memories'])} memories, {len(data['turns'])} messages.",
+            document=Document(f"confidante-export-{stamp}.json", body),
+        )
+
+    async def _pause(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        person.settings.paused = True
+        await asyncio.to_thread(self.a.store.save_person, person)
+        return Reply(text="Paused: I won't remember new messages until you send /resume. I still answer.")
+
+    async def _resume(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        person.settings.paused = False
+        await asyncio.to_thread(self.a.store.save_person, person)
+        return Reply(text="Resumed: I'll remember what you tell me again.")
+
+    async def _share(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "group":
+            return Reply(text="Send /share here in a group to let me use your private profile there.")
+        shared = set(person.settings.shared_chats)
+        if arg.lower() in ("off", "stop", "revoke"):
+            shared.discard(chat.scope)
+            text = "Done: in this group I use only what was said here."
+        else:
+            shared.add(chat.scope)
+            text = "Done: in this group I may use your private profile and memories. /share off revokes it."
+        person.settings.shared_chats = sorted(shared)
+        await asyncio.to_thread(self.a.store.save_person, person)
+        return Reply(text=text)
+
+    async def _context(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "group":
+            return Reply(text="/context on|off is for groups.")
+        settings = self.a.store.chat(msg.platform, msg.chat_id)
+        if arg.lower() in ("on", "off"):
+            settings.record_context = arg.lower() == "on"
+            await asyncio.to_thread(self.a.store.save_chat, msg.platform, msg.chat_id, settings)
+        state = (
+            "on: I keep this group's messages as context"
+            if settings.record_context
+            else "off: I keep only messages addressed to me"
+        )
+        return Reply(text=f"Group context is {state}.")
+
+    async def _link(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "direct":
+            return Reply(text="Link accounts in a direct chat with me.")
+        ids = self.a.identities
+        if not arg:
+            code = ids.issue_code(person.person_id)
+            return Reply(
+                text=f"Your link code is {code}. Within 10 minutes, send “/link {code}” to me from your other account."
+            )
+        try:
+            kept, merged = await asyncio.to_thread(ids.redeem, arg, msg.platform, msg.sender_id)
+        except LinkError as exc:
+            return Reply(text=str(exc))
+        self.a.drop_caches()
+        if merged != kept:
+            self.a.jobs.memory_changed(kept)
+        return Reply(text="Linked. Your accounts are now one person to me; /whoami lists them.")
+
+    async def _unlink(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        new = await asyncio.to_thread(self.a.identities.unlink, msg.platform, msg.sender_id)
+        if new is None:
+            return Reply(text="This account isn't joined to another one.")
+        self.a.drop_caches()
+        return Reply(text="Unlinked. This account is separate now and starts fresh.")
+
+    async def _stats(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if not self.a.access.is_admin(msg):
+            return Reply(text="/stats is for the assistant's admins.")
+        counts = await asyncio.to_thread(self.a.store.counts)
+        lines = ["Counts (no content):"] + [f"- {name}: {n:,}" for name, n in sorted(counts.items())]
+        return Reply(text="\n".join(lines))

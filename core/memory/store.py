@@ -1,0 +1,506 @@
+"""LanceDB tables for people, their accounts, their turns and their memories.
+
+This module is the only one that talks to LanceDB, and every filter it sends is built from
+`core.memory.filters`, so no caller can hand LanceDB a string that widens a query.
+Forgetting is physical: after a delete, `purge_history` compacts the tables and removes the
+older table versions that still hold the deleted rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+import structlog
+
+from core.memory import filters as f
+from core.memory.embed import DIM, Embedder
+from core.memory.records import Identity, Memory, Person, PersonSettings, Turn
+
+log = structlog.get_logger(__name__)
+
+TS = pa.timestamp("us", tz="UTC")
+VECTOR = pa.list_(pa.float32(), DIM)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "people": pa.schema(
+        [
+            ("person_id", pa.string()),
+            ("display_name", pa.string()),
+            ("settings", pa.string()),
+            ("adapter_version", pa.string()),
+            ("profile", pa.string()),
+            ("created_at", TS),
+        ]
+    ),
+    "identities": pa.schema(
+        [
+            ("key", pa.string()),
+            ("platform", pa.string()),
+            ("platform_user_id", pa.string()),
+            ("person_id", pa.string()),
+            ("linked_at", TS),
+        ]
+    ),
+    "chats": pa.schema(
+        [
+            ("key", pa.string()),
+            ("platform", pa.string()),
+            ("chat_id", pa.string()),
+            ("record_context", pa.bool_()),
+            ("active", pa.bool_()),
+        ]
+    ),
+    "turns": pa.schema(
+        [
+            ("id", pa.string()),
+            ("person_id", pa.string()),
+            ("platform", pa.string()),
+            ("chat_id", pa.string()),
+            ("thread_id", pa.string()),
+            ("message_id", pa.string()),
+            ("source_id", pa.string()),
+            ("role", pa.string()),
+            ("text", pa.string()),
+            ("ts", TS),
+            ("visibility", pa.string()),
+            ("vector", VECTOR),
+        ]
+    ),
+    "memories": pa.schema(
+        [
+            ("id", pa.string()),
+            ("person_id", pa.string()),
+            ("kind", pa.string()),
+            ("text", pa.string()),
+            ("source_turn_ids", pa.list_(pa.string())),
+            ("confidence", pa.float32()),
+            ("created_at", TS),
+            ("updated_at", TS),
+            ("valid_from", TS),
+            ("valid_to", TS),
+            ("visibility", pa.string()),
+            ("vector", VECTOR),
+        ]
+    ),
+}
+
+_TURN_COLUMNS = [n for n in SCHEMAS["turns"].names if n != "vector"]
+_MEMORY_COLUMNS = [n for n in SCHEMAS["memories"].names if n != "vector"]
+
+
+@dataclass
+class ChatSettings:
+    """Per group: whether unaddressed messages are kept as context, and whether we still answer."""
+
+    record_context: bool = True
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a turn or a memory, and its distance to the query (smaller is closer)."""
+
+    item: Turn | Memory
+    distance: float
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.to_pydatetime().replace(tzinfo=UTC)
+
+
+def _turn(row: dict[str, Any]) -> Turn:
+    return Turn(
+        id=row["id"],
+        person_id=row["person_id"],
+        platform=row["platform"],
+        chat_id=row["chat_id"],
+        thread_id=row["thread_id"] or "",
+        message_id=row["message_id"],
+        source_id=row["source_id"] or row["message_id"],
+        role=row["role"],
+        text=row["text"],
+        ts=_utc(row["ts"]),
+        visibility=row["visibility"],
+    )
+
+
+def _memory(row: dict[str, Any]) -> Memory:
+    return Memory(
+        id=row["id"],
+        person_id=row["person_id"],
+        kind=row["kind"],
+        text=row["text"],
+        source_turn_ids=list(row["source_turn_ids"] or []),
+        confidence=float(row["confidence"]),
+        created_at=_utc(row["created_at"]),
+        updated_at=_utc(row["updated_at"]),
+        valid_from=_utc(row["valid_from"]),
+        valid_to=_utc(row["valid_to"]),
+        visibility=row["visibility"],
+    )
+
+
+class Store:
+    """All of Confidante's durable state, in one LanceDB database (a folder or an s3:// URI)."""
+
+    def __init__(self, uri: str | Path, embedder: Embedder) -> None:
+        self.uri = str(uri)
+        self.embedder = embedder
+        self.db = lancedb.connect(self.uri)
+        self._tables = {name: self._open(name, schema) for name, schema in SCHEMAS.items()}
+        self._write_lock = threading.RLock()
+        self._people: dict[str, Person] = {}
+        self._identities: dict[tuple[str, str], str] = {}
+        self._chats: dict[tuple[str, str], ChatSettings] = {}
+        self._load_small_tables()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _open(self, name: str, schema: pa.Schema) -> Any:
+        return self.db.create_table(name, schema=schema, exist_ok=True)
+
+    def table(self, name: str) -> Any:
+        return self._tables[name]
+
+    def _rows(self, name: str, where: str, columns: list[str] | None = None, limit: int | None = None):
+        query = self._tables[name].search().where(where)
+        if columns:
+            query = query.select(columns)
+        # LanceDB applies a default limit to searches; lift it unless the caller set one.
+        query = query.limit(limit if limit is not None else 10_000_000)
+        return query.to_list()
+
+    def _load_small_tables(self) -> None:
+        """People and accounts are few and read on every message: keep them in memory."""
+        for row in self._tables["people"].to_arrow().to_pylist():
+            self._people[row["person_id"]] = self._person_from_row(row)
+        for row in self._tables["identities"].to_arrow().to_pylist():
+            self._identities[(row["platform"], row["platform_user_id"])] = row["person_id"]
+        for row in self._tables["chats"].to_arrow().to_pylist():
+            self._chats[(row["platform"], row["chat_id"])] = ChatSettings(
+                row["record_context"], row["active"]
+            )
+
+    @staticmethod
+    def _person_from_row(row: dict[str, Any]) -> Person:
+        return Person(
+            person_id=row["person_id"],
+            display_name=row["display_name"] or "",
+            settings=PersonSettings.from_json(row["settings"]),
+            adapter_version=row["adapter_version"] or "",
+            profile=row["profile"] or "",
+            created_at=_utc(row["created_at"]),
+        )
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [v.tolist() for v in self.embedder.embed(texts)]
+
+    # -- people and identities ----------------------------------------------------------------
+
+    def person(self, person_id: str) -> Person | None:
+        return self._people.get(person_id)
+
+    def people(self) -> list[Person]:
+        return list(self._people.values())
+
+    def save_person(self, person: Person) -> None:
+        row = {
+            "person_id": person.person_id,
+            "display_name": person.display_name,
+            "settings": person.settings.to_json(),
+            "adapter_version": person.adapter_version,
+            "profile": person.profile,
+            "created_at": person.created_at,
+        }
+        with self._write_lock:
+            table = self._tables["people"]
+            table.merge_insert("person_id").when_matched_update_all().when_not_matched_insert_all().execute(
+                pa.Table.from_pylist([row], schema=SCHEMAS["people"])
+            )
+            self._people[person.person_id] = person
+
+    def delete_person_row(self, person_id: str) -> None:
+        """Drop the people row only (its data was moved to another person)."""
+        with self._write_lock:
+            self._tables["people"].delete(f.eq("person_id", person_id))
+            self._people.pop(person_id, None)
+
+    def person_for(self, platform: str, platform_user_id: str) -> str | None:
+        return self._identities.get((platform, platform_user_id))
+
+    def link_identity(self, platform: str, platform_user_id: str, person_id: str) -> None:
+        row = {
+            "key": f"{platform}\x1f{platform_user_id}",
+            "platform": platform,
+            "platform_user_id": platform_user_id,
+            "person_id": person_id,
+            "linked_at": datetime.now(UTC),
+        }
+        with self._write_lock:
+            self._tables["identities"].merge_insert(
+                "key"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(
+                pa.Table.from_pylist([row], schema=SCHEMAS["identities"])
+            )
+            self._identities[(platform, platform_user_id)] = person_id
+
+    def unlink_identity(self, platform: str, platform_user_id: str) -> None:
+        with self._write_lock:
+            self._tables["identities"].delete(
+                f.all_of(f.eq("platform", platform), f.eq("platform_user_id", platform_user_id))
+            )
+            self._identities.pop((platform, platform_user_id), None)
+
+    def identities_of(self, person_id: str) -> list[Identity]:
+        rows = self._rows("identities", f.eq("person_id", person_id))
+        return [
+            Identity(r["platform"], r["platform_user_id"], r["person_id"], _utc(r["linked_at"])) for r in rows
+        ]
+
+    # -- chats ------------------------------------------------------------------------------
+
+    def chat(self, platform: str, chat_id: str) -> ChatSettings:
+        return self._chats.get((platform, chat_id), ChatSettings())
+
+    def save_chat(self, platform: str, chat_id: str, chat: ChatSettings) -> None:
+        row = {
+            "key": f"{platform}\x1f{chat_id}",
+            "platform": platform,
+            "chat_id": chat_id,
+            "record_context": chat.record_context,
+            "active": chat.active,
+        }
+        with self._write_lock:
+            self._tables["chats"].merge_insert(
+                "key"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(
+                pa.Table.from_pylist([row], schema=SCHEMAS["chats"])
+            )
+            self._chats[(platform, chat_id)] = chat
+
+    # -- turns ------------------------------------------------------------------------------
+
+    def add_turns(self, turns: Sequence[Turn]) -> int:
+        """Insert turns not stored yet (by id); returns how many were new."""
+        if not turns:
+            return 0
+        unique: dict[str, Turn] = {t.id: t for t in turns}
+        missing = [t for t in unique.values() if t.vector is None]
+        if missing:
+            for turn, vector in zip(missing, self.embed([t.text for t in missing]), strict=True):
+                turn.vector = vector
+        data = pa.Table.from_pylist(
+            [{**{c: getattr(t, c) for c in _TURN_COLUMNS}, "vector": t.vector} for t in unique.values()],
+            schema=SCHEMAS["turns"],
+        )
+        with self._write_lock:
+            result = self._tables["turns"].merge_insert("id").when_not_matched_insert_all().execute(data)
+        return int(getattr(result, "num_inserted_rows", len(unique)))
+
+    def has_turn(self, platform: str, chat_id: str, message_id: str) -> bool:
+        where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("message_id", message_id))
+        return self._tables["turns"].count_rows(where) > 0
+
+    def turns_by_ids(self, ids: Iterable[str]) -> list[Turn]:
+        ids = list(ids)
+        if not ids:
+            return []
+        return [_turn(r) for r in self._rows("turns", f.is_in("id", ids), _TURN_COLUMNS)]
+
+    def turns_of(
+        self,
+        person_id: str,
+        *,
+        since: datetime | None = None,
+        platform: str | None = None,
+        chat_id: str | None = None,
+        visibilities: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Turn]:
+        """A person's turns, oldest first, optionally one chat's and only the given scopes."""
+        where = f.all_of(
+            f.eq("person_id", person_id),
+            f.eq("platform", platform) if platform is not None else None,
+            f.eq("chat_id", chat_id) if chat_id is not None else None,
+            f.is_in("visibility", visibilities) if visibilities is not None else None,
+            f"ts > {f.quote(since.astimezone(UTC).isoformat())}::timestamp" if since else None,
+        )
+        turns = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
+        turns.sort(key=lambda t: (t.ts, t.role != "user"))
+        return turns[-limit:] if limit else turns
+
+    def chat_turns(self, platform: str, chat_id: str, *, scope: str, limit: int = 20) -> list[Turn]:
+        """What was said in one group by anyone, within the group's scope, oldest first."""
+        where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("visibility", scope))
+        turns = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
+        turns.sort(key=lambda t: (t.ts, t.role != "user"))
+        return turns[-limit:]
+
+    def edit_turn(self, platform: str, chat_id: str, message_id: str, text: str) -> bool:
+        where = f.all_of(
+            f.eq("platform", platform),
+            f.eq("chat_id", chat_id),
+            f.eq("message_id", message_id),
+            f.eq("role", "user"),
+        )
+        rows = self._rows("turns", where, _TURN_COLUMNS)
+        if not rows:
+            return False
+        [vector] = self.embed([text])
+        with self._write_lock:
+            self._tables["turns"].update(where=where, values={"text": text, "vector": vector})
+        return True
+
+    def turns_by_message(self, platform: str, chat_id: str, message_id: str) -> list[Turn]:
+        """The person's message and the assistant's reply to it."""
+        where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("message_id", message_id))
+        return [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
+
+    def delete_turns(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            with self._write_lock:
+                self._tables["turns"].delete(f.is_in("id", ids))
+
+    def reassign_person(self, old: str, new: str) -> None:
+        """Move every row of `old` to `new` (account linking), scopes untouched."""
+        with self._write_lock:
+            for name in ("turns", "memories", "identities"):
+                self._tables[name].update(where=f.eq("person_id", old), values={"person_id": new})
+            for key, pid in list(self._identities.items()):
+                if pid == old:
+                    self._identities[key] = new
+
+    # -- memories -----------------------------------------------------------------------------
+
+    def save_memories(self, memories: Sequence[Memory]) -> None:
+        """Insert or replace memories by id."""
+        if not memories:
+            return
+        missing = [m for m in memories if m.vector is None]
+        if missing:
+            for memory, vector in zip(missing, self.embed([m.text for m in missing]), strict=True):
+                memory.vector = vector
+        data = pa.Table.from_pylist(
+            [{**{c: getattr(m, c) for c in _MEMORY_COLUMNS}, "vector": m.vector} for m in memories],
+            schema=SCHEMAS["memories"],
+        )
+        with self._write_lock:
+            self._tables["memories"].merge_insert(
+                "id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def memories_of(
+        self,
+        person_id: str,
+        *,
+        current_only: bool = True,
+        visibilities: Iterable[str] | None = None,
+    ) -> list[Memory]:
+        where = f.all_of(
+            f.eq("person_id", person_id),
+            f.is_null("valid_to") if current_only else None,
+            f.is_in("visibility", visibilities) if visibilities is not None else None,
+        )
+        memories = [_memory(r) for r in self._rows("memories", where, _MEMORY_COLUMNS)]
+        memories.sort(key=lambda m: m.created_at)
+        return memories
+
+    def memories_from_turns(self, turn_ids: Iterable[str]) -> list[Memory]:
+        """Memories built (at least partly) from any of these turns."""
+        wanted = set(turn_ids)
+        if not wanted:
+            return []
+        clauses = [f"array_has(source_turn_ids, {f.quote(t)})" for t in wanted]
+        rows = self._rows("memories", f.any_of(*clauses), _MEMORY_COLUMNS)
+        return [_memory(r) for r in rows]
+
+    def delete_memories(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            with self._write_lock:
+                self._tables["memories"].delete(f.is_in("id", ids))
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        name: str,
+        person_id: str,
+        vector: Sequence[float],
+        *,
+        visibilities: Iterable[str],
+        k: int,
+        exclude_chat: tuple[str, str] | None = None,
+    ) -> list[Hit]:
+        """Nearest turns or current memories of one person, only within the given scopes."""
+        where = f.all_of(
+            f.eq("person_id", person_id),
+            f.is_in("visibility", visibilities),
+            f.is_null("valid_to") if name == "memories" else None,
+            f"NOT ({f.all_of(f.eq('platform', exclude_chat[0]), f.eq('chat_id', exclude_chat[1]))})"
+            if exclude_chat and name == "turns"
+            else None,
+        )
+        columns = _TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS
+        rows = (
+            self._tables[name]
+            .search(list(vector))
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select([*columns, "_distance"])
+            .limit(k)
+            .to_list()
+        )
+        convert = _turn if name == "turns" else _memory
+        return [Hit(convert(r), float(r["_distance"])) for r in rows]
+
+    # -- forgetting and upkeep ----------------------------------------------------------------
+
+    def forget_person(self, person_id: str) -> None:
+        """Delete every row of a person, then purge old versions so the text leaves the disk."""
+        where = f.eq("person_id", person_id)
+        with self._write_lock:
+            for name in ("turns", "memories", "identities", "people"):
+                self._tables[name].delete(where)
+            self._people.pop(person_id, None)
+            for key, pid in list(self._identities.items()):
+                if pid == person_id:
+                    del self._identities[key]
+        self.purge_history()
+
+    def purge_history(self) -> None:
+        """Compact every table and drop all older versions: deleted rows stop existing on disk."""
+        with self._write_lock, warnings.catch_warnings():
+            # Removing every old version is the point here; a reader on an old version retries.
+            warnings.simplefilter("ignore", UserWarning)
+            for name, table in self._tables.items():
+                table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+                log.debug("table purged", table=name, version=table.version)
+
+    def ensure_indexes(self) -> None:
+        """Scalar indexes for the per-person filters; rebuilt by `optimize` as data grows."""
+        for name in ("turns", "memories"):
+            table = self._tables[name]
+            if table.count_rows() == 0:
+                continue
+            existing = {idx.name for idx in table.list_indices()}
+            if "person_id_idx" not in existing:
+                table.create_scalar_index("person_id", index_type="BTREE", replace=True)
+        for name in ("turns", "memories"):
+            self._tables[name].optimize()
+
+    def counts(self) -> dict[str, int]:
+        return {name: table.count_rows() for name, table in self._tables.items()}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run a command with the services the tests need, starting only what is not already running
+# and stopping only what this script started.
+set -euo pipefail
+
+started_redis=0
+cleanup() {
+  if [ "$started_redis" = 1 ]; then
+    redis-cli -h 127.0.0.1 -p 6379 shutdown nosave >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if ! command -v redis-server >/dev/null; then
+    echo "Redis is not running on 127.0.0.1:6379 and redis-server is not installed." >&2
+    echo "Install it (apt-get install redis-server) or start Redis, then run make test again." >&2
+    exit 1
+  fi
+  echo "starting Redis on 127.0.0.1:6379 for the tests"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  started_redis=1
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
+
+"$@"

@@ -1,0 +1,41 @@
+"""Fixtures for the core: real LanceDB files in a temp dir, the real embedder, a tiny Llama."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.assistant import Assistant
+from core.config import Settings
+from core.memory.embed import default_embedder
+from core.memory.store import Store
+from tests.helpers import RecordingEngine
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    return default_embedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", max_new_tokens=8, temperature=0.0, _env_file=None)
+
+
+@pytest.fixture
+def store(settings: Settings, embedder) -> Store:
+    settings.ensure_data_dir()
+    return Store(settings.data_dir / "lancedb", embedder)
+
+
+@pytest.fixture
+def engine(tiny_model, settings: Settings) -> RecordingEngine:
+    from core.llm.engine import Engine
+
+    return RecordingEngine(Engine(tiny_model, settings))
+
+
+@pytest.fixture
+def assistant(settings: Settings, store: Store, engine: RecordingEngine) -> Assistant:
+    return Assistant(settings, store, engine)

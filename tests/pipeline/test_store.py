@@ -1,0 +1,114 @@
+"""The LanceDB store on real files: dedupe, scopes, hostile ids, and deletion that reaches the disk."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.memory import filters
+from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
+from core.memory.store import Store
+
+HOSTILE_IDS = [
+    "x' OR '1'='1",
+    "' OR 1=1 --",
+    "dana'; DROP TABLE turns; --",
+    'quote"double',
+    "new\nline",
+    "back\\slash",
+    "ünïcødé 🎉",
+    "%_wild*",
+    "(paren) AND true",
+]
+
+
+def _turn(person: str, text: str, msg: str, visibility: str = PRIVATE, chat: str | None = None) -> Turn:
+    return Turn(person, "console", chat or person, msg, "user", text, visibility=visibility)
+
+
+def test_same_message_stored_once(store: Store) -> None:
+    first = store.add_turns([_turn("dana", "hello", "1")])
+    again = store.add_turns([_turn("dana", "hello again", "1")])
+    assert (first, again) == (1, 0)
+    assert [t.text for t in store.turns_of("dana")] == ["hello"]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+def test_hostile_ids_neither_break_nor_widen_queries(store: Store, hostile: str) -> None:
+    store.add_turns([_turn("dana", "dana's secret plan", "1"), _turn("eve", "eve's note", "2")])
+    store.add_turns([_turn(hostile, "hostile text", "3", chat=hostile)])
+    store.save_memories([Memory("dana", "fact", "Dana likes tea", "m1")])
+    [vector] = store.embed(["secret plan"])
+
+    hits = store.search("turns", hostile, vector, visibilities=[PRIVATE, hostile], k=10)
+    assert [h.item.text for h in hits] == ["hostile text"]
+    assert store.search("memories", hostile, vector, visibilities=[PRIVATE], k=10) == []
+    assert [t.text for t in store.turns_of(hostile, chat_id=hostile)] == ["hostile text"]
+    assert store.has_turn("console", hostile, "3")
+    assert not store.has_turn("console", hostile, hostile)
+    assert store.memories_of(hostile) == []
+    store.save_person(Person(hostile, hostile))
+    store.link_identity("telegram", hostile, hostile)
+    assert store.person_for("telegram", hostile) == hostile
+    assert [i.person_id for i in store.identities_of(hostile)] == [hostile]
+    store.forget_person(hostile)
+    assert {t.person_id for t in store.turns_of("dana")} == {"dana"}
+    assert store.counts()["turns"] == 2
+
+
+def test_quote_refuses_what_it_cannot_represent() -> None:
+    with pytest.raises(filters.FilterValueError):
+        filters.quote("nul\x00byte")
+    with pytest.raises(filters.FilterValueError):
+        filters.eq("person_id; DROP", "x")
+    assert filters.quote("it's") == "'it''s'"
+    assert filters.is_in("id", []) == "false"
+
+
+def test_search_stays_inside_scopes(store: Store) -> None:
+    group = chat_scope("telegram", "g1")
+    store.add_turns(
+        [
+            _turn("dana", "my salary is 5000", "1"),
+            Turn("dana", "telegram", "g1", "2", "user", "the team meets on friday", visibility=group),
+        ]
+    )
+    [vector] = store.embed(["salary"])
+    in_group = store.search("turns", "dana", vector, visibilities=[group], k=10)
+    assert [h.item.text for h in in_group] == ["the team meets on friday"]
+
+
+def test_superseded_memories_are_history_not_current(store: Store) -> None:
+    from datetime import UTC, datetime
+
+    old = Memory("dana", "fact", "Lives in Berlin", "m1")
+    store.save_memories([old])
+    old.valid_to = datetime.now(UTC)
+    store.save_memories([old, Memory("dana", "fact", "Lives in Lisbon", "m2")])
+    [vector] = store.embed(["where do I live"])
+    current = [h.item.text for h in store.search("memories", "dana", vector, visibilities=[PRIVATE], k=5)]
+    assert current == ["Lives in Lisbon"]
+    assert {m.text for m in store.memories_of("dana", current_only=False)} == {
+        "Lives in Berlin",
+        "Lives in Lisbon",
+    }
+
+
+def _files_containing(root: Path, needle: str) -> list[str]:
+    found = subprocess.run(["grep", "-rlaF", needle, str(root)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_forget_person_removes_text_from_every_file(store: Store) -> None:
+    secret = "zanzibar-quokka-7731"
+    store.add_turns([_turn("dana", f"my code word is {secret}", str(i)) for i in range(5)])
+    store.add_turns([_turn("eve", "eve stays", "e1")])
+    store.save_memories([Memory("dana", "fact", f"Code word {secret}", "m1")])
+    store.ensure_indexes()
+    root = Path(store.uri)
+    assert _files_containing(root, secret), "precondition: the text is on disk"
+    store.forget_person("dana")
+    assert _files_containing(root, secret) == []
+    assert [t.text for t in store.turns_of("eve")] == ["eve stays"]
