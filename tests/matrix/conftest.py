@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from matrix_helpers import Homeserver, Person, unique
+from tests.matrix.matrix_helpers import Homeserver, Person, unique
 
 from bots.matrix import MatrixBot
 
@@ -50,3 +50,37 @@ async def people(synapse: Any, tmp_path: Path) -> AsyncIterator[Callable[..., An
     yield make
     for p in made:
         await p.client.close()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from core.memory.embed import default_embedder
+
+    return default_embedder()
+
+
+@pytest.fixture
+def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """The real Assistant (LanceDB under the data dir, tiny random Llama), built like `confidante run`
+    builds it; call it again with the same settings to play a process restart."""
+    from core.assistant import build_assistant
+    from core.llm.engine import Engine
+    from tests.helpers import RecordingEngine
+
+    engines: list[Any] = []
+
+    def make(settings: Any) -> Any:
+        engine = Engine(tiny_model, settings)
+        engines.append(engine)
+        import core.memory.embed as embed_mod
+
+        original = embed_mod.default_embedder
+        embed_mod.default_embedder = lambda: embedder  # share the session's loaded embedder
+        try:
+            return build_assistant(settings, engine=RecordingEngine(engine))
+        finally:
+            embed_mod.default_embedder = original
+
+    yield make
+    for engine in engines:
+        engine.close()

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from matrix_helpers import ScriptedAssistant, bot_settings, content, final_text, is_edit, start_bot, unique
+from tests.matrix.matrix_helpers import ScriptedAssistant, bot_settings, content, final_text, is_edit, start_bot, unique
 from nio import RoomMemberEvent, RoomMessageText
 
 pytestmark = pytest.mark.synapse
@@ -276,7 +276,7 @@ async def test_rate_limits_are_waited_out(synapse, people, bots, tmp_path):
 
 
 async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, tmp_path):
-    from matrix_helpers import Proxy
+    from tests.matrix.matrix_helpers import Proxy
 
     proxy = Proxy(synapse.port)
     await proxy.start()
