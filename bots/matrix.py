@@ -138,7 +138,9 @@ class MatrixBot:
                 return
             log.warning("matrix.saved_token_rejected", error=str(who))
             self.client.access_token = ""
-        if s.matrix_access_token and not (creds and creds.access_token == s.matrix_access_token.get_secret_value()):
+        if s.matrix_access_token and not (
+            creds and creds.access_token == s.matrix_access_token.get_secret_value()
+        ):
             token = s.matrix_access_token.get_secret_value()
             self.client.access_token = token
             who = await self._retry(self.client.whoami)
@@ -156,7 +158,9 @@ class MatrixBot:
             if creds:  # same device as before, so the crypto store keeps matching
                 self.client.device_id = creds.device_id
             resp = await self._retry(
-                lambda: self.client.login(s.matrix_password.get_secret_value(), device_name=s.matrix_device_name)
+                lambda: self.client.login(
+                    s.matrix_password.get_secret_value(), device_name=s.matrix_device_name
+                )
             )
             if not isinstance(resp, LoginResponse):
                 raise MatrixConfigError(
@@ -240,7 +244,9 @@ class MatrixBot:
     def _filter(self, first: bool) -> dict[str, Any]:
         return {"room": {"timeline": {"limit": 1 if self._skip_timeline else 50}}}
 
-    async def _sync_once(self, since: str | None = None, full_state: bool = False, first: bool = False) -> None:
+    async def _sync_once(
+        self, since: str | None = None, full_state: bool = False, first: bool = False
+    ) -> None:
         delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
         while True:
             try:
@@ -300,7 +306,11 @@ class MatrixBot:
     # ---- events --------------------------------------------------------------------------------
 
     async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
-        if event.state_key != self.user_id or event.membership != "invite" or room.room_id in self._invites_seen:
+        if (
+            event.state_key != self.user_id
+            or event.membership != "invite"
+            or room.room_id in self._invites_seen
+        ):
             return
         self._invites_seen.add(room.room_id)
         self._spawn(self._answer_invite(room.room_id, event.sender))
@@ -453,14 +463,22 @@ class MatrixBot:
         rel = relation(content)
         ts = datetime.fromtimestamp(event.server_timestamp / 1000, UTC)
         name = room.user_name(event.sender) or event.sender
-        base = {"platform": PLATFORM, "chat_id": room.room_id, "sender_id": event.sender, "sender_name": name, "ts": ts}
+        base = {
+            "platform": PLATFORM,
+            "chat_id": room.room_id,
+            "sender_id": event.sender,
+            "sender_name": name,
+            "ts": ts,
+        }
         direct = is_direct(room)
         kind = "direct" if direct else "group"
         if rel.get("rel_type") == "m.replace":
             new = content.get("m.new_content") or {}
             text = str(new.get("body", ""))
             original = str(rel.get("event_id", event.event_id))
-            return Incoming(text=text, message_id=original, chat_kind=kind, edited=True, addressed=False, **base), False
+            return Incoming(
+                text=text, message_id=original, chat_kind=kind, edited=True, addressed=False, **base
+            ), False
         reply_to = replied_to(content)
         body = strip_reply_fallback(event.body) if reply_to else event.body
         if isinstance(event, RoomMessageEmote):
@@ -489,9 +507,9 @@ class MatrixBot:
         if room is None or room_id in self._closed_rooms:
             return
         incoming, late = self._incoming(room, event)
-        if not incoming.edited and not incoming.addressed and not late and incoming.reply_to:
-            if await self._is_own(room_id, incoming.reply_to):
-                incoming = _replace(incoming, addressed=True)
+        replied = not incoming.edited and not incoming.addressed and not late and incoming.reply_to
+        if replied and await self._is_own(room_id, incoming.reply_to):
+            incoming = _replace(incoming, addressed=True)
         if not incoming.addressed:
             await self.assistant.handle(incoming)  # recorded only
             return
@@ -547,11 +565,17 @@ class MatrixBot:
         room = self.client.rooms.get(room_id)
         encrypt = bool(room and room.encrypted)
         resp, keys = await self.client.upload(
-            io.BytesIO(doc.content), content_type=doc.mime, filename=doc.filename, encrypt=encrypt, filesize=len(doc.content)
+            io.BytesIO(doc.content),
+            content_type=doc.mime,
+            filename=doc.filename,
+            encrypt=encrypt,
+            filesize=len(doc.content),
         )
         if not isinstance(resp, UploadResponse):
             log.warning("matrix.upload_failed", error=str(resp))
-            await self.outbox.send_text(room_id, "I could not upload the file; please try again later.", relation_out)
+            await self.outbox.send_text(
+                room_id, "I could not upload the file; please try again later.", relation_out
+            )
             return
         content: dict[str, Any] = {
             "msgtype": "m.file",

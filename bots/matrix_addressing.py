@@ -60,7 +60,7 @@ def _name_pattern(names: list[str]) -> re.Pattern[str] | None:
     if not names:
         return None
     alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    return re.compile(rf"(?<![\w@]){'(?:' + alternatives + ')'}(?![\w])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w@]){'(?:' + alternatives + ')'}(?![\w@])", re.IGNORECASE)
 
 
 def mentions_bot(content: dict[str, Any], body: str, user_id: str, display_name: str | None) -> bool:
@@ -74,11 +74,9 @@ def mentions_bot(content: dict[str, Any], body: str, user_id: str, display_name:
 
 def strip_leading_mention(body: str, user_id: str, display_name: str | None) -> str:
     """'Confidante: what is…' -> 'what is…' so the model and the command parser see the question."""
-    names = [n for n in (user_id, display_name) if n]
-    if not names:
-        return body
-    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-    stripped = re.sub(rf"^\s*@?(?:{alternatives})\s*[:,]?\s*", "", body, count=1, flags=re.IGNORECASE)
+    names = [re.escape(user_id)] + ([f"@?{re.escape(display_name)}"] if display_name else [])
+    pattern = rf"^\s*(?:{'|'.join(names)})(?![\w@])\s*[:,]?\s*"
+    stripped = re.sub(pattern, "", body, count=1, flags=re.IGNORECASE)
     return stripped or body
 
 

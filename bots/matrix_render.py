@@ -34,7 +34,12 @@ def to_html(markdown: str) -> str:
 
 def message_content(text: str, msgtype: str = "m.text") -> dict[str, Any]:
     """A plain-body-plus-HTML message content (no relation)."""
-    return {"msgtype": msgtype, "body": text, "format": "org.matrix.custom.html", "formatted_body": to_html(text)}
+    return {
+        "msgtype": msgtype,
+        "body": text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": to_html(text),
+    }
 
 
 def with_relation(content: dict[str, Any], relation: dict[str, Any] | None) -> dict[str, Any]:

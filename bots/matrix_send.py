@@ -31,7 +31,7 @@ class MatrixSendError(RuntimeError):
     """The homeserver refused a message for a reason retrying will not fix."""
 
 
-def backoff_delays(first: float = 0.5, cap: float = 60.0) -> "Callable[[], float]":
+def backoff_delays(first: float = 0.5, cap: float = 60.0) -> Callable[[], float]:
     """Exponential backoff with jitter; call it for the next delay."""
     attempt = 0
 
@@ -95,7 +95,9 @@ class Outbox:
                 if time.monotonic() > deadline:
                     raise MatrixSendError(f"homeserver unreachable for {self.give_up_after:.0f}s") from exc
                 delay = delays()
-                log.warning("matrix.send_retry", room_id=room_id, error=type(exc).__name__, retry_in=round(delay, 2))
+                log.warning(
+                    "matrix.send_retry", room_id=room_id, error=type(exc).__name__, retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
                 continue
             if isinstance(resp, RoomSendResponse):
@@ -180,7 +182,7 @@ class Typing:
                 await self.client.room_typing(self.room_id, True, timeout=self.timeout_ms)
             await asyncio.sleep(self.timeout_ms / 1000 * 0.6)
 
-    async def __aenter__(self) -> "Typing":
+    async def __aenter__(self) -> Typing:
         self._task = asyncio.create_task(self._keep())
         return self
 

@@ -119,52 +119,86 @@ class Homeserver:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
         self._admin_token: str | None = None
+        self._launched = 0.0
 
-    def _configure(self, python: Path) -> list[Path]:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        base = self.workdir / "homeserver.yaml"
+    def _template(self, python: Path) -> Path:
+        """`--generate-config` once per Synapse install (it takes seconds); servers copy it."""
+        template = python.parent.parent / "template"
+        base = template / "homeserver.yaml"
         if not base.exists():
+            tmp = template.with_name(f"template.{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
             subprocess.run(
                 [
                     str(python), "-m", "synapse.app.homeserver",
                     "--server-name", SERVER_NAME,
-                    "--config-path", str(base),
-                    "--data-directory", str(self.workdir / "data"),
+                    "--config-path", str(tmp / "homeserver.yaml"),
+                    "--data-directory", str(tmp),
                     "--generate-config", "--report-stats=no",
                 ],
-                check=True, capture_output=True, cwd=self.workdir, timeout=120,
+                check=True, capture_output=True, cwd=tmp, timeout=120,
             )  # fmt: skip
-        overrides = self.workdir / "overrides.yaml"
+            try:
+                tmp.rename(template)
+            except OSError:  # another session made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return template
+
+    def _configure(self, python: Path) -> list[Path]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        template = self._template(python)
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        key = self.workdir / "signing.key"
+        shutil.copy(next(template.glob("*.signing.key")), key)
         log_config = self.workdir / "log.yaml"
         log_config.write_text(LOG_CONFIG.format(path=self.workdir / "homeserver.log"))
+        overrides = self.workdir / "overrides.yaml"
         overrides.write_text(
-            OVERRIDES.format(port=self.port, secret=SHARED_SECRET) + f"log_config: '{log_config}'\n"
+            OVERRIDES.format(port=self.port, secret=SHARED_SECRET)
+            + f"pid_file: '{data / 'homeserver.pid'}'\n"
+            + f"signing_key_path: '{key}'\n"
+            + f"media_store_path: '{data / 'media_store'}'\n"
+            + f"log_config: '{log_config}'\n"
+            + f"database: {{name: sqlite3, args: {{database: '{data / 'homeserver.db'}'}}}}\n"
         )
-        return [base, overrides]
+        return [template / "homeserver.yaml", overrides]
 
-    def start(self, timeout: float = 90.0) -> None:
+    def launch(self) -> None:
+        """Start the process and return at once; `wait_ready` waits for it to answer."""
         python = ensure_installed()
         configs = self._configure(python)
-        started = time.monotonic()
+        self._launched = time.monotonic()
         args = [str(python), "-m", "synapse.app.homeserver"]
         for c in configs:
             args += ["-c", str(c)]
         self._stderr = open(self.workdir / "stderr.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._stderr, stderr=self._stderr)
-        while time.monotonic() - started < timeout:
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        if self.proc is None:
+            self.launch()
+        assert self.proc is not None
+        while time.monotonic() - self._launched < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"Synapse exited with {self.proc.returncode}; see {self.workdir}/stderr.log and homeserver.log"
                 )
             try:
                 if httpx.get(f"{self.url}/_matrix/client/versions", timeout=1).status_code == 200:
-                    self.start_seconds = time.monotonic() - started
+                    if not self.start_seconds:
+                        self.start_seconds = time.monotonic() - self._launched
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Synapse did not answer within {timeout:.0f}s; see {self.workdir}/homeserver.log")
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -183,9 +217,7 @@ class Homeserver:
         nonce = httpx.get(endpoint, timeout=10).json()["nonce"]
         digest = hmac.new(
             SHARED_SECRET.encode(),
-            b"\x00".join(
-                p.encode() for p in (nonce, localpart, password, "admin" if admin else "notadmin")
-            ),
+            b"\x00".join(p.encode() for p in (nonce, localpart, password, "admin" if admin else "notadmin")),
             hashlib.sha1,
         ).hexdigest()
         body = {"nonce": nonce, "username": localpart, "password": password, "admin": admin, "mac": digest}

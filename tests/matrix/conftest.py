@@ -6,24 +6,45 @@ Each test registers fresh users, so tests share the server without seeing each o
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.matrix.matrix_helpers import Homeserver, Person, unique
 
 from bots.matrix import MatrixBot
+from tests.matrix.matrix_helpers import Homeserver, Person, remove, unique
+
+_server: Homeserver | None = None
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Launch Synapse as soon as we know a test needs it, so it boots while other tests run."""
+    global _server
+    if _server is None and any(item.get_closest_marker("synapse") for item in items):
+        import tempfile
+
+        _server = Homeserver(Path(tempfile.mkdtemp(prefix="confidante-synapse-")))
+        _server.launch()
 
 
 @pytest.fixture(scope="session")
-def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The session's homeserver; started on first use, stopped at the end."""
-    hs = Homeserver(tmp_path_factory.mktemp("synapse"))
-    hs.start()
-    print(f"\nSynapse answered {hs.start_seconds:.2f}s after launch on {hs.url}")
+def synapse() -> Iterator[Any]:
+    """The session's homeserver, stopped at the end."""
+    global _server
+    hs = _server or Homeserver(Path(__import__("tempfile").mkdtemp(prefix="confidante-synapse-")))
+    waited = time.monotonic()
+    hs.wait_ready()
+    print(
+        f"\nSynapse: answered {hs.start_seconds:.2f}s after launch (this session waited {time.monotonic() - waited:.2f}s)"
+    )
     yield hs
     hs.stop()
+    remove(hs.workdir)
+    _server = None
 
 
 @pytest.fixture

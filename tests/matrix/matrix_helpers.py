@@ -11,7 +11,7 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,16 @@ from bots.matrix import MatrixBot
 from core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("synapse_homeserver", ROOT / "infra" / "synapse" / "homeserver.py")
+_spec = importlib.util.spec_from_file_location(
+    "synapse_homeserver", ROOT / "infra" / "synapse" / "homeserver.py"
+)
 assert _spec and _spec.loader
 homeserver_mod = importlib.util.module_from_spec(_spec)
 sys.modules["synapse_homeserver"] = homeserver_mod
 _spec.loader.exec_module(homeserver_mod)
 Homeserver = homeserver_mod.Homeserver
 Registered = homeserver_mod.Registered
+remove = homeserver_mod.remove
 
 
 def unique(name: str) -> str:
@@ -73,7 +76,9 @@ class Person:
             if self.client.should_claim_keys:
                 await self.client.keys_claim(self.client.get_users_for_key_claiming())
 
-    async def wait_for(self, pred: Callable[[str, Any], bool], timeout: float = 30, what: str = "event") -> Any:
+    async def wait_for(
+        self, pred: Callable[[str, Any], bool], timeout: float = 30, what: str = "event"
+    ) -> Any:
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
@@ -102,7 +107,11 @@ class Person:
         initial_state = []
         if encrypted:
             initial_state.append(
-                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
             )
         resp = await self.client.room_create(
             invite=invite, is_direct=direct, initial_state=initial_state, name=name

@@ -4,12 +4,12 @@ against a real Synapse: the whole path a Matrix user's message takes."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
-from tests.matrix.matrix_helpers import bot_settings, content, is_edit, start_bot, unique
 from nio import RoomMessageText
+
+from tests.matrix.matrix_helpers import bot_settings, content, is_edit, start_bot, unique
 
 pytestmark = pytest.mark.synapse
 
@@ -36,8 +36,20 @@ def bot_texts(person, bot_id: str, room_id: str) -> dict[str, str]:
 async def answered(person, bot_id: str, room_id: str, after: int, settle: float = 1.5) -> list[str]:
     """Wait for the bot's next message after `after` known ones, then for its edits to settle."""
     await person.wait_for(
-        lambda r, e: r == room_id and isinstance(e, RoomMessageText) and e.sender == bot_id and not is_edit(e)
-        and len([x for x in person.from_user(bot_id, room_id) if isinstance(x, RoomMessageText) and not is_edit(x)]) > after,
+        lambda r, e: (
+            r == room_id
+            and isinstance(e, RoomMessageText)
+            and e.sender == bot_id
+            and not is_edit(e)
+            and len(
+                [
+                    x
+                    for x in person.from_user(bot_id, room_id)
+                    if isinstance(x, RoomMessageText) and not is_edit(x)
+                ]
+            )
+            > after
+        ),
         timeout=60,
         what="answer",
     )
@@ -49,7 +61,9 @@ def own_count(person, bot_id: str, room_id: str) -> int:
     return len(bot_texts(person, bot_id, room_id))
 
 
-async def test_dm_conversation_remembers_across_a_bot_restart(synapse, people, bots, tmp_path, real_assistant):
+async def test_dm_conversation_remembers_across_a_bot_restart(
+    synapse, people, bots, tmp_path, real_assistant
+):
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
     settings = settings_for(synapse, account, tmp_path)
@@ -75,7 +89,9 @@ async def test_dm_conversation_remembers_across_a_bot_restart(synapse, people, b
     assert len(assistant2.engine.prompts) == 1  # the old message was not answered again
 
 
-async def test_group_private_fact_never_reaches_a_group_prompt(synapse, people, bots, tmp_path, real_assistant):
+async def test_group_private_fact_never_reaches_a_group_prompt(
+    synapse, people, bots, tmp_path, real_assistant
+):
     alice, bob = await people("alice"), await people("bob")
     account = synapse.register(unique("confidante"))
     settings = settings_for(synapse, account, tmp_path)
@@ -100,8 +116,12 @@ async def test_group_private_fact_never_reaches_a_group_prompt(synapse, people, 
         group, "what do you know about my salary?", **{"m.mentions": {"user_ids": [bot_id]}}
     )
     reply = await alice.wait_for(
-        lambda r, e: r == group and getattr(e, "sender", "") == bot_id and not is_edit(e)
-        and (content(e).get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == asked,
+        lambda r, e: (
+            r == group
+            and getattr(e, "sender", "") == bot_id
+            and not is_edit(e)
+            and (content(e).get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == asked
+        ),
         timeout=60,
         what="group answer",
     )

@@ -7,8 +7,17 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.matrix.matrix_helpers import ScriptedAssistant, bot_settings, content, final_text, is_edit, start_bot, unique
 from nio import RoomMemberEvent, RoomMessageText
+
+from tests.matrix.matrix_helpers import (
+    ScriptedAssistant,
+    bot_settings,
+    content,
+    final_text,
+    is_edit,
+    start_bot,
+    unique,
+)
 
 pytestmark = pytest.mark.synapse
 
@@ -50,13 +59,19 @@ async def test_invite_join_intro_and_direct_answer(synapse, people, bots, tmp_pa
 
     asked = await alice.say(room_id, "hello there")
     answer = await alice.wait_for(
-        lambda r, e: bot_message(account.user_id, room_id)(r, e) and e.event_id != intro.event_id, what="answer"
+        lambda r, e: bot_message(account.user_id, room_id)(r, e) and e.event_id != intro.event_id,
+        what="answer",
     )
     await asyncio.sleep(0.5)
     await alice.sync(0)
     assert final_text(alice, room_id, account.user_id, answer.event_id) == "You said: hello there"
     msg = assistant.seen[-1]
-    assert (msg.platform, msg.chat_id, msg.sender_id, msg.message_id) == ("matrix", room_id, alice.user_id, asked)
+    assert (msg.platform, msg.chat_id, msg.sender_id, msg.message_id) == (
+        "matrix",
+        room_id,
+        alice.user_id,
+        asked,
+    )
     assert msg.chat_kind == "direct" and msg.addressed
     assert "m.relates_to" not in content(answer)  # a DM answer is a plain message
 
@@ -70,10 +85,12 @@ async def test_invite_from_disallowed_user_is_declined(synapse, people, bots, tm
 
     room_id = await mallory.create_room([account.user_id], direct=True)
     await mallory.wait_for(
-        lambda r, e: r == room_id
-        and isinstance(e, RoomMemberEvent)
-        and e.state_key == account.user_id
-        and e.membership == "leave",
+        lambda r, e: (
+            r == room_id
+            and isinstance(e, RoomMemberEvent)
+            and e.state_key == account.user_id
+            and e.membership == "leave"
+        ),
         what="declined invite",
     )
     assert not mallory.from_user(account.user_id, room_id) or all(
@@ -103,7 +120,12 @@ async def group_with_bot(synapse, people, bots, tmp_path, assistant, **extra):
     await bob.client.join(room_id)
     await alice.wait_for(bot_message(account.user_id, room_id), what="intro")
     await alice.wait_for(
-        lambda r, e: r == room_id and isinstance(e, RoomMemberEvent) and e.state_key == bob.user_id and e.membership == "join"
+        lambda r, e: (
+            r == room_id
+            and isinstance(e, RoomMemberEvent)
+            and e.state_key == bob.user_id
+            and e.membership == "join"
+        )
     )
     return alice, bob, account, bot, room_id
 
@@ -123,13 +145,22 @@ async def test_group_answers_only_when_addressed_and_in_the_thread(synapse, peop
     in_thread = await alice.say(
         room_id,
         f"{bot.display_name}: summarise this thread please",
-        **{"m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True, "m.in_reply_to": {"event_id": root}}},
+        **{
+            "m.relates_to": {
+                "rel_type": "m.thread",
+                "event_id": root,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": root},
+            }
+        },
     )
     threaded = await alice.wait_for(answers_to(bot_id, room_id, in_thread), what="answer in thread")
     rel = content(threaded)["m.relates_to"]
     assert rel["rel_type"] == "m.thread" and rel["event_id"] == root
     # a reply to one of the bot's messages
-    follow = await bob.say(room_id, "and for dinner?", **{"m.relates_to": {"m.in_reply_to": {"event_id": reply.event_id}}})
+    follow = await bob.say(
+        room_id, "and for dinner?", **{"m.relates_to": {"m.in_reply_to": {"event_id": reply.event_id}}}
+    )
     await alice.wait_for(answers_to(bot_id, room_id, follow), what="answer to a reply")
 
     await alice.no_event(answers_to(bot_id, room_id, plain), 1.0)
@@ -140,12 +171,18 @@ async def test_group_answers_only_when_addressed_and_in_the_thread(synapse, peop
     assert by_id[in_thread].text == "summarise this thread please"  # the mention is stripped
 
 
-async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(synapse, people, bots, tmp_path):
+async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
+    synapse, people, bots, tmp_path
+):
     words = [f"word{i}" for i in range(60)]
-    assistant = ScriptedAssistant(reply=lambda m: " ".join(words) + " <b>not bold</b> **bold**", delay=0.05, chunk=2)
+    assistant = ScriptedAssistant(
+        reply=lambda m: " ".join(words) + " <b>not bold</b> **bold**", delay=0.05, chunk=2
+    )
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
-    await start_bot(assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=1.0), bots)
+    await start_bot(
+        assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=1.0), bots
+    )
     room_id, intro = await dm_with_bot(alice, account.user_id)
 
     await alice.say(room_id, "tell me a long story")
@@ -165,11 +202,14 @@ async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
     assert all(g >= 700 for g in gaps[:-1]), gaps  # the last edit may follow the end of the stream at once
     new = content(last)["m.new_content"]
     assert new["format"] == "org.matrix.custom.html"
-    assert "&lt;b&gt;not bold&lt;/b&gt;" in new["formatted_body"] and "<strong>bold</strong>" in new["formatted_body"]
+    assert (
+        "&lt;b&gt;not bold&lt;/b&gt;" in new["formatted_body"]
+        and "<strong>bold</strong>" in new["formatted_body"]
+    )
 
 
 async def test_very_long_reply_is_split_below_the_event_size_limit(synapse, people, bots, tmp_path):
-    paragraph = "Ünïcödé & <tags> \"quotes\" " * 40
+    paragraph = 'Ünïcödé & <tags> "quotes" ' * 40
     long_text = "\n\n".join(f"{i}: {paragraph}" for i in range(60)) + "\n\nTHE END."  # ~65 kB
     assistant = ScriptedAssistant(reply=lambda m: long_text, chunk=400)
     alice = await people("alice")
@@ -204,7 +244,9 @@ async def test_restart_keeps_device_and_neither_reanswers_nor_drops(synapse, peo
     bot = await start_bot(assistant, settings, bots)
     room_id, intro = await dm_with_bot(alice, account.user_id)
     before = await alice.say(room_id, "first question")
-    await alice.wait_for(lambda r, e: bot_message(account.user_id, room_id)(r, e) and e.event_id != intro.event_id)
+    await alice.wait_for(
+        lambda r, e: bot_message(account.user_id, room_id)(r, e) and e.event_id != intro.event_id
+    )
     device = bot.client.device_id
     await asyncio.sleep(0.5)  # let the final edit land
     await bot.stop()
@@ -264,13 +306,17 @@ async def test_rate_limits_are_waited_out(synapse, people, bots, tmp_path):
     assistant = ScriptedAssistant(reply=lambda m: " ".join(words), delay=0.05, chunk=1)
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
-    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=0.0), bots)
+    bot = await start_bot(
+        assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=0.0), bots
+    )
     room_id, _ = await dm_with_bot(alice, account.user_id)
     synapse.set_message_ratelimit(account.user_id, per_second=2, burst=2)
 
     await alice.say(room_id, "go")
     await alice.wait_for(
-        lambda r, e: is_edit(e) and content(e)["m.new_content"]["body"] == " ".join(words), timeout=60, what="whole reply"
+        lambda r, e: is_edit(e) and content(e)["m.new_content"]["body"] == " ".join(words),
+        timeout=60,
+        what="whole reply",
     )
     assert bot.outbox.rate_limited >= 1
 
@@ -283,7 +329,9 @@ async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, 
     assistant = ScriptedAssistant()
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
-    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path, matrix_homeserver=proxy.url), bots)
+    bot = await start_bot(
+        assistant, bot_settings(synapse, account, tmp_path, matrix_homeserver=proxy.url), bots
+    )
     room_id, _ = await dm_with_bot(alice, account.user_id)
 
     await proxy.cut()
@@ -292,7 +340,5 @@ async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, 
     await asyncio.sleep(1.0)
     assert bot.sync_failures >= 2  # it kept trying, backing off
     await proxy.start()  # the homeserver is back on the same address
-    await alice.wait_for(
-        shows(account.user_id, room_id, "are you there"), what="answer after outage"
-    )
+    await alice.wait_for(shows(account.user_id, room_id, "are you there"), what="answer after outage")
     await proxy.stop()
