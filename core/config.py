@@ -115,7 +115,17 @@ class Settings(BaseSettings):
     matrix_user_id: str | None = None
     matrix_access_token: SecretStr | None = None
     matrix_password: SecretStr | None = None
+    # who may invite the bot: "@user:server", "server" or "*"; empty = users of its own homeserver
     matrix_allowed_inviters: list[str] = Field(default_factory=list)
+    matrix_device_name: str = "Confidante"
+    # messages that arrived while the bot was down are answered if younger than this, else only recorded
+    matrix_catchup_max_age_seconds: int = 3600
+    matrix_edit_interval_seconds: float = 1.0
+    # E2E: "send" = share keys with unverified devices without marking them verified (default),
+    # "trust" = mark every device seen as verified (trust on first use), "refuse" = never send to them
+    matrix_unverified_devices: Literal["send", "trust", "refuse"] = "send"
+    matrix_backoff_max_seconds: float = 60.0
+    matrix_sync_timeout_ms: int = 30_000
 
     @classmethod
     def settings_customise_sources(
