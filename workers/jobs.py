@@ -9,6 +9,7 @@ answers again — or at the next start, if the process stopped meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -152,10 +153,8 @@ class CeleryJobs:
             if drain and self._down_since is None:
                 if self.embedded.pending() or self._published:
                     log.info("finishing background work before exit (Ctrl-C skips; it resumes next start)")
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     self.embedded.drain(self.app, self.settings.worker_drain_seconds)
-                except KeyboardInterrupt:
-                    pass
             self.embedded.stop()
 
     @property

@@ -7,6 +7,7 @@ that dies (SIGKILL, power loss) frees the person within one lease. Embedded brok
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -98,8 +99,6 @@ def _redis_lock(settings: Settings, person_id: str, wait: float) -> Iterator[boo
     finally:
         stop.set()
         keeper.join(timeout=5)
-        try:
+        with contextlib.suppress(Exception):  # expired meanwhile: nothing to release
             lock.release()
-        except Exception:  # expired meanwhile: nothing to release
-            pass
         client.close()
