@@ -208,6 +208,10 @@ class _Scope:
         mid = self.by_slot.get(slot)
         return self.memories.get(mid) if mid else None
 
+    def latest_project(self) -> Memory | None:
+        projects = [m for m in self.memories.values() if m.kind == "project"]
+        return max(projects, key=lambda m: (m.updated_at, m.valid_from)) if projects else None
+
     def land(self, memory: Memory) -> None:
         if memory.current:
             self.memories[memory.id] = memory
@@ -323,7 +327,7 @@ class Consolidator:
         now = self.clock()
         if not c.slot:
             return self._free(person_id, known, c)
-        current = known.slot(c.slot)
+        current = known.latest_project() if c.slot == "project:*" else known.slot(c.slot)
         if c.op == "end":
             if current is None or (c.value and slot_of(current)[1] != c.value and c.kind != "project"):
                 return Decision(

@@ -392,22 +392,22 @@ class RuleExtractor:
                         if cand.kind == "project" and cand.op == "set":
                             last_project = cand.slot
                     continue
-                if last_project:
-                    detail = self._constraint(sentence)
-                    if detail:
-                        out.append(
-                            Candidate(
-                                kind="project",
-                                text="",
-                                slot=last_project,
-                                value="",
-                                turn_id=turn.id,
-                                ts=turn.ts,
-                                op="update",
-                                detail=detail,
-                                confidence=0.8,
-                            )
+                detail = self._constraint(sentence)
+                if detail:
+                    # "project:*": the person's most recent project, when this batch named none
+                    out.append(
+                        Candidate(
+                            kind="project",
+                            text="",
+                            slot=last_project or "project:*",
+                            value="",
+                            turn_id=turn.id,
+                            ts=turn.ts,
+                            op="update",
+                            detail=detail,
+                            confidence=0.8,
                         )
+                    )
         return out
 
     @staticmethod
