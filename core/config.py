@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     consolidate_after_turns: int = 4
     consolidate_idle_seconds: int = 300
+    extractor: Literal["auto", "rules", "llm"] = "auto"  # auto: rules for the bundled model
+    broker_connect_timeout: float = 2.0
+    broker_visibility_timeout: int = 3600  # Redis: an unacked task is redelivered after this
+    broker_restore_interval: float = 10.0  # Redis: how often unacked tasks are checked
+    consolidate_lock_seconds: int = 120  # a per-person lock's lease, renewed while it runs
+    consolidate_write_delay_seconds: float = 0.0  # tests: pause after the first write
+    sweep_seconds: int = 60  # beat: find people whose new turns went idle
+    compact_seconds: int = 6 * 3600  # beat: indexes and compaction
+    outbox_retry_seconds: float = 5.0  # broker down: first retry after this, then backing off
+    worker_drain_seconds: float = 60.0  # embedded: how long an exit waits for queued work
 
     # privacy and access
     log_content: bool = False
