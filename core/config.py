@@ -83,14 +83,24 @@ class Settings(BaseSettings):
     log_content: bool = False
     log_level: str = "INFO"
     max_message_chars: int = 16_000
+    max_reply_chars: int = 8_000
+    # per-platform overrides, e.g. CONFIDANTE_MESSAGE_CHARS_BY_PLATFORM='{"telegram": 8000}'
+    message_chars_by_platform: dict[str, int] = Field(default_factory=dict)
+    reply_chars_by_platform: dict[str, int] = Field(
+        default_factory=lambda: {"telegram": 8_192, "slack": 12_000, "matrix": 16_000, "console": 32_000}
+    )
     access: Literal["open", "users", "chats"] = "open"
+    # "telegram:123", "slack:T1:U2", "matrix:@ann:example.org"
     allowed_users: list[str] = Field(default_factory=list)
+    # "telegram:-100123", "slack:T1:C2", a whole Slack workspace as "slack:T1", "matrix:!room:server"
     allowed_chats: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
     rate_per_minute_person: float = 20.0
     rate_burst_person: int = 10
     rate_per_minute_chat: float = 60.0
     rate_burst_chat: int = 30
+    # wrong /link codes tolerated across ALL accounts per 10 minutes before linking pauses
+    link_failures_global: int = 20
 
     # Telegram
     telegram_bot_token: SecretStr | None = _platform("telegram_bot_token", "TELEGRAM_BOT_TOKEN")
@@ -148,6 +158,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
         return init_settings, env_settings, toml, file_secret_settings
+
+    def message_limit(self, platform: str) -> int:
+        """The longest message (characters) read from `platform`."""
+        return self.message_chars_by_platform.get(platform, self.max_message_chars)
+
+    def reply_limit(self, platform: str) -> int:
+        """The longest reply (characters) sent to `platform`; the stream is cut there."""
+        return self.reply_chars_by_platform.get(platform, self.max_reply_chars)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so logging can scrub them wherever they turn up."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
 
     @property
     def telegram_enabled(self) -> bool:
