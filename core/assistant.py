@@ -181,6 +181,7 @@ class Assistant:
                 chat,
                 turn.vector,
                 exclude_ids={t.id for t in recent} | {turn.id},
+                query_text=text,
             )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
