@@ -50,21 +50,45 @@ TIPS = [
     ("staying focused", "Work in short blocks with one task at a time, and silence notifications meanwhile."),
     ("saving money", "Write down what you spend for a month; the patterns show you where to cut."),
     ("learning a language", "Practise a little every day, and speak out loud even when it feels awkward."),
-    ("running a first 10k", "Build up slowly, about ten percent more distance each week, with easy rest days."),
+    (
+        "running a first 10k",
+        "Build up slowly, about ten percent more distance each week, with easy rest days.",
+    ),
     ("writing an email", "Put the request in the first sentence and keep the rest short."),
-    ("cooking rice", "Rinse it, use about one and a half cups of water per cup, and let it rest covered after cooking."),
-    ("a job interview", "Prepare two short stories about problems you solved, and ask them a real question at the end."),
-    ("keeping plants alive", "Check the soil with a finger before watering; most houseplants die from too much water."),
+    (
+        "cooking rice",
+        "Rinse it, use about one and a half cups of water per cup, and let it rest covered after cooking.",
+    ),
+    (
+        "a job interview",
+        "Prepare two short stories about problems you solved, and ask them a real question at the end.",
+    ),
+    (
+        "keeping plants alive",
+        "Check the soil with a finger before watering; most houseplants die from too much water.",
+    ),
     ("reading more", "Carry a book with you and read in the small gaps of the day."),
-    ("public speaking", "Rehearse out loud twice and slow down; pauses feel longer to you than to the audience."),
+    (
+        "public speaking",
+        "Rehearse out loud twice and slow down; pauses feel longer to you than to the audience.",
+    ),
     ("drinking more water", "Keep a filled bottle in sight and finish it before each meal."),
-    ("a long flight", "Drink water, walk the aisle every couple of hours, and set your watch to the destination time."),
+    (
+        "a long flight",
+        "Drink water, walk the aisle every couple of hours, and set your watch to the destination time.",
+    ),
     ("studying for an exam", "Test yourself with questions instead of rereading your notes."),
     ("a tidy desk", "Clear it completely at the end of each day, keeping only what you use daily."),
     ("making friends in a new city", "Join one club that meets weekly, so you see the same people again."),
     ("backing up files", "Keep three copies on two kinds of storage, with one copy away from home."),
-    ("a strong password", "Use a long phrase of several random words, and a password manager to remember it."),
-    ("waking up earlier", "Move your alarm fifteen minutes earlier each week and get daylight soon after waking."),
+    (
+        "a strong password",
+        "Use a long phrase of several random words, and a password manager to remember it.",
+    ),
+    (
+        "waking up earlier",
+        "Move your alarm fifteen minutes earlier each week and get daylight soon after waking.",
+    ),
     ("being on time", "Plan to arrive ten minutes early and leave when your reminder goes off."),
 ]
 
@@ -96,7 +120,9 @@ def _all_pairs() -> list[Pair]:
         pairs.append(Pair(f"What is {a} times {b}?", f"{a} times {b} is {a * b}."))
     for _ in range(20):
         km = rng.randint(2, 40)
-        pairs.append(Pair(f"How many metres are in {km} kilometres?", f"{km} kilometres are {km * 1000} metres."))
+        pairs.append(
+            Pair(f"How many metres are in {km} kilometres?", f"{km} kilometres are {km * 1000} metres.")
+        )
     for _ in range(20):
         n = rng.randint(3, 500)
         parity = "even" if n % 2 == 0 else "odd"
@@ -107,7 +133,9 @@ def _all_pairs() -> list[Pair]:
     for i, (month, days) in enumerate(MONTHS):
         extra = " (29 in a leap year)" if month == "February" else ""
         pairs.append(Pair(f"How many days does {month} have?", f"{month} has {days} days{extra}."))
-        pairs.append(Pair(f"Which month comes after {month}?", f"{MONTHS[(i + 1) % 12][0]} comes after {month}."))
+        pairs.append(
+            Pair(f"Which month comes after {month}?", f"{MONTHS[(i + 1) % 12][0]} comes after {month}.")
+        )
     for topic, tip in TIPS:
         pairs.append(Pair(f"Give me one tip for {topic}.", tip))
     for en, fr in WORDS_FR.items():
@@ -117,10 +145,28 @@ def _all_pairs() -> list[Pair]:
     for _ in range(20):
         nums = rng.sample(range(1, 100), 4)
         shown = ", ".join(map(str, nums))
-        pairs.append(Pair(f"Sort these numbers from smallest to largest: {shown}.", ", ".join(map(str, sorted(nums))) + "."))
-    for word in ["planet", "garden", "window", "letter", "river", "market", "pencil", "castle", "orange", "rocket"]:
+        pairs.append(
+            Pair(
+                f"Sort these numbers from smallest to largest: {shown}.",
+                ", ".join(map(str, sorted(nums))) + ".",
+            )
+        )
+    for word in [
+        "planet",
+        "garden",
+        "window",
+        "letter",
+        "river",
+        "market",
+        "pencil",
+        "castle",
+        "orange",
+        "rocket",
+    ]:
         pairs.append(Pair(f"Spell '{word}' backwards.", f"'{word}' backwards is '{word[::-1]}'."))
-        pairs.append(Pair(f"How many letters are in the word '{word}'?", f"'{word}' has {len(word)} letters."))
+        pairs.append(
+            Pair(f"How many letters are in the word '{word}'?", f"'{word}' has {len(word)} letters.")
+        )
     return pairs
 
 

@@ -12,7 +12,6 @@ during training never reaches a served adapter.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import re
@@ -27,7 +26,7 @@ from typing import Any
 import structlog
 
 from core.config import Settings
-from core.llm.adapters import AdapterStore, AdapterVersion
+from core.llm.adapters import AdapterStore, AdapterVersion, plain_copy
 from core.llm.model import LoadedModel, load_model
 from workers.replay import Pair, replay_sets
 
@@ -82,7 +81,27 @@ def to_first_person(text: str, name: str = "") -> str:
     if t.startswith("My "):
         return t
     first, _, rest = t.partition(" ")
-    if first.lower() in {"is", "has", "likes", "lives", "works", "loves", "prefers", "wants", "plays", "drives", "studies", "owns", "hates", "enjoys", "speaks", "needs", "goes", "does", "was"}:
+    if first.lower() in {
+        "is",
+        "has",
+        "likes",
+        "lives",
+        "works",
+        "loves",
+        "prefers",
+        "wants",
+        "plays",
+        "drives",
+        "studies",
+        "owns",
+        "hates",
+        "enjoys",
+        "speaks",
+        "needs",
+        "goes",
+        "does",
+        "was",
+    }:
         verb = _first_person_verb(first.lower())
         if verb == "am" and rest:
             return f"I'm {rest}"
@@ -101,9 +120,15 @@ def questions_for(statement: str) -> list[str]:
     elif m := re.match(r"^I(?:'m| am) (\w+) (to|of|about|with|in|on|at|for|from)\b", s):
         qs.append(f"What am I {m.group(1)} {m.group(2)}?")
         qs.append(f"Remind me, what am I {m.group(1)} {m.group(2)}?")
-    elif m := re.match(r"^My (.+?)(?:'s name)? (?:is|are) called (.+)$", s) or re.match(r"^My (.+?)'s name is (.+)$", s):
+    elif m := re.match(r"^My (.+?)(?:'s name)? (?:is|are) called (.+)$", s) or re.match(
+        r"^My (.+?)'s name is (.+)$", s
+    ):
         thing = m.group(1)
-        qs += [f"What is my {thing} called?", f"What's my {thing}'s name?", f"What is the name of my {thing}?"]
+        qs += [
+            f"What is my {thing} called?",
+            f"What's my {thing}'s name?",
+            f"What is the name of my {thing}?",
+        ]
     elif m := re.match(r"^My (.+?) (?:is|are) in (.+)$", s):
         thing = m.group(1)
         qs += [f"When is my {thing}?", f"In which month is my {thing}?", f"Where is my {thing}?"]
@@ -127,8 +152,16 @@ def questions_for(statement: str) -> list[str]:
 
 
 def _topic(statement: str) -> str:
-    words = [w for w in re.findall(r"[A-Za-z']+", statement) if w.lower() not in {"i", "i'm", "my", "am", "is", "the", "a", "an"}]
-    return "my " + words[0].lower() if words and words[0].lower() in {"dog", "cat", "sister", "brother", "birthday", "job"} else "myself"
+    words = [
+        w
+        for w in re.findall(r"[A-Za-z']+", statement)
+        if w.lower() not in {"i", "i'm", "my", "am", "is", "the", "a", "an"}
+    ]
+    return (
+        "my " + words[0].lower()
+        if words and words[0].lower() in {"dog", "cat", "sister", "brother", "birthday", "job"}
+        else "myself"
+    )
 
 
 @dataclass
@@ -195,7 +228,9 @@ def split_heldout(data: PersonData, seed: int = 0) -> tuple[list[Pair], list[Pai
 # --- training and scoring -------------------------------------------------------------------
 
 
-def _encode(tokenizer: Any, system: str, pair: Pair, eos_id: int, max_len: int = 256) -> tuple[list[int], list[int]]:
+def _encode(
+    tokenizer: Any, system: str, pair: Pair, eos_id: int, max_len: int = 256
+) -> tuple[list[int], list[int]]:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": pair.question}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -205,7 +240,9 @@ def _encode(tokenizer: Any, system: str, pair: Pair, eos_id: int, max_len: int =
     return ids, labels
 
 
-def _batches(encoded: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random | None) -> list[tuple[Any, Any, Any]]:
+def _batches(
+    encoded: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random | None
+) -> list[tuple[Any, Any, Any]]:
     import torch
 
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # little padding
@@ -227,7 +264,9 @@ def _batches(encoded: list[tuple[list[int], list[int]]], size: int, pad_id: int,
     return out
 
 
-def answer_nll(model: Any, tokenizer: Any, pairs: list[Pair], system: str, eos_id: int, batch_size: int = 16) -> float:
+def answer_nll(
+    model: Any, tokenizer: Any, pairs: list[Pair], system: str, eos_id: int, batch_size: int = 16
+) -> float:
     """Mean negative log-likelihood per answer token (the gate's score; exp() is perplexity)."""
     import torch
     import torch.nn.functional as F
@@ -241,7 +280,9 @@ def answer_nll(model: Any, tokenizer: Any, pairs: list[Pair], system: str, eos_i
         for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, None):
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             target = labels[:, 1:]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum")
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+            )
             total += float(loss)
             count += int((target != -100).sum())
     return total / max(count, 1)
@@ -267,11 +308,17 @@ def train_lora(
     from peft import LoraConfig, PeftModel, get_peft_model
 
     torch.manual_seed(seed)
-    model = copy.deepcopy(base).float()  # fp32 for stable small-batch training; the served base is untouched
+    model = plain_copy(base).float()  # fp32 for stable small-batch training; the served base is untouched
     if init_from is not None:
         peft_model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
     else:
-        config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=2 * rank,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(model, config)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -352,7 +399,10 @@ def evaluate_gate(
     elif not after < before:
         result.passed, result.reason = False, "held-out personal answers did not improve"
     elif result.ppl_change > tolerance:
-        result.passed, result.reason = False, f"general perplexity rose {result.ppl_change:.1%} (limit {tolerance:.0%})"
+        result.passed, result.reason = (
+            False,
+            f"general perplexity rose {result.ppl_change:.1%} (limit {tolerance:.0%})",
+        )
     return result
 
 
@@ -419,7 +469,9 @@ def refresh_adapter(
         known = set(previous.meta.get("sources", [])) if previous and not stale else set()
         new_items = len(set(data.sources) - known)
         if not force and not stale and new_items < settings.adapter_min_new_items:
-            return RefreshResult("skipped", reason=f"{new_items} new items (< {settings.adapter_min_new_items})")
+            return RefreshResult(
+                "skipped", reason=f"{new_items} new items (< {settings.adapter_min_new_items})"
+            )
 
         loaded = loaded or training_model(settings)
         tok = loaded.tokenizer
@@ -473,9 +525,21 @@ def refresh_adapter(
             if person is not None:
                 person.adapter_version = name
                 store.save_person(person)
-        log.info("adapter.refresh", status=meta["status"], version=name, seconds=round(seconds, 1), reason=gate.reason)
+        log.info(
+            "adapter.refresh",
+            status=meta["status"],
+            version=name,
+            seconds=round(seconds, 1),
+            reason=gate.reason,
+        )
         return RefreshResult(
-            "promoted" if gate.passed else "rejected", name, gate.reason, gate.as_dict(), len(train), seconds, peak
+            "promoted" if gate.passed else "rejected",
+            name,
+            gate.reason,
+            gate.as_dict(),
+            len(train),
+            seconds,
+            peak,
         )
 
 
@@ -488,7 +552,9 @@ def rollback(person_id: str, settings: Settings, to: str | None = None) -> Adapt
         if to is not None:
             target = next((v for v in versions if v.version == to), None)
             if target is None:
-                raise ValueError(f"No accepted version {to!r} for this person; see `confidante adapter list`.")
+                raise ValueError(
+                    f"No accepted version {to!r} for this person; see `confidante adapter list`."
+                )
         else:
             older = [v for v in versions if current is None or v.version < current]
             older = [v for v in older if v.version != current]

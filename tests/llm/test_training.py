@@ -64,7 +64,13 @@ def store(settings, embedder):
     s.save_memories(
         [
             Memory("eve", "fact", "I'm training for the Tokyo marathon.", "e1"),
-            Memory("dana", "fact", "I'm hiding a surprise party for Tom.", "g1", visibility=chat_scope("slack", "C1")),
+            Memory(
+                "dana",
+                "fact",
+                "I'm hiding a surprise party for Tom.",
+                "g1",
+                visibility=chat_scope("slack", "C1"),
+            ),
         ]
     )
     return s
@@ -77,7 +83,10 @@ def model():
 
 
 def test_statements_become_second_person_answers_and_questions():
-    assert to_second_person("I'm training for the Berlin marathon.") == "You're training for the Berlin marathon."
+    assert (
+        to_second_person("I'm training for the Berlin marathon.")
+        == "You're training for the Berlin marathon."
+    )
     assert to_second_person("My dog is called Biscuit") == "Your dog is called Biscuit."
     assert to_first_person("Dana likes tea", "Dana") == "I like tea"
     assert to_first_person("Lives in Berlin") == "I live in Berlin"
@@ -95,7 +104,9 @@ def test_training_data_is_only_this_persons_private_current_data(store, settings
     assert "Tokyo" not in text, "another person's words"
     assert "surprise party" not in text, "a group-scoped memory in a private adapter"
     assert set(data.sources) == set(FACTS)
-    allowed = build_person_pairs("dana", store, settings.model_copy(update={"adapter_include_group_memories": True}))
+    allowed = build_person_pairs(
+        "dana", store, settings.model_copy(update={"adapter_include_group_memories": True})
+    )
     assert "g1" in allowed.sources
 
 
@@ -117,8 +128,16 @@ def test_accepted_replies_are_used_and_corrected_ones_are_not(store, settings):
 def _answer_nll(loaded, settings, version_path, question, answer) -> float:
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(__import__("copy").deepcopy(loaded.model), version_path)
-    return answer_nll(peft_model, loaded.tokenizer, [Pair(question, answer)], settings.persona, loaded.tokenizer.eos_token_id)
+    from core.llm.adapters import plain_copy
+
+    peft_model = PeftModel.from_pretrained(plain_copy(loaded.model), version_path)
+    return answer_nll(
+        peft_model,
+        loaded.tokenizer,
+        [Pair(question, answer)],
+        settings.persona,
+        loaded.tokenizer.eos_token_id,
+    )
 
 
 def test_refresh_promotes_then_rollback_and_listing(store, settings, model):
@@ -143,14 +162,20 @@ def test_refresh_promotes_then_rollback_and_listing(store, settings, model):
     with pytest.raises(ValueError, match="no earlier"):
         rollback("dana", settings)
 
-    skipped = refresh_adapter("dana", store, settings.model_copy(update={"adapter_min_new_items": 50}), loaded=model)
+    skipped = refresh_adapter(
+        "dana", store, settings.model_copy(update={"adapter_min_new_items": 50}), loaded=model
+    )
     assert skipped.status == "skipped"
 
 
 def test_gate_rejects_an_adapter_that_always_says_one_phrase(store, settings, model):
     harmful = [Pair(q.question, "BANANA BANANA BANANA BANANA.") for q in replay_sets()[0][:80]]
     result = refresh_adapter(
-        "dana", store, settings.model_copy(update={"adapter_replay_ratio": 0.0}), loaded=model, override_pairs=harmful
+        "dana",
+        store,
+        settings.model_copy(update={"adapter_replay_ratio": 0.0}),
+        loaded=model,
+        override_pairs=harmful,
     )
     assert result.status == "rejected", result
     assert result.reason
@@ -168,7 +193,13 @@ def test_forgetting_a_fact_removes_it_from_the_next_adapter(store, settings, mod
 
     engine = Engine(model, settings)
     try:
-        said = asyncio.run(engine.generate([{"role": "system", "content": settings.persona}, {"role": "user", "content": q}], adapter="dana", max_new_tokens=12))
+        said = asyncio.run(
+            engine.generate(
+                [{"role": "system", "content": settings.persona}, {"role": "user", "content": q}],
+                adapter="dana",
+                max_new_tokens=12,
+            )
+        )
     finally:
         engine.close()
 
@@ -176,7 +207,9 @@ def test_forgetting_a_fact_removes_it_from_the_next_adapter(store, settings, mod
     dropped = memory_changed("dana", store, settings)
     assert dropped == [first.version]
     assert adapters.serving_path("dana") is None, "the adapter that learned it is no longer served"
-    assert not (adapters.person_dir("dana") / "versions" / first.version).exists(), "and its weights are deleted"
+    assert not (adapters.person_dir("dana") / "versions" / first.version).exists(), (
+        "and its weights are deleted"
+    )
 
     second = refresh_adapter("dana", store, settings, loaded=model)
     assert second.status == "promoted", second
@@ -185,7 +218,13 @@ def test_forgetting_a_fact_removes_it_from_the_next_adapter(store, settings, mod
     if "Berlin" in said:  # when the tiny model learned the answer verbatim, it must be gone now
         engine = Engine(model, settings)
         try:
-            again = asyncio.run(engine.generate([{"role": "system", "content": settings.persona}, {"role": "user", "content": q}], adapter="dana", max_new_tokens=12))
+            again = asyncio.run(
+                engine.generate(
+                    [{"role": "system", "content": settings.persona}, {"role": "user", "content": q}],
+                    adapter="dana",
+                    max_new_tokens=12,
+                )
+            )
         finally:
             engine.close()
         assert "Berlin" not in again
