@@ -28,7 +28,8 @@ from rich.table import Table
 from bots.slack import SlackBot
 from core.assistant import build_assistant
 from core.config import Settings
-from tests.slack.conftest import (
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.slack_support import (
     SIGNING_SECRET,
     TOKEN,
     CountingEngine,
@@ -37,7 +38,6 @@ from tests.slack.conftest import (
     mention_event,
     post_signed,
 )
-from tests.slack.fake_slack import FakeSlack
 
 
 def pct(values: list[float], q: float) -> float:
@@ -68,7 +68,9 @@ async def run(args: argparse.Namespace) -> None:
     from core.llm.engine import Engine
     from core.llm.model import load_model, tiny_llama
 
-    loaded = tiny_llama() if args.model == "tiny" else load_model(settings)
+    # the converted model is cached under its own data dir, so only the first run converts it
+    model_settings = settings.model_copy(update={"data_dir": Path(args.model_cache)})
+    loaded = tiny_llama() if args.model == "tiny" else load_model(model_settings)
     engine = CountingEngine(Engine(loaded, settings))
     assistant = build_assistant(settings, engine=engine)
     load_s = time.perf_counter() - t0
@@ -156,6 +158,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--model", default="bundled:smollm2", help="a CONFIDANTE_MODEL value, or 'tiny'")
     parser.add_argument("--concurrent", action="store_true", help="send all events at once")
+    parser.add_argument(
+        "--model-cache",
+        default=str(Path.home() / ".cache" / "confidante-bench"),
+        help="data dir holding the converted model between runs",
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from bots.slack import SlackBot
-from tests.slack.conftest import (
+from tests.slack.slack_support import (
     APP_TOKEN,
     TEAM,
     ScriptedAssistant,

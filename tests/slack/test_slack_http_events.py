@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bots.slack import SlackBot
-from tests.slack.conftest import (
+from tests.slack.slack_support import (
     BOT_USER,
     TEAM,
     ScriptedAssistant,
@@ -66,7 +66,7 @@ async def test_bad_signatures_are_rejected_and_nothing_is_processed(http_bot, fa
     if case == "tampered_body":
         import aiohttp
 
-        from tests.slack.conftest import sign
+        from tests.slack.slack_support import sign
 
         good = json.dumps(body).encode()
         ts = int(time.time())
