@@ -111,7 +111,12 @@ async def run(args: argparse.Namespace) -> None:
             return None
 
         first = await fake.wait_for(first_text, timeout=600)
-        rows.append({"ack": ack, "first": first.at - sent, "kind": 0 if thread else 1})
+        row = {"ack": ack, "first": first.at - sent, "kind": 0 if thread else 1}
+        if not args.concurrent:  # generations run in order: this one is the latest
+            await fake.wait_for(lambda: len(engine.first_at) >= i + 2, timeout=600)
+            row["model_first"] = engine.first_at[i + 1] - sent
+            row["overhead"] = first.at - engine.first_at[i + 1]
+        rows.append(row)
 
     started = time.perf_counter()
     if args.concurrent:
@@ -128,9 +133,8 @@ async def run(args: argparse.Namespace) -> None:
     await fake.stop()
     engine.engine.close()
 
-    table = Table(
-        title=f"Slack channel, {args.events} events from {args.people} people at once, model {args.model}"
-    )
+    how = "at once" if args.concurrent else "one at a time"
+    table = Table(title=f"Slack, {args.events} events from {args.people} people {how}, model {args.model}")
     table.add_column("measure")
     for col in ("n", "p50 ms", "p95 ms", "max ms"):
         table.add_column(col, justify="right")
@@ -138,11 +142,13 @@ async def run(args: argparse.Namespace) -> None:
         ("ack (HTTP 200)", "ack", (0, 1)),
         ("first text, thread (chat.startStream)", "first", (0,)),
         ("first text, DM (chat.update)", "first", (1,)),
+        ("  of which: the model's first text", "model_first", (0, 1)),
+        ("  of which: Slack channel overhead", "overhead", (0, 1)),
     ):
-        vals = [r[key] * 1000 for r in rows if r["kind"] in kinds]
-        table.add_row(
-            label, str(len(vals)), f"{pct(vals, 50):.0f}", f"{pct(vals, 95):.0f}", f"{max(vals):.0f}"
-        )
+        vals = [r[key] * 1000 for r in rows if r["kind"] in kinds and key in r]
+        if vals:
+            row = (f"{pct(vals, 50):.0f}", f"{pct(vals, 95):.0f}", f"{max(vals):.0f}")
+            table.add_row(label, str(len(vals)), *row)
     console.print(table)
     console.print(
         f"model load {load_s:.1f} s; all {args.events} replies done in {wall:.1f} s; "

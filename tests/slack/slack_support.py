@@ -168,6 +168,7 @@ class CountingEngine:
         self.context_tokens = engine.context_tokens
         self.prompts: list[list[dict[str, str]]] = []
         self.outputs: list[str] = []
+        self.first_at: list[float] = []  # time.monotonic() of each generation's first text
         self.finished = 0
 
     def count_tokens(self, text: str) -> int:
@@ -179,6 +180,8 @@ class CountingEngine:
         async for delta in self.engine.stream(messages, **kwargs):
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if delta.strip() and not any(p.strip() for p in parts):
+                self.first_at.append(time.monotonic())
             parts.append(delta)
             yield delta
         self.outputs.append("".join(parts))
