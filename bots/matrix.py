@@ -155,7 +155,7 @@ class MatrixBot:
                 )
             self.client.restore_login(who.user_id, who.device_id, token)
         elif s.matrix_password:
-            if creds:  # same device as before, so the crypto store keeps matching
+            if creds and creds.user_id == self.user_id:  # same device, so the crypto store keeps matching
                 self.client.device_id = creds.device_id
             resp = await self._retry(
                 lambda: self.client.login(
@@ -191,7 +191,11 @@ class MatrixBot:
     async def start(self) -> None:
         """Log in and finish one sync, then keep syncing in the background."""
         started = time.monotonic()
-        await self._login()
+        try:
+            await self._login()
+        except BaseException:
+            await self.client.close()
+            raise
         self.client.add_event_callback(self._on_invite, InviteMemberEvent)
         self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
         self.client.add_event_callback(self._on_undecrypted, MegolmEvent)

@@ -342,3 +342,39 @@ async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, 
     await proxy.start()  # the homeserver is back on the same address
     await alice.wait_for(shows(account.user_id, room_id, "are you there"), what="answer after outage")
     await proxy.stop()
+
+
+async def test_run_matrix_runs_until_cancelled(synapse, people, tmp_path):
+    from bots.matrix import run_matrix
+
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    task = asyncio.create_task(run_matrix(ScriptedAssistant(), bot_settings(synapse, account, tmp_path)))
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+    await alice.say(room_id, "ping")
+    await alice.wait_for(shows(account.user_id, room_id, "ping"), what="answer")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    state = (tmp_path / "matrix" / "state.json").read_text()
+    assert '"pending": {}' in state  # stopped cleanly, nothing left half-answered
+
+
+async def test_bad_credentials_say_what_to_set(synapse, tmp_path):
+    from bots.matrix import MatrixBot, MatrixConfigError
+
+    account = synapse.register(unique("confidante"))
+    with pytest.raises(MatrixConfigError, match="CONFIDANTE_MATRIX_PASSWORD"):
+        await MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix_password="wrong")).start()
+    with pytest.raises(MatrixConfigError, match="ACCESS_TOKEN or CONFIDANTE_MATRIX_PASSWORD"):
+        await MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix_password=None)).start()
+    with pytest.raises(MatrixConfigError, match="MATRIX_HOMESERVER"):
+        MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "c", matrix_homeserver=None))
+    # a token works as well as a password, and the same device id is kept
+    bot = MatrixBot(
+        ScriptedAssistant(),
+        bot_settings(synapse, account, tmp_path / "d", matrix_password=None, matrix_access_token=account.access_token),
+    )
+    await bot.start()
+    assert bot.client.device_id == account.device_id
+    await bot.stop()
