@@ -175,6 +175,11 @@ class MatrixBot:
         )
         log.info("matrix.logged_in", user_id=self.user_id, device_id=self.client.device_id)
 
+    def fingerprint(self) -> str | None:
+        """The device's ed25519 key, for people who verify the bot's device by hand."""
+        olm = self.client.olm
+        return olm.account.identity_keys["ed25519"] if olm else None
+
     async def _retry(self, call: Any) -> Any:
         """Call until the homeserver answers at all (it may still be starting)."""
         delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
@@ -212,6 +217,14 @@ class MatrixBot:
         await self._sync_once(since=first_token, full_state=True, first=True)
         self._skip_timeline = False
         self.first_sync_seconds = time.monotonic() - started
+        log.info(
+            "matrix.ready",
+            user_id=self.user_id,
+            device_id=self.client.device_id,
+            fingerprint=self.fingerprint(),
+            rooms=len(self.client.rooms),
+            seconds=round(self.first_sync_seconds, 2),
+        )
         for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
