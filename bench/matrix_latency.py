@@ -74,7 +74,9 @@ async def main(args: argparse.Namespace) -> None:
         person = Person(hs, hs.register(unique("alice")), work / "alice-store" if args.encrypted else None)
         await person.setup()
         room = await person.create_room([account.user_id], direct=True, encrypted=args.encrypted)
-        await person.wait_for(lambda r, e: r == room and getattr(e, "sender", "") == account.user_id, 60, "intro")
+        await person.wait_for(
+            lambda r, e: r == room and getattr(e, "sender", "") == account.user_id, 60, "intro"
+        )
 
         first, first_edit, final = [], [], []
         for question in QUESTIONS[: args.messages]:
@@ -82,10 +84,12 @@ async def main(args: argparse.Namespace) -> None:
             sent = len(person.events)
             await person.say(room, question)
             msg = await person.wait_for(
-                lambda r, e, n=sent: r == room
-                and getattr(e, "sender", "") == account.user_id
-                and not is_edit(e)
-                and person.events.index((r, e)) >= n,
+                lambda r, e, n=sent: (
+                    r == room
+                    and getattr(e, "sender", "") == account.user_id
+                    and not is_edit(e)
+                    and person.events.index((r, e)) >= n
+                ),
                 120,
                 "first message",
             )
@@ -111,14 +115,20 @@ async def main(args: argparse.Namespace) -> None:
         hs.stop()
 
     model = "tiny random Llama" if args.tiny else settings.model
-    table = Table(title=f"Matrix DM latency ({model}, {'encrypted' if args.encrypted else 'plain'} room, "
-                  f"{args.messages} messages, max_new_tokens={args.max_new_tokens})")
+    table = Table(
+        title=f"Matrix DM latency ({model}, {'encrypted' if args.encrypted else 'plain'} room, "
+        f"{args.messages} messages, max_new_tokens={args.max_new_tokens})"
+    )
     for col in ("measure", "median s", "min s", "max s"):
         table.add_column(col)
     table.add_row("Synapse launch to ready", f"{hs.start_seconds:.2f}", "", "")
     table.add_row("assistant build (model load)", f"{load_s:.2f}", "", "")
     table.add_row("bot login + first sync", f"{bot.first_sync_seconds:.2f}", "", "")
-    for name, values in (("send -> first message", first), ("send -> first edit", first_edit), ("send -> final edit", final)):
+    for name, values in (
+        ("send -> first message", first),
+        ("send -> first edit", first_edit),
+        ("send -> final edit", final),
+    ):
         clean = [v for v in values if v == v]
         if clean:
             table.add_row(name, f"{statistics.median(clean):.2f}", f"{min(clean):.2f}", f"{max(clean):.2f}")
@@ -131,7 +141,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=96)
-    parser.add_argument("--tiny", action="store_true", help="the tiny random model instead of the bundled one")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tiny random model instead of the bundled one"
+    )
     parser.add_argument("--encrypted", action="store_true", help="an end-to-end encrypted DM")
-    parser.add_argument("--data-dir", type=Path, default=None, help="reuse a data dir (keeps the model cache)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="reuse a data dir (keeps the model cache)"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -195,7 +195,9 @@ async def test_encrypted_dm_is_answered_encrypted(synapse, people, bots, tmp_pat
     assert bot.client.olm is not None and bot.client.device_id
 
 
-async def test_bad_input_gets_clear_answers_and_nothing_is_lost(synapse, people, bots, tmp_path, real_assistant):
+async def test_bad_input_gets_clear_answers_and_nothing_is_lost(
+    synapse, people, bots, tmp_path, real_assistant
+):
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
     settings = settings_for(synapse, account, tmp_path, max_message_chars=2000)

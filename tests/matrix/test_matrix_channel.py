@@ -75,6 +75,14 @@ async def test_invite_join_intro_and_direct_answer(synapse, people, bots, tmp_pa
     assert msg.chat_kind == "direct" and msg.addressed
     assert "m.relates_to" not in content(answer)  # a DM answer is a plain message
 
+    # the person leaves: nobody is left to talk to, so the bot leaves and the chat is closed
+    await alice.client.room_leave(room_id)
+    for _ in range(100):
+        if assistant.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert assistant.closed == [("matrix", room_id)]
+
 
 async def test_invite_from_disallowed_user_is_declined(synapse, people, bots, tmp_path):
     alice, mallory = await people("alice"), await people("mallory")
@@ -365,15 +373,21 @@ async def test_bad_credentials_say_what_to_set(synapse, tmp_path):
 
     account = synapse.register(unique("confidante"))
     with pytest.raises(MatrixConfigError, match="CONFIDANTE_MATRIX_PASSWORD"):
-        await MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix_password="wrong")).start()
+        await MatrixBot(
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix_password="wrong")
+        ).start()
     with pytest.raises(MatrixConfigError, match="ACCESS_TOKEN or CONFIDANTE_MATRIX_PASSWORD"):
-        await MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix_password=None)).start()
+        await MatrixBot(
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix_password=None)
+        ).start()
     with pytest.raises(MatrixConfigError, match="MATRIX_HOMESERVER"):
         MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "c", matrix_homeserver=None))
     # a token works as well as a password, and the same device id is kept
     bot = MatrixBot(
         ScriptedAssistant(),
-        bot_settings(synapse, account, tmp_path / "d", matrix_password=None, matrix_access_token=account.access_token),
+        bot_settings(
+            synapse, account, tmp_path / "d", matrix_password=None, matrix_access_token=account.access_token
+        ),
     )
     await bot.start()
     assert bot.client.device_id == account.device_id

@@ -21,7 +21,9 @@ async def encrypted_dm(alice, bot_id):
     return room_id
 
 
-async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(synapse, people, bots, tmp_path):
+async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(
+    synapse, people, bots, tmp_path
+):
     assistant = ScriptedAssistant()
     alice = await people("alice", encrypted=True)
     account = synapse.register(unique("confidante"))
@@ -49,8 +51,10 @@ async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(
     olm.outbound_group_sessions[room_id] = OutboundGroupSession.from_pickle(snapshot)  # same key, index 0
     await alice.client.share_group_session(room_id, ignore_unverified_devices=True)
     await alice.wait_for(
-        lambda r, e: from_bot(account.user_id, room_id)(r, e)
-        and "can you read this yet?" in (content(e)["m.new_content"]["body"] if is_edit(e) else e.body),
+        lambda r, e: (
+            from_bot(account.user_id, room_id)(r, e)
+            and "can you read this yet?" in (content(e)["m.new_content"]["body"] if is_edit(e) else e.body)
+        ),
         what="answer after the late key",
     )
     assert [m.text for m in assistant.seen].count("can you read this yet?") == 1
@@ -64,7 +68,9 @@ async def test_refusing_unverified_devices_keeps_them_from_reading_replies(synap
     bot = await start_bot(assistant, settings, bots)
     room_id = await alice.create_room([account.user_id], direct=True, encrypted=True)
     # the bot answers (its intro), but Alice's unverified device got no key to read it
-    undecryptable = await alice.wait_for(from_bot(account.user_id, room_id, MegolmEvent), what="encrypted intro")
+    undecryptable = await alice.wait_for(
+        from_bot(account.user_id, room_id, MegolmEvent), what="encrypted intro"
+    )
     assert undecryptable.session_id
     [device] = list(bot.client.device_store.active_user_devices(alice.user_id))
     assert device.blacklisted and not device.verified
