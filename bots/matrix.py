@@ -365,8 +365,13 @@ class MatrixBot:
         """A message we have no key for yet: ask the sender's devices, answer when it arrives."""
         if self._skip_timeline or event.sender == self.user_id or self.state.seen(event.event_id):
             return
-        self._undecrypted[event.event_id] = (room.room_id, event, time.monotonic())
-        log.info("matrix.missing_room_key", room_id=room.room_id, session_id=event.session_id)
+        # Pending on disk too: if the key only arrives after a restart, the message is not lost.
+        self.state.accept(event.event_id, room.room_id)
+        await self._await_key(room.room_id, event)
+
+    async def _await_key(self, room_id: str, event: MegolmEvent) -> None:
+        self._undecrypted[event.event_id] = (room_id, event, time.monotonic())
+        log.info("matrix.missing_room_key", room_id=room_id, session_id=event.session_id)
         try:
             await self.client.request_room_key(event)
         except LocalProtocolError:
@@ -381,13 +386,16 @@ class MatrixBot:
                 decrypted = self.client.decrypt_event(event)
             except EncryptionError:
                 if time.monotonic() - first_seen > max_age:
+                    log.warning("matrix.room_key_never_came", room_id=room_id, session_id=event.session_id)
                     del self._undecrypted[event_id]
+                    self.state.done(event_id)
                 continue
             del self._undecrypted[event_id]
-            room = self.client.rooms.get(room_id)
-            if room and isinstance(decrypted, (RoomMessageText, RoomMessageEmote)):
+            if isinstance(decrypted, (RoomMessageText, RoomMessageEmote)) and room_id not in self._closed_rooms:
                 log.info("matrix.decrypted_late", room_id=room_id)
-                self._spawn(self._on_message(room, decrypted))
+                self._spawn(self._handle(room_id, decrypted))
+            else:
+                self.state.done(event_id)
 
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
         if self._skip_timeline or event.sender == self.user_id or self.state.seen(event.event_id):
@@ -437,8 +445,11 @@ class MatrixBot:
             return
         event = resp.event
         if isinstance(event, MegolmEvent):
-            with contextlib.suppress(EncryptionError):
+            try:
                 event = self.client.decrypt_event(event)
+            except EncryptionError:
+                await self._await_key(room_id, event)  # still no key: keep waiting for it
+                return
         if isinstance(event, (RoomMessageText, RoomMessageEmote)):
             await self._handle(room_id, event)
         else:
