@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nio import MegolmEvent, RoomMessageText
 from nio.crypto.sessions import OutboundGroupSession
@@ -21,7 +23,7 @@ async def encrypted_dm(alice, bot_id):
     return room_id
 
 
-async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(
+async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there_even_after_a_restart(
     synapse, people, bots, tmp_path
 ):
     assistant = ScriptedAssistant()
@@ -45,6 +47,14 @@ async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(
     [(_, waiting, _)] = bot._undecrypted.values()
     assert waiting.session_id in bot.client.outgoing_key_requests
     assert not [m for m in assistant.seen if "read this" in m.text]
+    # the bot restarts while it waits: the message stays pending on disk
+    await bot.stop()
+    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path), bots)
+    for _ in range(40):
+        if bot._undecrypted:
+            break
+        await asyncio.sleep(0.1)
+    assert bot._undecrypted
 
     # ...then shares it after all (as a client does when it learns about the device late).
     alice.client.unblacklist_device(bot_device)
