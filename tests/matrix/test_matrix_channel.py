@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from nio import RoomMemberEvent, RoomMessageText
+from nio import RoomMemberEvent, RoomMessageText, TypingNoticeEvent
 
 from tests.matrix.matrix_helpers import (
     ScriptedAssistant,
@@ -208,6 +208,12 @@ async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
     stamps = [first.server_timestamp] + [e.server_timestamp for e in edits]
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert all(g >= 700 for g in gaps[:-1]), gaps  # the last edit may follow the end of the stream at once
+    typing = [e.users for r, e in alice.ephemeral if r == room_id and isinstance(e, TypingNoticeEvent)]
+    started = [i for i, users in enumerate(typing) if account.user_id in users]
+    assert started, "no typing notice while the reply was written"
+    await alice.no_event(lambda r, e: False, 0.5)
+    typing = [e.users for r, e in alice.ephemeral if r == room_id and isinstance(e, TypingNoticeEvent)]
+    assert account.user_id not in typing[-1]  # and it stopped afterwards
     new = content(last)["m.new_content"]
     assert new["format"] == "org.matrix.custom.html"
     assert (
