@@ -391,7 +391,10 @@ class MatrixBot:
                     self.state.done(event_id)
                 continue
             del self._undecrypted[event_id]
-            if isinstance(decrypted, (RoomMessageText, RoomMessageEmote)) and room_id not in self._closed_rooms:
+            if (
+                isinstance(decrypted, (RoomMessageText, RoomMessageEmote))
+                and room_id not in self._closed_rooms
+            ):
                 log.info("matrix.decrypted_late", room_id=room_id)
                 self._spawn(self._handle(room_id, decrypted))
             else:
