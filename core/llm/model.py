@@ -87,7 +87,7 @@ def bundled_gguf() -> Path:
 
 
 def bundled_cache_dir(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models" / BUNDLED_CACHE_NAME
+    return Path(settings.models_dir) / BUNDLED_CACHE_NAME
 
 
 def _convert_bundled(target: Path) -> None:
