@@ -63,10 +63,11 @@ DISTRACTORS = ["My sister lives in {c}.", "If I lived in {c} I'd be happier.", "
                "My boss works at {e} too.", "Should I move to {c}?", "My friend loves {l}."]
 
 HOME = ["I live in {c}.", "I'm based in {c} these days.", "I currently live in {c} with my partner.",
-        "Home for me is {c}.", "i live in {cl}"]
+        "Home for me is {c}.", "i live in {cl}", "Been living in {c} for a while."]
 MOVE = ["I moved to {c} last month.", "I've just relocated to {c}.", "I now live in {c}.",
         "We finally moved to {c}!", "Big news: I moved to {c}."]
-WORK = ["I work at {e}.", "I'm working for {e} now.", "I joined {e} in March.", "I work for {e} as a {j}."]
+WORK = ["I work at {e}.", "I'm working for {e} now.", "I joined {e} in March.", "I work for {e} as a {j}.",
+        "{e} pays my bills these days."]
 JOB = ["I'm a {j}.", "I work as a {j}.", "My job is {j}.", "I'm a {j} by training."]
 LIKE = ["I love {x}.", "I really enjoy {x}.", "I'm a big fan of {x}.", "{X} is my favourite thing."]
 DISLIKE = ["I can't stand {x}.", "I don't like {x}.", "I hate {x}."]
@@ -161,6 +162,9 @@ def script(i: int, rng: random.Random) -> Plan:
 
 
 def run(people: int, seed: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # as in a worker process (workers/worker.py)
     rng = random.Random(seed)
     plans = [script(i, rng) for i in range(people)]
     store = Store(Path(tempfile.mkdtemp(prefix="consolidation-eval-")) / "db", default_embedder())

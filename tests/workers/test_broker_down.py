@@ -4,6 +4,7 @@ and the outbox is replayed when the broker is back (live, or at the next start).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import queue
 import socket
@@ -65,10 +66,11 @@ class Forwarder:
 
 
 def _queued_tasks(redis_db) -> list[tuple[str, list]]:
+    """The queued tasks in the order a worker takes them (kombu LPUSHes and BRPOPs)."""
     out = []
-    for raw in redis_db.lrange(QUEUE, 0, -1):
+    for raw in reversed(redis_db.lrange(QUEUE, 0, -1)):
         message = json.loads(raw)
-        body = json.loads(__import__("base64").b64decode(message["body"]))
+        body = json.loads(base64.b64decode(message["body"]))
         out.append((message["headers"]["task"], body[0]))
     return out
 
