@@ -16,7 +16,7 @@ from workers.jobs import CeleryJobs
 from workers.locks import person_lock
 
 
-@pytest.mark.parametrize("command", ["run", "chat"])
+@pytest.mark.parametrize("command", ["run"])  # `chat` shares the wiring (bots/cli.py)
 def test_cli_runs_the_same_tasks_through_the_embedded_broker(
     command, tmp_path, monkeypatch, embedder, tiny_engine
 ):
