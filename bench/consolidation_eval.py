@@ -32,42 +32,147 @@ from core.memory.records import PRIVATE, Person, Turn, chat_scope  # noqa: E402
 from core.memory.store import Store  # noqa: E402
 from core.messages import utcnow  # noqa: E402
 
-NAMES = ["Dana", "Omar", "Li", "Zoe", "Raj", "Ana", "Kim", "Eve", "Max", "Ivy", "Jon", "Noor", "Ugo",
-         "Sara", "Tom", "Mia", "Ken", "Lea", "Bo", "Ida"]
-CITIES = ["Berlin", "Lisbon", "Porto", "Oslo", "Madrid", "Toronto", "Nairobi", "Kyoto", "Austin",
-          "Lyon", "Krakow", "Dublin"]
+NAMES = [
+    "Dana",
+    "Omar",
+    "Li",
+    "Zoe",
+    "Raj",
+    "Ana",
+    "Kim",
+    "Eve",
+    "Max",
+    "Ivy",
+    "Jon",
+    "Noor",
+    "Ugo",
+    "Sara",
+    "Tom",
+    "Mia",
+    "Ken",
+    "Lea",
+    "Bo",
+    "Ida",
+]
+CITIES = [
+    "Berlin",
+    "Lisbon",
+    "Porto",
+    "Oslo",
+    "Madrid",
+    "Toronto",
+    "Nairobi",
+    "Kyoto",
+    "Austin",
+    "Lyon",
+    "Krakow",
+    "Dublin",
+]
 EMPLOYERS = ["Acme", "Initech", "Globex", "Umbrella Health", "Stark Labs", "Hooli", "Vandelay"]
 JOBS = ["nurse", "designer", "data engineer", "teacher", "architect", "pharmacist", "developer"]
-LIKES = ["hiking", "jazz", "board games", "sourdough baking", "cycling", "sci-fi novels", "chess",
-         "gardening", "climbing", "photography"]
-DISLIKES = ["cilantro", "crowded bars", "horror movies", "early meetings", "olives"]
-PROJECTS = [("a budget app", "Ledger"), ("a garden planner", "Sprout"), ("a kids' book", "Moonboat"),
-            ("a home lab", "Homelab"), ("a thesis on soil", "Loam")]
-CONSTRAINTS = ["It needs to run offline.", "It must be done by June.", "The deadline is Friday.",
-               "It has to work on old phones.", "It can't use any paid services."]
-QUESTIONS = [
-    ["How do I learn Rust?", "What's the best way to learn Rust?", "Any tips for learning Rust quickly?",
-     "how should I start with Rust?"],
-    ["How do I make sourdough starter?", "What's the trick to a good sourdough starter?",
-     "My sourdough starter keeps dying, how do I keep it alive?", "how to feed a sourdough starter?"],
-    ["How can I sleep better?", "Any tips to fall asleep faster?", "Why do I keep waking up at night?",
-     "what helps with insomnia?"],
-    ["How do I negotiate a raise?", "What should I say when asking for a raise?",
-     "How to ask my boss for more money?", "tips for salary negotiation?"],
+LIKES = [
+    "hiking",
+    "jazz",
+    "board games",
+    "sourdough baking",
+    "cycling",
+    "sci-fi novels",
+    "chess",
+    "gardening",
+    "climbing",
+    "photography",
 ]
-BREVITY = ["shorter please", "That was way too long.", "tl;dr?", "Can you keep it brief?",
-           "Just the answer, please.", "Too wordy, make it shorter."]
-FILLER = ["Thanks!", "Good morning.", "ok cool", "Haha, nice.", "What's the capital of Peru?",
-          "Tell me a joke.", "What time zone is Tokyo in?", "Hmm, interesting.", "How are you today?"]
-DISTRACTORS = ["My sister lives in {c}.", "If I lived in {c} I'd be happier.", "I'm thinking about moving to {c}.",
-               "My boss works at {e} too.", "Should I move to {c}?", "My friend loves {l}."]
+DISLIKES = ["cilantro", "crowded bars", "horror movies", "early meetings", "olives"]
+PROJECTS = [
+    ("a budget app", "Ledger"),
+    ("a garden planner", "Sprout"),
+    ("a kids' book", "Moonboat"),
+    ("a home lab", "Homelab"),
+    ("a thesis on soil", "Loam"),
+]
+CONSTRAINTS = [
+    "It needs to run offline.",
+    "It must be done by June.",
+    "The deadline is Friday.",
+    "It has to work on old phones.",
+    "It can't use any paid services.",
+]
+QUESTIONS = [
+    [
+        "How do I learn Rust?",
+        "What's the best way to learn Rust?",
+        "Any tips for learning Rust quickly?",
+        "how should I start with Rust?",
+    ],
+    [
+        "How do I make sourdough starter?",
+        "What's the trick to a good sourdough starter?",
+        "My sourdough starter keeps dying, how do I keep it alive?",
+        "how to feed a sourdough starter?",
+    ],
+    [
+        "How can I sleep better?",
+        "Any tips to fall asleep faster?",
+        "Why do I keep waking up at night?",
+        "what helps with insomnia?",
+    ],
+    [
+        "How do I negotiate a raise?",
+        "What should I say when asking for a raise?",
+        "How to ask my boss for more money?",
+        "tips for salary negotiation?",
+    ],
+]
+BREVITY = [
+    "shorter please",
+    "That was way too long.",
+    "tl;dr?",
+    "Can you keep it brief?",
+    "Just the answer, please.",
+    "Too wordy, make it shorter.",
+]
+FILLER = [
+    "Thanks!",
+    "Good morning.",
+    "ok cool",
+    "Haha, nice.",
+    "What's the capital of Peru?",
+    "Tell me a joke.",
+    "What time zone is Tokyo in?",
+    "Hmm, interesting.",
+    "How are you today?",
+]
+DISTRACTORS = [
+    "My sister lives in {c}.",
+    "If I lived in {c} I'd be happier.",
+    "I'm thinking about moving to {c}.",
+    "My boss works at {e} too.",
+    "Should I move to {c}?",
+    "My friend loves {l}.",
+]
 
-HOME = ["I live in {c}.", "I'm based in {c} these days.", "I currently live in {c} with my partner.",
-        "Home for me is {c}.", "i live in {cl}", "Been living in {c} for a while."]
-MOVE = ["I moved to {c} last month.", "I've just relocated to {c}.", "I now live in {c}.",
-        "We finally moved to {c}!", "Big news: I moved to {c}."]
-WORK = ["I work at {e}.", "I'm working for {e} now.", "I joined {e} in March.", "I work for {e} as a {j}.",
-        "{e} pays my bills these days."]
+HOME = [
+    "I live in {c}.",
+    "I'm based in {c} these days.",
+    "I currently live in {c} with my partner.",
+    "Home for me is {c}.",
+    "i live in {cl}",
+    "Been living in {c} for a while.",
+]
+MOVE = [
+    "I moved to {c} last month.",
+    "I've just relocated to {c}.",
+    "I now live in {c}.",
+    "We finally moved to {c}!",
+    "Big news: I moved to {c}.",
+]
+WORK = [
+    "I work at {e}.",
+    "I'm working for {e} now.",
+    "I joined {e} in March.",
+    "I work for {e} as a {j}.",
+    "{e} pays my bills these days.",
+]
 JOB = ["I'm a {j}.", "I work as a {j}.", "My job is {j}.", "I'm a {j} by training."]
 LIKE = ["I love {x}.", "I really enjoy {x}.", "I'm a big fan of {x}.", "{X} is my favourite thing."]
 DISLIKE = ["I can't stand {x}.", "I don't like {x}.", "I hate {x}."]
@@ -177,8 +282,16 @@ def run(people: int, seed: int) -> None:
         store.save_person(Person(plan.person, plan.person))
         for k, (scope, text) in enumerate(plan.turns):
             chat = plan.person if scope == PRIVATE else scope.split(":")[2]
-            turn = Turn(plan.person, "console" if scope == PRIVATE else "telegram", chat, f"m{k}", "user", text,
-                        visibility=scope, ts=base + timedelta(minutes=10 * k))
+            turn = Turn(
+                plan.person,
+                "console" if scope == PRIVATE else "telegram",
+                chat,
+                f"m{k}",
+                "user",
+                text,
+                visibility=scope,
+                ts=base + timedelta(minutes=10 * k),
+            )
             store.add_turns([turn])
             n_turns += 1
             if (k + 1) % 4 == 0:
@@ -221,8 +334,11 @@ def run(people: int, seed: int) -> None:
             ):
                 leaks += 1
         for scope, slot, value in plan.expected:
-            kind = "project" if slot.startswith("project:") else (
-                "preference" if slot.startswith(("taste:", "style:", "diet")) else "fact")
+            kind = (
+                "project"
+                if slot.startswith("project:")
+                else ("preference" if slot.startswith(("taste:", "style:", "diet")) else "fact")
+            )
             by_kind_planted[kind] += 1
             hit = [m for m in slots.get((scope, slot), []) if slot_of(m)[1] == value]
             if hit:
@@ -253,8 +369,10 @@ def run(people: int, seed: int) -> None:
         for scope, slot, value in plan.superseded:
             contradictions += 1
             old = [m for m in memories if not m.current and slot_of(m) == (slot, value) and m.valid_to]
-            new_ok = any(slot == s and sc == scope for sc, s, _ in plan.expected) and len(
-                [m for m in current if slot_of(m)[0] == slot and m.visibility == scope]) == 1
+            new_ok = (
+                any(slot == s and sc == scope for sc, s, _ in plan.expected)
+                and len([m for m in current if slot_of(m)[0] == slot and m.visibility == scope]) == 1
+            )
             resolved += bool(old and new_ok)
         if plan.constraint:
             constraints_planted += 1
@@ -262,8 +380,10 @@ def run(people: int, seed: int) -> None:
             merged = any("(" in m.text for m in projects)
             constraints_merged += merged
 
-    print(f"\nConsolidation eval: {people} scripted people, {n_turns} turns, seed {seed}, "
-          f"rule extractor, {runs} consolidation runs in {elapsed:.1f}s\n")
+    print(
+        f"\nConsolidation eval: {people} scripted people, {n_turns} turns, seed {seed}, "
+        f"rule extractor, {runs} consolidation runs in {elapsed:.1f}s\n"
+    )
     print(f"{'kind':<12}{'planted':>9}{'found':>8}{'correct':>9}{'precision':>11}{'recall':>8}")
     total_p = total_f = total_tp = 0
     for kind in ("fact", "preference", "project", "question"):
@@ -272,7 +392,9 @@ def run(people: int, seed: int) -> None:
         prec = tp / found if found else 1.0
         rec = tp / planted if planted else 1.0
         print(f"{kind:<12}{planted:>9}{found:>8}{tp:>9}{prec:>11.2f}{rec:>8.2f}")
-    print(f"{'all':<12}{total_p:>9}{total_f:>8}{total_tp:>9}{total_tp / total_f:>11.2f}{total_tp / total_p:>8.2f}")
+    print(
+        f"{'all':<12}{total_p:>9}{total_f:>8}{total_tp:>9}{total_tp / total_f:>11.2f}{total_tp / total_p:>8.2f}"
+    )
     print()
     rows = [
         ("duplicate current memories (target 0)", duplicates),

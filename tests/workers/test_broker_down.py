@@ -132,7 +132,10 @@ def test_outbox_left_by_a_stopped_process_is_replayed_at_the_next_start(settings
     jobs.memory_changed("ana")
     jobs.forget_person("bo")
     jobs.close()
-    assert [name for name, _ in jobs.outbox.load()] == ["confidante.refresh_profile", "confidante.forget_person"]
+    assert [name for name, _ in jobs.outbox.load()] == [
+        "confidante.refresh_profile",
+        "confidante.forget_person",
+    ]
 
     up = settings.model_copy(update={"broker_url": REDIS_URL})
     again = CeleryJobs(up)

@@ -30,13 +30,17 @@ def test_messages_in_consolidation_in_the_worker_memories_out(
             assert await say(assistant, dm(text, person="dana"))
 
     try:
-        asyncio.run(chat("I live in Berlin.", "I work at Acme.", "Actually, I moved to Lisbon.", "Call me Dana."))
+        asyncio.run(
+            chat("I live in Berlin.", "I work at Acme.", "Actually, I moved to Lisbon.", "Call me Dana.")
+        )
         assert jobs.flush() and not jobs.broker_down
 
         def texts() -> set[str]:
             return {m.text for m in store.memories_of("dana")}
 
-        wait_for(lambda: {"Lives in Lisbon", "Works at Acme", "Is called Dana"} <= texts(), 240, "memories", log)
+        wait_for(
+            lambda: {"Lives in Lisbon", "Works at Acme", "Is called Dana"} <= texts(), 240, "memories", log
+        )
         history = [m.text for m in store.memories_of("dana", current_only=False) if not m.current]
         assert history == ["Lives in Berlin"]
         # the worker's profile reaches the chat process's cached person after the next turn
@@ -64,9 +68,7 @@ def test_worker_killed_mid_task_finishes_after_restart_exactly_once(
         "What's the best way to learn Rust?",
         "Any tips for learning Rust quickly?",
     ]
-    store.add_turns(
-        [Turn("zoe", "console", "zoe", f"z{i}", "user", t) for i, t in enumerate(texts)]
-    )
+    store.add_turns([Turn("zoe", "console", "zoe", f"z{i}", "user", t) for i, t in enumerate(texts)])
     fast_redelivery = {
         "CONFIDANTE_BROKER_VISIBILITY_TIMEOUT": "4",
         "CONFIDANTE_BROKER_RESTORE_INTERVAL": "1",
