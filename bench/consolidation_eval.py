@@ -243,8 +243,8 @@ def script(i: int, rng: random.Random) -> Plan:
             body.append((PRIVATE, b))
         p.brevity = True
         p.expected.add((PRIVATE, "style:length", "concise"))
-    for _ in range(rng.randint(4, 8)):
-        body.append((PRIVATE, rng.choice(FILLER)))
+    for filler in rng.sample(FILLER, rng.randint(4, 8)):
+        body.append((PRIVATE, filler))
     for _ in range(rng.randint(1, 3)):
         d = rng.choice(DISTRACTORS)
         body.append((PRIVATE, d.format(c=rng.choice(CITIES), e=rng.choice(EMPLOYERS), l=rng.choice(LIKES))))

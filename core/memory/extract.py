@@ -69,7 +69,7 @@ _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 _STOP = re.compile(
     r"\s+(?:and|but|because|since|so|for|last|next|this|these|a few|two|three|several|now|"
-    r"recently|yesterday|today|with|which|who|where|when|as|as of|in|from|until|after|before|lately|"
+    r"recently|yesterday|today|with|which|who|where|when|as|as of|in|by|from|until|after|before|lately|"
     r"anymore|though|although|while|if)\b.*$",
     re.IGNORECASE,
 )

@@ -281,3 +281,13 @@ def test_forgetting_a_memory_takes_it_out_of_the_profile_at_once(store, settings
     assert "vegetarian" not in store.person("ugo").profile
     assert "vegetarian" not in store.refresh_person("ugo").profile
     assert "Lives in Kyoto" in store.person("ugo").profile
+
+
+def test_memories_of_turns_forgotten_mid_consolidation_are_dropped(store):
+    c = Consolidator(store)
+    [berlin, nurse] = said(store, "ida", "I live in Berlin.", "I'm a nurse.")
+    c.run("ida")
+    store.delete_turns([berlin.id])  # forgotten while the memory was being written
+    assert c.drop_orphans("ida") == 1
+    assert [m.text for m in store.memories_of("ida", current_only=False)] == ["Works as a nurse"]
+    assert c.drop_orphans("ida") == 0
