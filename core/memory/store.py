@@ -640,7 +640,7 @@ class Store:
             .search(list(vector))
             .distance_type("cosine")
             .where(where, prefilter=True)
-            .select([*columns, *(["vector"] if with_vectors else [])])
+            .select([*columns, "_distance", *(["vector"] if with_vectors else [])])
             .limit(k)
         )
         if self._person_rows(name, person_id) <= EXACT_SEARCH_ROWS:
