@@ -8,6 +8,7 @@ found again exactly, and must neither break a query nor widen one to another per
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import replace
 
 import pytest
@@ -59,7 +60,7 @@ def _count(name: str, n: int = 1) -> None:
 async def _seed(a: Assistant) -> str:
     a.settings.rate_burst_chat = a.settings.rate_burst_person = 100_000
     await say(a, dm(f"my secret is {SECRET}", person="alice", platform="telegram", chat_id="dm-alice"))
-    await say(a, group(f"group words {SECRET}-G", "alice", chat_id="-100"))
+    await say(a, group("group words ALICE-GROUP-OK", "alice", chat_id="-100"))
     pid = a.store.person_for("telegram", "alice")
     a.store.save_memories([Memory(pid, "fact", f"Alice secret {SECRET}", "alice-m")])
     return pid
@@ -82,7 +83,7 @@ async def test_hostile_ids_through_the_assistant(assistant: Assistant, engine: R
         pid = a.store.person_for("slack", h)
         assert pid is not None and pid != alice
         stored = a.store.turns_by_message("slack", h, h)
-        assert [t.text for t in stored if t.role == "user"] == [text]
+        assert [t.text for t in stored if t.role == "user"] == [unicodedata.normalize("NFC", text)]
         for command in ("/memory", "/whoami"):
             assert SECRET not in await say(a, replace(msg, text=command, message_id=f"{h}-{command}"))
         export = (await a.handle(replace(msg, text="/export", message_id=f"{h}-export"))).document
@@ -109,12 +110,13 @@ async def test_hostile_ids_through_the_assistant(assistant: Assistant, engine: R
 async def test_hostile_texts_are_stored_verbatim_and_stay_data(assistant: Assistant, engine) -> None:
     a = assistant
     alice = await _seed(a)
+    alice_rows = len(a.store.turns_of(alice))
     for n, h in enumerate(HOSTILE):
         text = f"note {n}: {h}"
         await say(a, dm(text, person="mallory", platform="telegram", chat_id="dm-m", message_id=f"h{n}"))
         _no_secret(engine, f"text {h!r}")
         [turn] = [t for t in a.store.turns_by_message("telegram", "dm-m", f"h{n}") if t.role == "user"]
-        assert turn.text == text or turn.text == __import__("unicodedata").normalize("NFC", text)
+        assert turn.text == unicodedata.normalize("NFC", text)
         edit = dm(f"edited {h}", person="mallory", platform="telegram", chat_id="dm-m", message_id=f"h{n}")
         await a.handle(replace(edit, edited=True))
         [turn] = [t for t in a.store.turns_by_message("telegram", "dm-m", f"h{n}") if t.role == "user"]
@@ -122,7 +124,7 @@ async def test_hostile_texts_are_stored_verbatim_and_stay_data(assistant: Assist
         reply = await say(a, dm(f"/forget {h}", person="mallory", platform="telegram", chat_id="dm-m"))
         assert "Forgotten" in reply or "nothing" in reply, reply
         _count("hostile texts (store, edit, /forget)", 1)
-    assert len(a.store.turns_of(alice)) == 2 and a.store.memories_of(alice)
+    assert len(a.store.turns_of(alice)) == alice_rows and a.store.memories_of(alice)
 
 
 @pytest.mark.parametrize(
