@@ -458,7 +458,16 @@ class SlackBot:
                 self.app,
                 app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]
             )
-            await self._socket.connect_async()
+            try:
+                await self._socket.connect_async()
+            except SlackApiError as err:
+                await self._socket.close_async()
+                self._socket = None
+                code = str(err.response.get("error"))
+                raise SlackSetupError(
+                    f"Slack rejected SLACK_APP_TOKEN ({code}): generate an app-level token (xapp-…) "
+                    "with the connections:write scope under Basic Information > App-Level Tokens"
+                ) from err
             log.info("slack.socket_mode_connected")
         if not self.socket_mode or self.multi_workspace:
             web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)

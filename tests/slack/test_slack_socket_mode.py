@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from bots.slack import SlackBot
+from bots.slack import SlackBot, SlackSetupError
 from tests.slack.slack_support import (
     APP_TOKEN,
     TEAM,
@@ -132,3 +132,11 @@ async def test_run_slack_serves_until_cancelled_then_closes_the_socket(tmp_path,
     with pytest.raises(asyncio.CancelledError):
         await task
     await fake_slack.wait_for(lambda: not fake_slack._sockets, timeout=10)
+
+
+async def test_a_rejected_app_token_is_a_setup_error_that_says_what_to_do(tmp_path, fake_slack):
+    settings = slack_settings(tmp_path, fake_slack, slack_app_token="xapp-wrong", slack_signing_secret=None)
+    bot = SlackBot(ScriptedAssistant(), settings)
+    with pytest.raises(SlackSetupError, match="connections:write"):
+        await bot.start()
+    await bot.stop()
