@@ -454,20 +454,20 @@ class SlackBot:
                 ) from err
             log.info("slack.authorized", team=auth.get("team_id"), bot_user=auth.get("user_id"))
         if self.socket_mode:
-            self._socket = AsyncSocketModeHandler(
-                self.app,
-                app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]
-            )
-            try:
-                await self._socket.connect_async()
+            app_token = self.settings.slack_app_token.get_secret_value()  # type: ignore[union-attr]
+            try:  # the SDK's connect() retries forever, also on a token Slack will never accept
+                await self.app.client.apps_connections_open(app_token=app_token)
             except SlackApiError as err:
-                await self._socket.close_async()
-                self._socket = None
                 code = str(err.response.get("error"))
                 raise SlackSetupError(
                     f"Slack rejected SLACK_APP_TOKEN ({code}): generate an app-level token (xapp-…) "
                     "with the connections:write scope under Basic Information > App-Level Tokens"
                 ) from err
+            self._socket = AsyncSocketModeHandler(
+                self.app,
+                app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]
+            )
+            await self._socket.connect_async()
             log.info("slack.socket_mode_connected")
         if not self.socket_mode or self.multi_workspace:
             web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)
