@@ -84,6 +84,11 @@ class Engine:
         self.settings = settings
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
+        if adapters is None and getattr(settings, "adapters_enabled", True):
+            from core.llm.adapters import AdapterRegistry
+
+            # nothing is wrapped until the first person with an adapter is served
+            adapters = AdapterRegistry(loaded.model, settings)
         self.adapters = adapters
         self.max_batch = max_batch or getattr(settings, "max_batch", 16)
         self.stats = StreamStats()

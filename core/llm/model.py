@@ -87,7 +87,7 @@ def bundled_gguf() -> Path:
 
 
 def bundled_cache_dir(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models" / BUNDLED_CACHE_NAME
+    return Path(settings.models_dir) / BUNDLED_CACHE_NAME
 
 
 def _convert_bundled(target: Path) -> None:
@@ -99,7 +99,9 @@ def _convert_bundled(target: Path) -> None:
     import torch
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one rich display instead of several tqdm bars
     gguf = bundled_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
