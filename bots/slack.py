@@ -124,7 +124,7 @@ class SlackBot:
         )
         self.endpoints = Endpoints()
         self._seen = SeenEvents()
-        self._threads = ThreadMemory()
+        self._threads = ThreadMemory(path=settings.data_dir / "slack" / "threads.tsv")
         self._tasks: set[asyncio.Task[None]] = set()
         self._reported: set[tuple[str, str]] = set()
         self._runner: web.AppRunner | None = None
