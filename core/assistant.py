@@ -311,6 +311,8 @@ class Assistant:
             self.store.edit_turn, msg.platform, msg.chat_id, msg.message_id, text
         )
         if changed:
+            # People edit to take something back: the old text must leave the disk as well.
+            await asyncio.to_thread(self.store.purge_history)
             for turns in self._recent.values():
                 for turn in turns:
                     if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (

@@ -109,7 +109,7 @@ async def test_forget_one_item_and_redaction_reach_the_disk(assistant: Assistant
     assert files_containing(root, "KEEP-1618")
 
 
-async def test_edits_only_by_the_author(assistant: Assistant) -> None:
+async def test_edits_only_by_the_author_and_old_text_leaves_the_disk(assistant: Assistant, settings) -> None:
     a = assistant
     await say(a, group("alice's original words", "alice", chat_id="-100", message_id="g-77"))
     forged = group(
@@ -122,3 +122,4 @@ async def test_edits_only_by_the_author(assistant: Assistant) -> None:
     await a.handle(own)
     stored = a.store.turns_by_message("telegram", "-100", "g-77")
     assert [t.text for t in stored if t.role == "user"] == ["alice's corrected words"]
+    assert files_containing(settings.data_dir, "alice's original words") == [], "edited-away text on disk"
