@@ -50,12 +50,14 @@ class Assistant:
         *,
         jobs: Jobs | None = None,
         layout: Layout = DEFAULT_LAYOUT,
+        use_recall: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
         self.jobs = jobs or NoJobs()
         self.layout = layout
+        self.use_recall = use_recall
         self.identities = Identities(store, global_failures=settings.link_failures_global)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
@@ -170,14 +172,17 @@ class Assistant:
             )
         if turn.vector is None:
             [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
-        recent = list(await asyncio.to_thread(self._recent_list, person, chat))
-        recalled = await asyncio.to_thread(
-            self.recall.recall,
-            person,
-            chat,
-            turn.vector,
-            exclude_ids={t.id for t in recent} | {turn.id},
-        )
+        recent = [t for t in await asyncio.to_thread(self._recent_list, person, chat) if t.id != turn.id]
+        recalled = []
+        if self.use_recall:
+            recalled = await asyncio.to_thread(
+                self.recall.recall,
+                person,
+                chat,
+                turn.vector,
+                exclude_ids={t.id for t in recent} | {turn.id},
+                query_text=text,
+            )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
             self._recent_for(person, chat).append(turn)
@@ -335,12 +340,27 @@ class Assistant:
         versions so the text leaves the disk, clear caches, and tell the workers."""
         derived = self.store.memories_from_turns(turn_ids)
         self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
+        for person_id in set(person_ids) | {m.person_id for m in derived}:
+            self._refresh_profile(person_id)  # before the purge, so the old profile goes too
         self.store.purge_history()
         gone = set(turn_ids)
         for key in list(self._recent):
             self._recent[key] = deque((t for t in self._recent[key] if t.id not in gone), maxlen=RECENT_TURNS)
         for person_id in set(person_ids) | {m.person_id for m in derived}:
             self.jobs.memory_changed(person_id)
+
+    def _refresh_profile(self, person_id: str) -> None:
+        """A forgotten memory must leave the profile now, not when a worker gets to it."""
+        from core.memory.consolidate import profile_text
+        from core.memory.records import PRIVATE
+
+        person = self.store.person(person_id)
+        if person is None or not person.profile:
+            return
+        profile = profile_text(self.store.memories_of(person_id, visibilities=[PRIVATE]))
+        if profile != person.profile:
+            person.profile = profile
+            self.store.save_person(person)
 
     def _log_content(self, event: str, person: Person, text: str) -> None:
         if self.settings.log_content:
