@@ -76,8 +76,6 @@ async def _seed(a: Assistant) -> None:
     await say(a, group("I may leave the company, IBIS-G2", "alice", chat_id=G2))
     alice = a.store.person(a.store.person_for("telegram", "alice"))
     bob = a.store.person_for("telegram", "bob")
-    alice.profile = "Alice is recovering from burnout (PROFILE-LYNX)."
-    a.store.save_person(alice)
     a.store.save_memories(
         [
             Memory(alice.person_id, "fact", "Alice's salary is 93k SALARY-ZEBRA", "a1"),
@@ -120,6 +118,10 @@ async def _seed(a: Assistant) -> None:
     )
     a.store.save_memories([old, gone])
     a.forget([], ["a5"], {alice.person_id})
+    # The profile is set last: forgetting rebuilds a profile from the private memories.
+    alice = a.store.person(alice.person_id)
+    alice.profile = "Alice is recovering from burnout (PROFILE-LYNX)."
+    a.store.save_person(alice)
 
 
 def _prompt(engine: RecordingEngine) -> str:
