@@ -381,7 +381,7 @@ def invalid_ids(msg: Incoming) -> str | None:
         "chat_id": msg.chat_id,
         "sender_id": msg.sender_id,
         "message_id": msg.message_id,
-        "thread_id": msg.thread_id if msg.thread_id is not None else "-",
+        "thread_id": msg.thread_id or "-",  # no thread (None or "") is fine
     }
     for name, value in fields.items():
         if not isinstance(value, str) or not value:
