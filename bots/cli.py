@@ -29,12 +29,27 @@ out = Console(highlight=False)
 PersonOpt = Annotated[str, typer.Option("--person", "-p", help="Person id or console name")]
 
 
+class _Stderr:
+    """Whatever sys.stderr is at write time (tests swap it; a bound file may be closed)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(settings: Settings) -> None:
+    """Logs go to stderr, with secrets scrubbed and message text only at DEBUG when asked for."""
+    from core import logsafety
+
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    logsafety.install_stdlib_filter(settings)
     structlog.configure(
+        processors=logsafety.processors(settings),
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
     )
     for noisy in (
         "httpx",

@@ -156,12 +156,12 @@ class Assistant:
                 return None
         if not msg.addressed:
             if record:
-                self._recent_for(person, chat).append(turn)
+                self._remember(person, chat, turn)
             return None
         limit = self.settings.message_limit(msg.platform)
         if len(text) > limit:
             if record:
-                self._recent_for(person, chat).append(turn)
+                self._remember(person, chat, turn)
             return Reply(
                 text=(
                     f"That message is {len(text):,} characters; I can read up to "
@@ -185,7 +185,7 @@ class Assistant:
             )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
-            self._recent_for(person, chat).append(turn)
+            self._remember(person, chat, turn)
         return Reply(
             stream=self._generate(msg, person, chat, messages, record),
             thread_id=msg.thread_id,
@@ -255,7 +255,7 @@ class Assistant:
                 visibility=chat.scope,
             )
             await asyncio.to_thread(self.store.add_turns, [reply])
-            self._recent_for(person, chat).append(reply)
+            self._remember(person, chat, reply)
             self.jobs.after_turn(person.person_id)
 
     @staticmethod
@@ -290,6 +290,13 @@ class Assistant:
                 )
             self._recent[key] = deque(turns, maxlen=RECENT_TURNS)
         return self._recent[key]
+
+    def _remember(self, person: Person, chat: ChatContext, turn: Turn) -> None:
+        """Add a turn to the chat's recent window once (a window loaded after the turn was
+        stored already holds it)."""
+        recent = self._recent_for(person, chat)
+        if all(t.id != turn.id for t in recent):
+            recent.append(turn)
 
     def _recent_list(self, person: Person, chat: ChatContext) -> list[Turn]:
         return list(self._recent_for(person, chat))

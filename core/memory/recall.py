@@ -28,6 +28,8 @@ from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
 from core.memory.store import Hit, Store
 from core.memory.when import When, around_anchor, asks_for_now, parse_when, without
 
+# A question the person asked tells little about them; what they stated does.
+QUESTION_WEIGHT = 0.5
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
 CANDIDATES = 40  # per list; fusion and diversity choose k from these
 MEMORY_WEIGHT = 1.2  # a consolidated memory is worth a little more than one raw turn
@@ -123,6 +125,9 @@ class Recall:
             for c in candidates.values():
                 if when.contains(c.ts):
                     c.score += IN_SPAN_BONUS
+        for c in candidates.values():
+            if isinstance(c.item, Turn) and c.item.text.rstrip().endswith("?"):
+                c.score *= QUESTION_WEIGHT
         if query_text and asks_for_now(query_text):
             self._prefer_recent(list(candidates.values()))
         ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)

@@ -185,3 +185,9 @@ async def test_recall_ranks_a_statement_above_the_same_question(assistant: Assis
     [vector] = assistant.store.embed(["what am I training for"])
     items = assistant.recall.recall(person, ChatContext("console", "dana", "direct"), vector)
     assert "Berlin marathon" in items[0].text
+
+
+async def test_each_recent_message_reaches_the_prompt_once(assistant: Assistant) -> None:
+    await say(assistant, dm("I repaired the blue bicycle."))
+    await say(assistant, dm("And then?"))
+    assert assistant.engine.last_prompt_text().count("I repaired the blue bicycle.") == 1
