@@ -1,12 +1,14 @@
 """The embedded broker's worker: a subprocess of `confidante run`/`chat` that consumes the
 filesystem queue in the data dir, with beat, exactly like `confidante worker` does for Redis.
 
-It dies with its parent (PR_SET_PDEATHSIG on Linux), logs to `<data_dir>/broker/worker.log`,
+It runs at a lower CPU priority than the chat, dies with its parent (PR_SET_PDEATHSIG on
+Linux), logs to `<data_dir>/broker/worker.log`,
 and queued work that it did not reach stays on disk for the next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -52,12 +54,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _child_setup() -> None:
+    """In the worker before exec: die with the parent, and yield the CPU to the chat process
+    (background work on the same machine must not slow replies: a lower priority, nice 10)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class EmbeddedWorker:
@@ -76,7 +81,7 @@ class EmbeddedWorker:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_child_setup if os.name == "posix" else None,
         )
         log_file.close()
         log.info("embedded worker started", pid=self.proc.pid, log=str(self.log_path))
