@@ -195,7 +195,9 @@ def main() -> None:
     label = f"consolidating {args.backlog}x100 turns ({during} done meanwhile)"
     print(f"{label:<40}{pct(busy, 0.5):>8.1f}{pct(busy, 0.95):>8.1f}{statistics.mean(busy):>8.1f}")
     label = "no worker running (after)"
-    print(f"{label:<40}{pct(idle_after, 0.5):>8.1f}{pct(idle_after, 0.95):>8.1f}{statistics.mean(idle_after):>8.1f}")
+    print(
+        f"{label:<40}{pct(idle_after, 0.5):>8.1f}{pct(idle_after, 0.95):>8.1f}{statistics.mean(idle_after):>8.1f}"
+    )
     print(
         f"\nafter_turn on the chat path: p50 {pct(after_turn, 0.5):.1f} µs, p99 {pct(after_turn, 0.99):.1f} µs"
     )
