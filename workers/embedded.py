@@ -69,6 +69,7 @@ class EmbeddedWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
         self.log_path = broker_dir(settings) / "worker.log"
 
     def start(self) -> None:
@@ -91,7 +92,8 @@ class EmbeddedWorker:
         return self.proc is not None and self.proc.poll() is None
 
     def ensure_running(self) -> None:
-        if not self.alive:
+        """Restart a worker that died (not one that was stopped on purpose)."""
+        if not self.alive and not self.stopped:
             if self.proc is not None:
                 log.warning("embedded worker exited; restarting", code=self.proc.returncode)
             self.start()
@@ -117,6 +119,7 @@ class EmbeddedWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown: the current task finishes; queued ones wait on disk."""
+        self.stopped = True
         if not self.alive:
             return
         assert self.proc is not None
