@@ -74,3 +74,15 @@ def test_redis_person_lock_excludes_a_second_holder(settings, redis_db):
             assert not second
     with person_lock(settings, "dana", wait=0.2) as again:
         assert again
+
+
+def test_worker_command_without_a_broker_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delenv("CONFIDANTE_BROKER_URL", raising=False)
+    monkeypatch.setenv("CONFIDANTE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli.app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "CONFIDANTE_BROKER_URL" in result.output and "confidante run" in result.output
