@@ -155,7 +155,7 @@ class MatrixBot:
                 )
             self.client.restore_login(who.user_id, who.device_id, token)
         elif s.matrix_password:
-            if creds:  # same device as before, so the crypto store keeps matching
+            if creds and creds.user_id == self.user_id:  # same device, so the crypto store keeps matching
                 self.client.device_id = creds.device_id
             resp = await self._retry(
                 lambda: self.client.login(
@@ -175,6 +175,11 @@ class MatrixBot:
         )
         log.info("matrix.logged_in", user_id=self.user_id, device_id=self.client.device_id)
 
+    def fingerprint(self) -> str | None:
+        """The device's ed25519 key, for people who verify the bot's device by hand."""
+        olm = self.client.olm
+        return olm.account.identity_keys["ed25519"] if olm else None
+
     async def _retry(self, call: Any) -> Any:
         """Call until the homeserver answers at all (it may still be starting)."""
         delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
@@ -191,7 +196,11 @@ class MatrixBot:
     async def start(self) -> None:
         """Log in and finish one sync, then keep syncing in the background."""
         started = time.monotonic()
-        await self._login()
+        try:
+            await self._login()
+        except BaseException:
+            await self.client.close()
+            raise
         self.client.add_event_callback(self._on_invite, InviteMemberEvent)
         self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
         self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
@@ -208,6 +217,14 @@ class MatrixBot:
         await self._sync_once(since=first_token, full_state=True, first=True)
         self._skip_timeline = False
         self.first_sync_seconds = time.monotonic() - started
+        log.info(
+            "matrix.ready",
+            user_id=self.user_id,
+            device_id=self.client.device_id,
+            fingerprint=self.fingerprint(),
+            rooms=len(self.client.rooms),
+            seconds=round(self.first_sync_seconds, 2),
+        )
         for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
@@ -348,8 +365,13 @@ class MatrixBot:
         """A message we have no key for yet: ask the sender's devices, answer when it arrives."""
         if self._skip_timeline or event.sender == self.user_id or self.state.seen(event.event_id):
             return
-        self._undecrypted[event.event_id] = (room.room_id, event, time.monotonic())
-        log.info("matrix.missing_room_key", room_id=room.room_id, session_id=event.session_id)
+        # Pending on disk too: if the key only arrives after a restart, the message is not lost.
+        self.state.accept(event.event_id, room.room_id)
+        await self._await_key(room.room_id, event)
+
+    async def _await_key(self, room_id: str, event: MegolmEvent) -> None:
+        self._undecrypted[event.event_id] = (room_id, event, time.monotonic())
+        log.info("matrix.missing_room_key", room_id=room_id, session_id=event.session_id)
         try:
             await self.client.request_room_key(event)
         except LocalProtocolError:
@@ -364,13 +386,19 @@ class MatrixBot:
                 decrypted = self.client.decrypt_event(event)
             except EncryptionError:
                 if time.monotonic() - first_seen > max_age:
+                    log.warning("matrix.room_key_never_came", room_id=room_id, session_id=event.session_id)
                     del self._undecrypted[event_id]
+                    self.state.done(event_id)
                 continue
             del self._undecrypted[event_id]
-            room = self.client.rooms.get(room_id)
-            if room and isinstance(decrypted, (RoomMessageText, RoomMessageEmote)):
+            if (
+                isinstance(decrypted, (RoomMessageText, RoomMessageEmote))
+                and room_id not in self._closed_rooms
+            ):
                 log.info("matrix.decrypted_late", room_id=room_id)
-                self._spawn(self._on_message(room, decrypted))
+                self._spawn(self._handle(room_id, decrypted))
+            else:
+                self.state.done(event_id)
 
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
         if self._skip_timeline or event.sender == self.user_id or self.state.seen(event.event_id):
@@ -420,8 +448,11 @@ class MatrixBot:
             return
         event = resp.event
         if isinstance(event, MegolmEvent):
-            with contextlib.suppress(EncryptionError):
+            try:
                 event = self.client.decrypt_event(event)
+            except EncryptionError:
+                await self._await_key(room_id, event)  # still no key: keep waiting for it
+                return
         if isinstance(event, (RoomMessageText, RoomMessageEmote)):
             await self._handle(room_id, event)
         else:

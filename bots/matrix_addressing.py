@@ -32,7 +32,8 @@ def relation(content: dict[str, Any]) -> dict[str, Any]:
 
 def thread_root(content: dict[str, Any]) -> str | None:
     rel = relation(content)
-    return rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
+    root = rel.get("event_id") if rel.get("rel_type") == "m.thread" else None
+    return root if isinstance(root, str) else None
 
 
 def replied_to(content: dict[str, Any]) -> str | None:
@@ -41,7 +42,8 @@ def replied_to(content: dict[str, Any]) -> str | None:
     if rel.get("rel_type") == "m.thread" and rel.get("is_falling_back", False):
         return None
     target = rel.get("m.in_reply_to")
-    return target.get("event_id") if isinstance(target, dict) else None
+    event_id = target.get("event_id") if isinstance(target, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def strip_reply_fallback(body: str) -> str:
@@ -66,8 +68,10 @@ def _name_pattern(names: list[str]) -> re.Pattern[str] | None:
 def mentions_bot(content: dict[str, Any], body: str, user_id: str, display_name: str | None) -> bool:
     """m.mentions (current spec) or the display name / user id in the body (older clients)."""
     mentions = content.get("m.mentions")
-    if isinstance(mentions, dict) and user_id in (mentions.get("user_ids") or []):
-        return True
+    if isinstance(mentions, dict):
+        ids = mentions.get("user_ids")
+        if isinstance(ids, list) and user_id in ids:
+            return True
     pattern = _name_pattern([user_id, display_name or ""])
     return bool(pattern and pattern.search(body))
 

@@ -209,6 +209,9 @@ class Homeserver:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
+            self._stderr = None
 
     def register(self, localpart: str, password: str | None = None, admin: bool = False) -> Registered:
         """Shared-secret registration (what `register_new_matrix_user` does)."""

@@ -19,16 +19,19 @@ from tests.matrix.matrix_helpers import Homeserver, Person, remove, unique
 _server: Homeserver | None = None
 
 
+@pytest.hookimpl(trylast=True)  # after `-m`/`-k` deselection: no server when no test needs one
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Launch Synapse as soon as we know a test needs it, so it boots while other tests run."""
     global _server
     if _server is None and any(item.get_closest_marker("synapse") for item in items):
+        import atexit
         import tempfile
 
         _server = Homeserver(Path(tempfile.mkdtemp(prefix="confidante-synapse-")))
         _server.launch()
+        atexit.register(_server.stop)  # also when the session ends before the fixture ran
 
 
 @pytest.fixture(scope="session")

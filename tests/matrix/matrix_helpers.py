@@ -55,6 +55,7 @@ class Person:
         )
         self.client.restore_login(account.user_id, account.device_id, account.access_token)
         self.events: list[tuple[str, Any]] = []  # (room_id, nio event)
+        self.ephemeral: list[tuple[str, Any]] = []  # typing notices, receipts
 
     async def setup(self) -> None:
         if self.client.olm and self.client.should_upload_keys:
@@ -67,6 +68,8 @@ class Person:
         for room_id, info in resp.rooms.join.items():
             for event in info.timeline.events:
                 self.events.append((room_id, event))
+            for event in info.ephemeral:
+                self.ephemeral.append((room_id, event))
         if self.client.olm:
             await self.client.send_to_device_messages()
             if self.client.should_upload_keys:

@@ -193,3 +193,38 @@ async def test_encrypted_dm_is_answered_encrypted(synapse, people, bots, tmp_pat
     assert from_bot and all(e["type"] == "m.room.encrypted" for e in from_bot)
     assert all("surprise" not in str(e) for e in raw)
     assert bot.client.olm is not None and bot.client.device_id
+
+
+async def test_bad_input_gets_clear_answers_and_nothing_is_lost(
+    synapse, people, bots, tmp_path, real_assistant
+):
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    settings = settings_for(synapse, account, tmp_path, max_message_chars=2000)
+    assistant = real_assistant(settings)
+    bot = await start_bot(assistant, settings, bots)
+    room_id = await alice.create_room([account.user_id], direct=True)
+    await answered(alice, account.user_id, room_id, 0, settle=0.2)
+
+    await alice.say(room_id, "   ")
+    texts = await answered(alice, account.user_id, room_id, 1, settle=0.3)
+    assert "empty" in texts[-1]
+    huge = "long " * 1000
+    await alice.say(room_id, huge)
+    texts = await answered(alice, account.user_id, room_id, 2, settle=0.3)
+    assert "5,000 characters" in texts[-1]
+    odd = "rtl \u202e café 🎉 <img src=x onerror=alert(1)> \"quotes' $ids"
+    await alice.say(
+        room_id, odd, **{"m.mentions": {"user_ids": []}, "m.relates_to": {"m.in_reply_to": "not an object"}}
+    )
+    await answered(alice, account.user_id, room_id, 3, settle=0.5)
+    person = assistant.store.person_for("matrix", alice.user_id)
+    stored = [t.text for t in assistant.store.turns_of(person) if t.role == "user"]
+    assert huge.strip() in [s.strip() for s in stored]  # kept whole
+    assert any("café 🎉" in s and "<img" in s for s in stored)
+    # whatever the model said, no raw HTML from a person reaches a formatted_body
+    for event in alice.from_user(account.user_id, room_id):
+        c = content(event)
+        html = (c.get("m.new_content") or c).get("formatted_body", "")
+        assert "<img" not in html
+    assert bot.state.pending == {}

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from nio import RoomMemberEvent, RoomMessageText
+from nio import RoomMemberEvent, RoomMessageText, TypingNoticeEvent
 
 from tests.matrix.matrix_helpers import (
     ScriptedAssistant,
@@ -74,6 +74,14 @@ async def test_invite_join_intro_and_direct_answer(synapse, people, bots, tmp_pa
     )
     assert msg.chat_kind == "direct" and msg.addressed
     assert "m.relates_to" not in content(answer)  # a DM answer is a plain message
+
+    # the person leaves: nobody is left to talk to, so the bot leaves and the chat is closed
+    await alice.client.room_leave(room_id)
+    for _ in range(100):
+        if assistant.closed:
+            break
+        await asyncio.sleep(0.1)
+    assert assistant.closed == [("matrix", room_id)]
 
 
 async def test_invite_from_disallowed_user_is_declined(synapse, people, bots, tmp_path):
@@ -200,6 +208,12 @@ async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
     stamps = [first.server_timestamp] + [e.server_timestamp for e in edits]
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     assert all(g >= 700 for g in gaps[:-1]), gaps  # the last edit may follow the end of the stream at once
+    typing = [e.users for r, e in alice.ephemeral if r == room_id and isinstance(e, TypingNoticeEvent)]
+    started = [i for i, users in enumerate(typing) if account.user_id in users]
+    assert started, "no typing notice while the reply was written"
+    await alice.no_event(lambda r, e: False, 0.5)
+    typing = [e.users for r, e in alice.ephemeral if r == room_id and isinstance(e, TypingNoticeEvent)]
+    assert account.user_id not in typing[-1]  # and it stopped afterwards
     new = content(last)["m.new_content"]
     assert new["format"] == "org.matrix.custom.html"
     assert (
@@ -342,3 +356,45 @@ async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, 
     await proxy.start()  # the homeserver is back on the same address
     await alice.wait_for(shows(account.user_id, room_id, "are you there"), what="answer after outage")
     await proxy.stop()
+
+
+async def test_run_matrix_runs_until_cancelled(synapse, people, tmp_path):
+    from bots.matrix import run_matrix
+
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    task = asyncio.create_task(run_matrix(ScriptedAssistant(), bot_settings(synapse, account, tmp_path)))
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+    await alice.say(room_id, "ping")
+    await alice.wait_for(shows(account.user_id, room_id, "ping"), what="answer")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    state = (tmp_path / "matrix" / "state.json").read_text()
+    assert '"pending": {}' in state  # stopped cleanly, nothing left half-answered
+
+
+async def test_bad_credentials_say_what_to_set(synapse, tmp_path):
+    from bots.matrix import MatrixBot, MatrixConfigError
+
+    account = synapse.register(unique("confidante"))
+    with pytest.raises(MatrixConfigError, match="CONFIDANTE_MATRIX_PASSWORD"):
+        await MatrixBot(
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix_password="wrong")
+        ).start()
+    with pytest.raises(MatrixConfigError, match="ACCESS_TOKEN or CONFIDANTE_MATRIX_PASSWORD"):
+        await MatrixBot(
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix_password=None)
+        ).start()
+    with pytest.raises(MatrixConfigError, match="MATRIX_HOMESERVER"):
+        MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "c", matrix_homeserver=None))
+    # a token works as well as a password, and the same device id is kept
+    bot = MatrixBot(
+        ScriptedAssistant(),
+        bot_settings(
+            synapse, account, tmp_path / "d", matrix_password=None, matrix_access_token=account.access_token
+        ),
+    )
+    await bot.start()
+    assert bot.client.device_id == account.device_id
+    await bot.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nio import MegolmEvent, RoomMessageText
 from nio.crypto.sessions import OutboundGroupSession
@@ -21,7 +23,9 @@ async def encrypted_dm(alice, bot_id):
     return room_id
 
 
-async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(synapse, people, bots, tmp_path):
+async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there_even_after_a_restart(
+    synapse, people, bots, tmp_path
+):
     assistant = ScriptedAssistant()
     alice = await people("alice", encrypted=True)
     account = synapse.register(unique("confidante"))
@@ -43,14 +47,24 @@ async def test_message_whose_key_arrives_late_is_answered_once_the_key_is_there(
     [(_, waiting, _)] = bot._undecrypted.values()
     assert waiting.session_id in bot.client.outgoing_key_requests
     assert not [m for m in assistant.seen if "read this" in m.text]
+    # the bot restarts while it waits: the message stays pending on disk
+    await bot.stop()
+    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path), bots)
+    for _ in range(40):
+        if bot._undecrypted:
+            break
+        await asyncio.sleep(0.1)
+    assert bot._undecrypted
 
     # ...then shares it after all (as a client does when it learns about the device late).
     alice.client.unblacklist_device(bot_device)
     olm.outbound_group_sessions[room_id] = OutboundGroupSession.from_pickle(snapshot)  # same key, index 0
     await alice.client.share_group_session(room_id, ignore_unverified_devices=True)
     await alice.wait_for(
-        lambda r, e: from_bot(account.user_id, room_id)(r, e)
-        and "can you read this yet?" in (content(e)["m.new_content"]["body"] if is_edit(e) else e.body),
+        lambda r, e: (
+            from_bot(account.user_id, room_id)(r, e)
+            and "can you read this yet?" in (content(e)["m.new_content"]["body"] if is_edit(e) else e.body)
+        ),
         what="answer after the late key",
     )
     assert [m.text for m in assistant.seen].count("can you read this yet?") == 1
@@ -64,7 +78,9 @@ async def test_refusing_unverified_devices_keeps_them_from_reading_replies(synap
     bot = await start_bot(assistant, settings, bots)
     room_id = await alice.create_room([account.user_id], direct=True, encrypted=True)
     # the bot answers (its intro), but Alice's unverified device got no key to read it
-    undecryptable = await alice.wait_for(from_bot(account.user_id, room_id, MegolmEvent), what="encrypted intro")
+    undecryptable = await alice.wait_for(
+        from_bot(account.user_id, room_id, MegolmEvent), what="encrypted intro"
+    )
     assert undecryptable.session_id
     [device] = list(bot.client.device_store.active_user_devices(alice.user_id))
     assert device.blacklisted and not device.verified
