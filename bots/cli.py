@@ -245,7 +245,11 @@ def import_(
 
     settings = get_settings()
     configure_logging(settings)
-    run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=_jobs(settings))
+    jobs = _jobs(settings)
+    try:
+        run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=jobs)
+    finally:
+        _close(jobs)  # consolidates the imported history before the embedded worker stops
 
 
 @memory_app.command("list")

@@ -306,3 +306,21 @@ def test_beat_sweep_finds_people_whose_unread_turns_went_quiet(store):
         "quiet",
         "talking",
     ]
+
+
+def test_history_imported_with_old_dates_is_consolidated(store):
+    c = Consolidator(store)
+    said(store, "noor", "I work at Globex.")
+    c.run("noor")
+    assert c.run("noor").turns_read == 0
+    old = BASE - timedelta(days=400)
+    store.add_turns(
+        [
+            Turn("noor", "telegram", "noor", f"old{i}", "user", t, ts=old + timedelta(minutes=i))
+            for i, t in enumerate(["I live in Nairobi.", "I love chess."])
+        ]
+    )
+    result = c.run("noor")
+    assert result.turns_read == 3  # everything again, the known part changes nothing
+    assert {m.text for m in current(store, "noor")} == {"Works at Globex", "Lives in Nairobi", "Likes chess"}
+    assert c.run("noor").turns_read == 0
