@@ -273,6 +273,7 @@ class CeleryJobs:
             )
 
 
-def celery_jobs(settings: Settings) -> CeleryJobs:
-    """The composition root's background work: Redis when configured, else embedded."""
-    return CeleryJobs(settings)
+def celery_jobs(settings: Settings, *, start_worker: bool = True) -> CeleryJobs:
+    """The composition root's background work: Redis when configured, else embedded (with its
+    worker subprocess unless `start_worker` is False: the work then waits in the queue folder)."""
+    return CeleryJobs(settings, start_worker=start_worker)
