@@ -179,6 +179,8 @@ def main() -> None:
         busy = asyncio.run(chat_latencies(assistant, "busy", args.messages))
         busy_time = time.monotonic() - busy_start
         during = sum(1 for p in chat_store.refresh_people() if p.settings.memory_state) - done_before
+        jobs.embedded.stop(timeout=120)  # no worker at all: the baseline again, now
+        idle_after = asyncio.run(chat_latencies(assistant, "after", args.messages))
         after_turn = []
         for _ in range(1000):
             t = time.perf_counter()
@@ -188,10 +190,14 @@ def main() -> None:
         jobs.close(drain=False)
 
     print(f"\nChat pipeline overhead, {args.messages} messages each (ms per message, generation excluded)\n")
-    print(f"{'worker':<40}{'p50':>8}{'p95':>8}{'mean':>8}")
+    print(f"{'worker (embedded subprocess, nice 10)':<40}{'p50':>8}{'p95':>8}{'mean':>8}")
     print(f"{'idle':<40}{pct(idle, 0.5):>8.1f}{pct(idle, 0.95):>8.1f}{statistics.mean(idle):>8.1f}")
     label = f"consolidating {args.backlog}x100 turns ({during} done meanwhile)"
     print(f"{label:<40}{pct(busy, 0.5):>8.1f}{pct(busy, 0.95):>8.1f}{statistics.mean(busy):>8.1f}")
+    label = "no worker running (after)"
+    print(
+        f"{label:<40}{pct(idle_after, 0.5):>8.1f}{pct(idle_after, 0.95):>8.1f}{statistics.mean(idle_after):>8.1f}"
+    )
     print(
         f"\nafter_turn on the chat path: p50 {pct(after_turn, 0.5):.1f} µs, p99 {pct(after_turn, 0.99):.1f} µs"
     )

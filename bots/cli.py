@@ -144,15 +144,16 @@ def worker(
     run_worker(beat=beat, concurrency=concurrency)
 
 
-def _jobs(settings: Settings):
-    """Background work: Celery when the workers package is set up, else none."""
+def _jobs(settings: Settings, *, start_worker: bool = True):
+    """Background work: Celery when the workers package is set up, else none. Without a broker,
+    `start_worker` starts the embedded worker; otherwise work only waits in its queue."""
     try:
         from workers.jobs import celery_jobs
     except ImportError:
         from core.jobs import NoJobs
 
         return NoJobs()
-    return celery_jobs(settings)
+    return celery_jobs(settings, start_worker=start_worker)
 
 
 def _attach(jobs, assistant) -> None:
@@ -260,7 +261,11 @@ def import_(
 
     settings = get_settings()
     configure_logging(settings)
-    run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=_jobs(settings))
+    jobs = _jobs(settings, start_worker=False)  # the work waits for `confidante run`'s worker
+    try:
+        run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=jobs)
+    finally:
+        _close(jobs)  # queues the imported history's consolidation
 
 
 @memory_app.command("list")

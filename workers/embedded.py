@@ -1,12 +1,14 @@
 """The embedded broker's worker: a subprocess of `confidante run`/`chat` that consumes the
 filesystem queue in the data dir, with beat, exactly like `confidante worker` does for Redis.
 
-It dies with its parent (PR_SET_PDEATHSIG on Linux), logs to `<data_dir>/broker/worker.log`,
+It runs at a lower CPU priority than the chat, dies with its parent (PR_SET_PDEATHSIG on
+Linux), logs to `<data_dir>/broker/worker.log`,
 and queued work that it did not reach stays on disk for the next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -52,18 +54,22 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _child_setup() -> None:
+    """In the worker before exec: die with the parent, and yield the CPU to the chat process
+    (background work on the same machine must not slow replies: a lower priority, nice 10)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class EmbeddedWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
         self.log_path = broker_dir(settings) / "worker.log"
 
     def start(self) -> None:
@@ -76,7 +82,7 @@ class EmbeddedWorker:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_child_setup if os.name == "posix" else None,
         )
         log_file.close()
         log.info("embedded worker started", pid=self.proc.pid, log=str(self.log_path))
@@ -86,7 +92,8 @@ class EmbeddedWorker:
         return self.proc is not None and self.proc.poll() is None
 
     def ensure_running(self) -> None:
-        if not self.alive:
+        """Restart a worker that died (not one that was stopped on purpose)."""
+        if not self.alive and not self.stopped:
             if self.proc is not None:
                 log.warning("embedded worker exited; restarting", code=self.proc.returncode)
             self.start()
@@ -112,6 +119,7 @@ class EmbeddedWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown: the current task finishes; queued ones wait on disk."""
+        self.stopped = True
         if not self.alive:
             return
         assert self.proc is not None

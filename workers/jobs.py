@@ -145,7 +145,15 @@ class CeleryJobs:
         return done.wait(timeout)
 
     def close(self, *, drain: bool = True) -> None:
-        """Publish what is pending; embedded: let the worker finish queued work, then stop it."""
+        """Publish what is pending; embedded: let the worker finish queued work, then stop it.
+
+        People with turns counted but not yet consolidated (fewer than the trigger, or an
+        import) are consolidated now rather than at the next idle sweep."""
+        with self._counts_lock:
+            leftover = [p for p, n in self._counts.items() if n > 0]
+            self._counts.clear()
+        for person_id in leftover:
+            self._put((TASK_CONSOLIDATE, person_id))
         self.flush()
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
@@ -265,6 +273,7 @@ class CeleryJobs:
             )
 
 
-def celery_jobs(settings: Settings) -> CeleryJobs:
-    """The composition root's background work: Redis when configured, else embedded."""
-    return CeleryJobs(settings)
+def celery_jobs(settings: Settings, *, start_worker: bool = True) -> CeleryJobs:
+    """The composition root's background work: Redis when configured, else embedded (with its
+    worker subprocess unless `start_worker` is False: the work then waits in the queue folder)."""
+    return CeleryJobs(settings, start_worker=start_worker)

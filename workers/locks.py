@@ -37,7 +37,9 @@ def lock_path(settings: Settings, person_id: str) -> Path:
 @contextmanager
 def person_lock(settings: Settings, person_id: str, *, wait: float = 2.0) -> Iterator[bool]:
     """Yields True when this process holds the person's lock, False when someone else does."""
-    if is_embedded(settings):
+    url = settings.broker_url or ""
+    if is_embedded(settings) or not url.startswith(("redis://", "rediss://", "unix://")):
+        # embedded, or a non-Redis broker: workers share the data dir's file system
         with _file_lock(lock_path(settings, person_id), wait) as held:
             yield held
     else:

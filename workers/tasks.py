@@ -138,19 +138,24 @@ def forget_person(self: Task, person_id: str) -> None:
 def sweep() -> int:
     """Beat: consolidate people whose unread turns went quiet (fewer than the per-turn trigger,
     or work lost while a broker or worker was down). Returns how many were queued."""
-    s = settings()
-    st = store()
-    quiet = datetime.now(UTC) - timedelta(seconds=s.consolidate_idle_seconds)
-    queued = 0
+    due = due_people(store(), settings().consolidate_idle_seconds)
+    for person_id in due:
+        consolidate.delay(person_id)
+    if due:
+        log.info("sweep queued consolidations", people=len(due))
+    return len(due)
+
+
+def due_people(st: Store, idle_seconds: float, now: datetime | None = None) -> list[str]:
+    """People with unread turns, the newest of them older than `idle_seconds`."""
+    quiet = (now or datetime.now(UTC)) - timedelta(seconds=idle_seconds)
     checker = Consolidator(st, RuleExtractor())
+    due = []
     for person in st.refresh_people():
         pending = checker.pending(person)
         if pending and pending[-1].ts <= quiet:
-            consolidate.delay(person.person_id)
-            queued += 1
-    if queued:
-        log.info("sweep queued consolidations", people=queued)
-    return queued
+            due.append(person.person_id)
+    return due
 
 
 @app.task(name=TASK_COMPACT, acks_late=True)

@@ -251,7 +251,15 @@ class Consolidator:
         seen = set(state.get("seen", []))
         since = until - REREAD_WINDOW if until else None
         turns = self.store.turns_of(person.person_id, since=since)
-        return [t for t in turns if t.role == "user" and t.id not in seen]
+        new = [t for t in turns if t.role == "user" and t.id not in seen]
+        if since is not None and "count" in state:
+            total = self.store.count_turns(person.person_id, role="user")
+            if total > int(state["count"]) + len(new):
+                # turns older than the watermark arrived (an imported history): read everything
+                # again; decisions are idempotent, so what was read before changes nothing
+                everything = self.store.turns_of(person.person_id)
+                return [t for t in everything if t.role == "user"]
+        return new
 
     def run(self, person_id: str) -> Result:
         """Consolidate what is new; safe to re-run at any point (see the module docstring)."""
@@ -302,7 +310,8 @@ class Consolidator:
             floor = until - REREAD_WINDOW
             seen = set(state.get("seen", [])) | {t.id for t in read}
             kept = {t.id for t in self.store.turns_of(person_id, since=floor) if t.id in seen}
-            state = {"until": until.isoformat(), "seen": sorted(kept)}
+            count = self.store.count_turns(person_id, role="user")
+            state = {"until": until.isoformat(), "seen": sorted(kept), "count": count}
         if profile == person.profile and state == (person.settings.memory_state or {}):
             return profile
         person.profile = profile

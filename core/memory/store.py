@@ -366,6 +366,11 @@ class Store:
         where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("message_id", message_id))
         return self._tables["turns"].count_rows(where) > 0
 
+    def count_turns(self, person_id: str, *, role: str | None = None) -> int:
+        """How many turns a person has (consolidation notices history imported with old dates)."""
+        where = f.all_of(f.eq("person_id", person_id), f.eq("role", role) if role is not None else None)
+        return self._tables["turns"].count_rows(where)
+
     def turns_by_ids(self, ids: Iterable[str]) -> list[Turn]:
         ids = list(ids)
         if not ids:

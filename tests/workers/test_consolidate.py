@@ -291,3 +291,36 @@ def test_memories_of_turns_forgotten_mid_consolidation_are_dropped(store):
     assert c.drop_orphans("ida") == 1
     assert [m.text for m in store.memories_of("ida", current_only=False)] == ["Works as a nurse"]
     assert c.drop_orphans("ida") == 0
+
+
+def test_beat_sweep_finds_people_whose_unread_turns_went_quiet(store):
+    from workers.tasks import due_people
+
+    said(store, "quiet", "I live in Oslo.")  # BASE: days ago
+    said(store, "done", "I live in Rome.")
+    Consolidator(store).run("done")
+    store.save_person(Person("talking", "talking"))
+    store.add_turns([Turn("talking", "console", "talking", "now", "user", "I live in Lima.")])
+    assert due_people(store, idle_seconds=300) == ["quiet"]
+    assert sorted(due_people(store, idle_seconds=0, now=utcnow() + timedelta(seconds=1))) == [
+        "quiet",
+        "talking",
+    ]
+
+
+def test_history_imported_with_old_dates_is_consolidated(store):
+    c = Consolidator(store)
+    said(store, "noor", "I work at Globex.")
+    c.run("noor")
+    assert c.run("noor").turns_read == 0
+    old = BASE - timedelta(days=400)
+    store.add_turns(
+        [
+            Turn("noor", "telegram", "noor", f"old{i}", "user", t, ts=old + timedelta(minutes=i))
+            for i, t in enumerate(["I live in Nairobi.", "I love chess."])
+        ]
+    )
+    result = c.run("noor")
+    assert result.turns_read == 3  # everything again, the known part changes nothing
+    assert {m.text for m in current(store, "noor")} == {"Works at Globex", "Lives in Nairobi", "Likes chess"}
+    assert c.run("noor").turns_read == 0

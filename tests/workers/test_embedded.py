@@ -74,3 +74,42 @@ def test_redis_person_lock_excludes_a_second_holder(settings, redis_db):
             assert not second
     with person_lock(settings, "dana", wait=0.2) as again:
         assert again
+
+
+def test_worker_command_without_a_broker_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delenv("CONFIDANTE_BROKER_URL", raising=False)
+    monkeypatch.setenv("CONFIDANTE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli.app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "CONFIDANTE_BROKER_URL" in result.output and "confidante run" in result.output
+
+
+def test_import_queues_the_history_consolidation_without_starting_a_worker(monkeypatch, tmp_path):
+    import json
+
+    for key in list(__import__("os").environ):
+        if key.startswith("CONFIDANTE_"):
+            monkeypatch.delenv(key)
+    data = tmp_path / "data"
+    monkeypatch.setenv("CONFIDANTE_DATA_DIR", str(data))
+    history = tmp_path / "history.jsonl"
+    lines = [
+        {"id": "1", "speaker": "dana", "text": "I live in Berlin.", "ts": "2024-03-01T10:00:00Z"},
+        {"id": "2", "speaker": "dana", "text": "I love chess.", "ts": "2024-03-01T10:01:00Z"},
+    ]
+    history.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli.app, ["import", str(history), "--person", "dana", "--me", "dana"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert not (data / "broker" / "worker.log").exists()  # no worker was started for an import
+    queued = [json.loads(p.read_text()) for p in (data / "broker" / "queue").glob("*.msg")]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in queued] == [
+        ("confidante.consolidate", "['dana']")
+    ]
