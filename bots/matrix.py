@@ -317,8 +317,18 @@ class MatrixBot:
         self.synced.clear()
 
     async def _sync_loop(self) -> None:
+        delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
         while not self._stopping:
-            await self._sync_once()
+            try:
+                await self._sync_once()
+            except MatrixConfigError:
+                raise
+            except Exception:
+                # A bug or an odd response must not end the channel (and with it, in one process,
+                # the other platforms): log it, wait, and sync again from the last saved point.
+                delay = delays()
+                log.exception("matrix.sync_crashed", retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
 
     # ---- events --------------------------------------------------------------------------------
 
