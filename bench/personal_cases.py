@@ -10,16 +10,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 FACTS: list[tuple[str, str, list[str]]] = [
-    ("I'm training for the {0}.", "What am I training for?", ["Berlin marathon", "Tokyo marathon", "Ironman triathlon", "London half marathon"]),
+    (
+        "I'm training for the {0}.",
+        "What am I training for?",
+        ["Berlin marathon", "Tokyo marathon", "Ironman triathlon", "London half marathon"],
+    ),
     ("My dog is called {0}.", "What is my dog called?", ["Biscuit", "Pepper", "Mochi", "Rufus"]),
     ("I work as a {0}.", "What is my job?", ["nurse", "carpenter", "pharmacist", "pilot"]),
     ("I live in {0}.", "Which city do I live in?", ["Lisbon", "Montreal", "Nairobi", "Osaka"]),
     ("I'm allergic to {0}.", "What am I allergic to?", ["peanuts", "penicillin", "shellfish", "pollen"]),
     ("My sister's name is {0}.", "What is my sister's name?", ["Ingrid", "Priya", "Soledad", "Marta"]),
-    ("I'm learning {0} this year.", "Which language am I learning?", ["Portuguese", "Japanese", "Swahili", "Korean"]),
+    (
+        "I'm learning {0} this year.",
+        "Which language am I learning?",
+        ["Portuguese", "Japanese", "Swahili", "Korean"],
+    ),
     ("I play the {0} in a band.", "Which instrument do I play?", ["cello", "trombone", "banjo", "saxophone"]),
     ("My favourite food is {0}.", "What is my favourite food?", ["ramen", "paella", "pierogi", "falafel"]),
-    ("I'm building {0} at work.", "What am I building at work?", ["a billing service", "a weather app", "a chess engine", "a recipe website"]),
+    (
+        "I'm building {0} at work.",
+        "What am I building at work?",
+        ["a billing service", "a weather app", "a chess engine", "a recipe website"],
+    ),
     ("I drive a {0}.", "What car do I drive?", ["Volvo", "Subaru", "Tesla", "Fiat"]),
     ("My birthday is in {0}.", "In which month is my birthday?", ["March", "July", "October", "December"]),
 ]

@@ -29,7 +29,20 @@ from core.memory.records import Person, Turn
 from core.memory.store import Store
 from core.messages import Incoming
 
-WORDS = "marathon coffee project berlin sister guitar deadline garden python meeting dinner travel".split()
+WORDS = [
+    "marathon",
+    "coffee",
+    "project",
+    "berlin",
+    "sister",
+    "guitar",
+    "deadline",
+    "garden",
+    "python",
+    "meeting",
+    "dinner",
+    "travel",
+]
 
 
 class InstantEngine:
@@ -61,7 +74,16 @@ def fill(store: Store, turns: int, people: int, batch: int = 20_000) -> float:
             person = f"p{k % people}"
             text = " ".join(random.Random(k).choices(WORDS, k=8))
             rows.append(
-                Turn(person, "console", person, f"m{k}", "user", text, ts=base + timedelta(minutes=k), vector=vectors[i].tolist())
+                Turn(
+                    person,
+                    "console",
+                    person,
+                    f"m{k}",
+                    "user",
+                    text,
+                    ts=base + timedelta(minutes=k),
+                    vector=vectors[i].tolist(),
+                )
             )
         store.add_turns(rows)
         written += n
@@ -74,7 +96,13 @@ async def measure(assistant: Assistant, people: int, messages: int, tag: str) ->
     timings = []
     for i in range(messages):
         person = f"p{rng.randrange(people)}"
-        msg = Incoming(platform="console", chat_id=person, sender_id=person, text=f"what about the {rng.choice(WORDS)} {i}?", message_id=f"{tag}-{i}")
+        msg = Incoming(
+            platform="console",
+            chat_id=person,
+            sender_id=person,
+            text=f"what about the {rng.choice(WORDS)} {i}?",
+            message_id=f"{tag}-{i}",
+        )
         started = time.perf_counter()
         reply = await assistant.handle(msg)
         await reply.collect()
@@ -99,7 +127,9 @@ def main() -> None:
     table = Table(title=f"Pipeline overhead per message ({args.turns:,} turns, {args.people:,} people)")
     for col in ("store fill (s)", "messages", "p50 ms", "p95 ms", "max ms", "target p95"):
         table.add_column(col, justify="right")
-    table.add_row(f"{fill_s:.0f}", str(len(timings)), f"{q[49]:.1f}", f"{q[94]:.1f}", f"{max(timings):.1f}", "< 50 ms")
+    table.add_row(
+        f"{fill_s:.0f}", str(len(timings)), f"{q[49]:.1f}", f"{q[94]:.1f}", f"{max(timings):.1f}", "< 50 ms"
+    )
     Console().print(table)
 
 

@@ -40,7 +40,15 @@ def seed_store(store: Store, items: list[Case]) -> None:
             for j, text in enumerate(session.said):
                 common = dict(person_id=case.person, platform="console", chat_id=f"{case.person}-s{s}")
                 turns.append(Turn(**common, message_id=f"{s}-{j}", role="user", text=text, ts=session.day))
-                turns.append(Turn(**common, message_id=f"{s}-{j}", role="assistant", text="Good to know.", ts=session.day))
+                turns.append(
+                    Turn(
+                        **common,
+                        message_id=f"{s}-{j}",
+                        role="assistant",
+                        text="Good to know.",
+                        ts=session.day,
+                    )
+                )
     store.add_turns(turns)
 
 
@@ -84,7 +92,9 @@ async def main(limit: int, model_dir: Path) -> None:
         table.add_column("configuration")
         table.add_column("score", justify="right")
         table.add_column("seconds", justify="right")
-        configs = [("no recall", "user_turn", False)] + [(f"recall, layout={name}", name, True) for name in LAYOUTS]
+        configs = [("no recall", "user_turn", False)] + [
+            (f"recall, layout={name}", name, True) for name in LAYOUTS
+        ]
         for label, layout, use_recall in configs:
             assistant = Assistant(settings, store, engine, layout=layout, use_recall=use_recall)
             hits, seconds = await score(assistant, items, label)

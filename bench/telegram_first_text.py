@@ -101,26 +101,31 @@ async def main(tiny: bool, max_new_tokens: int, pause: float) -> None:
                     for c in new
                     if c.method in ("sendMessageDraft", "sendMessage") and c.params.get("text")
                 )
+                ttft = engine.stats.ttft[-1] if engine.stats.ttft else float("nan")
                 if i:
+                    whole = final[0].at - sent_at
                     rows.append(
-                        (
-                            i,
-                            typing - sent_at,
-                            first - sent_at,
-                            final[0].at - sent_at,
-                            len(final[0].params["text"]),
-                        )
+                        (i, typing - sent_at, first - sent_at, ttft, whole, len(final[0].params["text"]))
                     )
         await channel.stop()
         engine.close()
     await api.stop()
 
     table = Table(title=f"Telegram: update -> first streamed text ({label}, max_new_tokens={max_new_tokens})")
-    for col in ("message", "typing shown (ms)", "first text (ms)", "whole reply (ms)", "reply chars"):
+    columns = (
+        "message",
+        "typing shown (ms)",
+        "first text (ms)",
+        "of which model TTFT (ms)",
+        "whole reply (ms)",
+    )
+    for col in (*columns, "reply chars"):
         table.add_column(col, justify="right")
-    for n, t, f, d, c in rows:
-        table.add_row(str(n), f"{t * 1000:.0f}", f"{f * 1000:.0f}", f"{d * 1000:.0f}", str(c))
-    table.add_row("median", *(f"{statistics.median(r[k] for r in rows) * 1000:.0f}" for k in (1, 2, 3)), "")
+    for n, *times, chars in rows:
+        table.add_row(str(n), *(f"{t * 1000:.0f}" for t in times), str(chars))
+    table.add_row(
+        "median", *(f"{statistics.median(r[k] for r in rows) * 1000:.0f}" for k in (1, 2, 3, 4)), ""
+    )
     Console().print(table)
 
 

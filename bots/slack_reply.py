@@ -11,7 +11,6 @@ next message.
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -154,7 +153,8 @@ class ReplySender:
         """
         posted: list[str] = []
         streamer = None
-        pending = ""
+        pending = ""  # escaped text not yet sent
+        unsent = ""  # the same, as the model wrote it (handed to chat.update if Slack refuses)
         in_message = 0
         last_flush = 0.0
         assert target.thread_ts is not None
@@ -170,6 +170,7 @@ class ReplySender:
 
         async for delta in deltas:
             pending += escape(delta)
+            unsent += delta
             now = time.monotonic()
             if now - last_flush < self.update_interval and len(pending) < STREAM_CHUNK_LIMIT // 2:
                 continue
@@ -184,10 +185,11 @@ class ReplySender:
                 except SlackApiError as err:
                     if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
                         self._refuse(target, err)
-                        return posted, html.unescape(pending)
+                        return posted, unsent
                     raise
                 pending = pending[cut:]
                 in_message += cut
+            unsent = ""
             if streamer.ts and (not posted or posted[-1] != streamer.ts):
                 posted.append(str(streamer.ts))
             last_flush = now
@@ -206,7 +208,7 @@ class ReplySender:
         except SlackApiError as err:
             if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
                 self._refuse(target, err)
-                return posted, html.unescape(pending)
+                return posted, unsent
             raise
         if streamer.ts and (not posted or posted[-1] != streamer.ts):
             posted.append(str(streamer.ts))
@@ -250,10 +252,17 @@ class ReplySender:
             await client.chat_update(channel=target.channel, ts=posted[-1], text=rendered, blocks=blocks)
             shown = rendered
 
+        # Rendering never makes text longer than escaping it (plus a newline per code fence),
+        # so the escaped length is a cheap bound: render only when a message is nearly full.
+        escaped_len = len(escape(text))
         async for delta in deltas:
             text += delta
+            escaped_len += len(escape(delta))
             current = text[len(done) :]
-            while len(markdown_to_mrkdwn(current)) > SECTION_TEXT_LIMIT - 10:
+            while (
+                escaped_len > SECTION_TEXT_LIMIT - 200
+                and len(markdown_to_mrkdwn(current)) > SECTION_TEXT_LIMIT - 10
+            ):
                 head = current[: fit(current, SECTION_TEXT_LIMIT - 10)]
                 rendered = markdown_to_mrkdwn(head)
                 await client.chat_update(
@@ -266,6 +275,7 @@ class ReplySender:
                 posted.append(str(nxt["ts"]))
                 shown = ""
                 current = text[len(done) :]
+                escaped_len = len(escape(current))
             if time.monotonic() - last_update >= self.update_interval:
                 await show(current, final=False)
                 last_update = time.monotonic()

@@ -316,6 +316,8 @@ class Assistant:
             self.store.edit_turn, msg.platform, msg.chat_id, msg.message_id, text
         )
         if changed:
+            # People edit to take something back: the old text must leave the disk as well.
+            await asyncio.to_thread(self.store.purge_history)
             for turns in self._recent.values():
                 for turn in turns:
                     if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (
@@ -338,12 +340,27 @@ class Assistant:
         versions so the text leaves the disk, clear caches, and tell the workers."""
         derived = self.store.memories_from_turns(turn_ids)
         self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
+        for person_id in set(person_ids) | {m.person_id for m in derived}:
+            self._refresh_profile(person_id)  # before the purge, so the old profile goes too
         self.store.purge_history()
         gone = set(turn_ids)
         for key in list(self._recent):
             self._recent[key] = deque((t for t in self._recent[key] if t.id not in gone), maxlen=RECENT_TURNS)
         for person_id in set(person_ids) | {m.person_id for m in derived}:
             self.jobs.memory_changed(person_id)
+
+    def _refresh_profile(self, person_id: str) -> None:
+        """A forgotten memory must leave the profile now, not when a worker gets to it."""
+        from core.memory.consolidate import profile_text
+        from core.memory.records import PRIVATE
+
+        person = self.store.person(person_id)
+        if person is None or not person.profile:
+            return
+        profile = profile_text(self.store.memories_of(person_id, visibilities=[PRIVATE]))
+        if profile != person.profile:
+            person.profile = profile
+            self.store.save_person(person)
 
     def _log_content(self, event: str, person: Person, text: str) -> None:
         if self.settings.log_content:
@@ -364,7 +381,7 @@ def invalid_ids(msg: Incoming) -> str | None:
         "chat_id": msg.chat_id,
         "sender_id": msg.sender_id,
         "message_id": msg.message_id,
-        "thread_id": msg.thread_id if msg.thread_id is not None else "-",
+        "thread_id": msg.thread_id or "-",  # no thread (None or "") is fine
     }
     for name, value in fields.items():
         if not isinstance(value, str) or not value:

@@ -85,7 +85,9 @@ class Item:
     def line(self) -> str:
         if self.memory is not None:
             m = self.memory
-            return f"{m.text} ({m.kind}, {_when(m.valid_from)}, {_where(m.visibility)})"
+            n = len(m.source_turn_ids)
+            sources = f", from {n} message{'s' if n != 1 else ''}" if n else ""
+            return f"{m.text} ({m.kind}, {_when(m.valid_from)}, {_where(m.visibility)}{sources})"
         t = self.turn
         return f"You said: “{preview(t.text, 120)}” ({_when(t.ts)}, {_where(t.visibility)})"
 
@@ -148,7 +150,7 @@ class Commands:
         if not old:
             return Reply(text="Nothing I knew about you has changed yet.")
         lines = ["What changed (no longer current):"]
-        lines += [f"- {m.text} (until {_when(m.valid_to)})" for m in old]
+        lines += [f"- {m.text} ({m.kind}, {_when(m.valid_from)} until {_when(m.valid_to)})" for m in old]
         return Reply(text="\n".join(lines))
 
     async def _whoami(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:

@@ -28,7 +28,7 @@ from workers.app import (
     app,
     broker_dir,
 )
-from workers.locks import lock_path, person_lock
+from workers.locks import person_lock
 
 log = structlog.get_logger(__name__)
 
@@ -113,18 +113,24 @@ def refresh_profile(self: Task, person_id: str) -> str:
     with person_lock(settings(), person_id) as held:
         if not held:
             raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
-        return consolidator().refresh_profile(person_id)
+        c = consolidator()
+        c.drop_orphans(person_id)
+        return c.refresh_profile(person_id)
 
 
 @app.task(bind=True, name=TASK_FORGET_PERSON, **RETRY)
 def forget_person(self: Task, person_id: str) -> None:
     """The person was erased: drop what workers derived and keep outside the tables."""
     s = settings()
-    store().refresh_person(person_id)
-    for path in (s.data_dir / "adapters" / person_id,):
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-    lock_path(s, person_id).unlink(missing_ok=True)
+    # after any consolidation of this person that was running when they were erased
+    with person_lock(s, person_id, wait=30) as held:
+        if not held:
+            raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
+        store().refresh_person(person_id)
+        consolidator().drop_orphans(person_id)
+        for path in (s.data_dir / "adapters" / person_id,):
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
     log.info("person's derived data dropped", person=person_id)
 
 

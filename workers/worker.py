@@ -27,6 +27,14 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(number, logging.WARNING))
 
 
+def _one_thread() -> None:
+    """One intra-op thread per worker process: background work must leave the other cores to the
+    chat process (and torch's default of one thread per core thrashes on a busy machine)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def worker_argv(*, beat: bool, loglevel: str, concurrency: int = 1) -> list[str]:
     argv = [
         "worker",
@@ -50,6 +58,7 @@ def run_worker(*, beat: bool = True, concurrency: int = 1) -> None:
     """Blocks until the worker stops (SIGTERM: finish the current task, then stop)."""
     settings = app.confidante_settings
     _logging(settings.log_level)
+    _one_thread()
     ensure_dirs(settings)
     structlog.get_logger(__name__).info(
         "worker starting", broker=redacted_url(settings.broker_url), beat=beat, concurrency=concurrency

@@ -16,6 +16,7 @@ instead of PEFT's loop over adapters in every layer.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import torch
+from torch import nn
 
 from core.config import Settings
 
@@ -199,40 +202,39 @@ class _RowContext:
         self.single: int | None = None
 
 
-class BatchedLoRALinear:
+class BatchedLoRALinear(nn.Module):
     """Wraps a Linear: y = W x + B[slot] (A[slot] x), each row with its own slot, batched."""
 
-    def __new__(cls, base: Any, ctx: _RowContext, slots: int, rank: int) -> Any:
-        import torch
-        from torch import nn
+    def __init__(self, base: nn.Linear, ctx: _RowContext, slots: int, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.ctx = ctx
+        w = base.weight
+        # slot 0 stays zero: the base model, for rows without an adapter
+        self.register_buffer("lora_a", torch.zeros(slots, rank, w.shape[1], dtype=w.dtype, device=w.device))
+        self.register_buffer("lora_b", torch.zeros(slots, w.shape[0], rank, dtype=w.dtype, device=w.device))
 
-        class _Module(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.base = base
-                self.ctx = ctx
-                w = base.weight
-                # slot 0 stays zero: the base model, for rows without an adapter
-                self.register_buffer(
-                    "lora_a", torch.zeros(slots, rank, w.shape[1], dtype=w.dtype, device=w.device)
-                )
-                self.register_buffer(
-                    "lora_b", torch.zeros(slots, w.shape[0], rank, dtype=w.dtype, device=w.device)
-                )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        index = self.ctx.index
+        if index is None or x.dim() != 3 or x.shape[0] != index.shape[0]:
+            return y
+        if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
+            s = self.ctx.single
+            return y + (x @ self.lora_a[s].transpose(0, 1)) @ self.lora_b[s].transpose(0, 1)
+        a = self.lora_a.index_select(0, index)  # (batch, rank, in)
+        b = self.lora_b.index_select(0, index)  # (batch, out, rank)
+        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
 
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                y = self.base(x)
-                index = self.ctx.index
-                if index is None or x.dim() != 3 or x.shape[0] != index.shape[0]:
-                    return y
-                if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
-                    s = self.ctx.single
-                    return y + (x @ self.lora_a[s].transpose(0, 1)) @ self.lora_b[s].transpose(0, 1)
-                a = self.lora_a.index_select(0, index)  # (batch, rank, in)
-                b = self.lora_b.index_select(0, index)  # (batch, out, rank)
-                return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
 
-        return _Module()
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` without serving wrappers (for training with PEFT in-process)."""
+    clone = copy.deepcopy(model)
+    for name, module in list(clone.named_modules()):
+        if isinstance(module, BatchedLoRALinear):
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(clone.get_submodule(parent_name), leaf, module.base)
+    return clone
 
 
 def read_adapter(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -52,7 +52,7 @@ Op = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
 # much before the watermark and skips the ids it already read there.
 REREAD_WINDOW = timedelta(hours=6)
 QUESTION_REPEATS = 3
-QUESTION_DISTANCE = 0.42
+QUESTION_DISTANCE = 0.5
 BREVITY_REPEATS = 2
 HISTORY_WINDOW = 300
 NEAR_DUPLICATE_DISTANCE = 0.08
@@ -277,6 +277,19 @@ class Consolidator:
         )
         return result
 
+    def drop_orphans(self, person_id: str) -> int:
+        """Delete memories whose every source turn is gone: a consolidation that ran while the
+        person forgot those turns (or erased themselves) must not leave what it learned."""
+        memories = self.store.memories_of(person_id, current_only=False)
+        sources = {t for m in memories for t in m.source_turn_ids}
+        alive = {t.id for t in self.store.turns_by_ids(sources)}
+        orphans = [m.id for m in memories if m.source_turn_ids and not alive & set(m.source_turn_ids)]
+        if orphans:
+            self.store.delete_memories(orphans)
+            self.store.purge_history()
+            log.info("dropped memories of forgotten turns", person=person_id, memories=len(orphans))
+        return len(orphans)
+
     def refresh_profile(self, person_id: str, *, read: list[Turn] | None = None) -> str:
         """Regenerate the profile from current private memories; record the turns read."""
         person = self.store.refresh_person(person_id)
@@ -429,6 +442,8 @@ class Consolidator:
             ]
             if turn.id not in {t.id for t in cluster}:
                 cluster.append(turn)
+            if 2 <= len(cluster) < QUESTION_REPEATS:
+                cluster = self._one_hop(person_id, known.name, turn, cluster)
             cluster.sort(key=lambda t: t.ts)
             ids = [t.id for t in cluster]
             covered |= set(ids)
@@ -473,6 +488,18 @@ class Consolidator:
             )
             decisions.append(Decision("ADD", memory, reason="recurring question"))
         return decisions
+
+    def _one_hop(self, person_id: str, scope: str, turn: Turn, cluster: list[Turn]) -> list[Turn]:
+        """Variations drift: B is close to A and C to B while C is further from A. One hop of
+        neighbours-of-neighbours joins them without chaining across unrelated questions."""
+        others = [t for t in cluster if t.id != turn.id]
+        found = {t.id: t for t in cluster}
+        for vector in self.store.embed([t.text for t in others]):
+            for hit in self.store.search("turns", person_id, vector, visibilities=[scope], k=30):
+                item = hit.item
+                if hit.distance <= QUESTION_DISTANCE and item.role == "user" and is_question(item.text):
+                    found.setdefault(item.id, item)
+        return list(found.values())
 
     def _brevity(self, person_id: str, known: _Scope, turns: list[Turn]) -> Decision | None:
         """Repeated requests for shorter answers: an implicit 'prefers concise answers'."""

@@ -69,7 +69,7 @@ _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 _STOP = re.compile(
     r"\s+(?:and|but|because|since|so|for|last|next|this|these|a few|two|three|several|now|"
-    r"recently|yesterday|today|with|which|who|where|when|as|as of|from|until|after|before|lately|"
+    r"recently|yesterday|today|with|which|who|where|when|as|as of|in|by|from|until|after|before|lately|"
     r"anymore|though|although|while|if)\b.*$",
     re.IGNORECASE,
 )
@@ -295,10 +295,11 @@ RULES: list[_Rule] = [
     _Rule(_rx(r"\bi(?:'m| am) (?:now |currently )?(?:living|based|staying) in (?P<v>.+)"), _home),
     _Rule(
         _rx(
-            r"\bi(?:'ve| have)? ?(?:just |recently |finally |now )?(?:moved|relocated) (?:to|into) (?P<v>.+)"
+            r"\b(?:i|we)(?:'ve| have)? ?(?:just |recently |finally |now )?(?:moved|relocated) (?:to|into) (?P<v>.+)"
         ),
         _home,
     ),
+    _Rule(_rx(r"^home (?:for me |for us )?is (?:now )?(?P<v>.+)"), _home),
     _Rule(_rx(r"\bmy (?:home|apartment|flat|house) is in (?P<v>.+)"), _home),
     _Rule(_rx(r"\bi(?:'m| am) (?:originally )?from (?P<v>.+)"), _hometown),
     _Rule(_rx(r"\bi grew up in (?P<v>.+)"), _hometown),
@@ -316,7 +317,7 @@ RULES: list[_Rule] = [
     _Rule(_rx(r"\b(?:work|working|employed) (?:at|for) .+? as (?:a |an )(?P<v>.+)"), _job),
     _Rule(_rx(r"\bmy (?:job|role|title) is (?:a |an )?(?P<v>.+)"), _job),
     _Rule(_rx(r"^(?:i'm|i am) (?:a |an )(?P<v>[\w -]+)"), _job),
-    _Rule(_rx(r"\bmy name is (?P<v>.+)"), _name),
+    _Rule(_rx(r"\bmy name(?:'s| is) (?P<v>.+)"), _name),
     _Rule(_rx(r"^(?:please )?call me (?P<v>.+)"), _name),
     _Rule(
         _rx(
@@ -335,6 +336,7 @@ RULES: list[_Rule] = [
     _Rule(
         _rx(r"\bi(?:'m| am) (?:a (?:big |huge )?fan of|really into|into|passionate about) (?P<v>.+)"), _likes
     ),
+    _Rule(_rx(r"^(?P<v>[\w' -]{2,40}?) (?:is|are) my (?:favourite|favorite) (?:thing|hobby)"), _likes),
     _Rule(
         _rx(
             r"\bi (?:much |really |generally |always )?(?:prefer|like|want|need) (?P<v>(?:short|shorter|concise|brief|succinct|terse|detailed|longer|long|thorough|in-depth|comprehensive)[\w -]*(?:answers?|replies|responses|explanations?))"

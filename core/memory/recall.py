@@ -116,7 +116,7 @@ class Recall:
             when = self._resolve_anchor(person.person_id, when, scopes)
         text = without(query_text, when.phrase) if (query_text and when) else query_text
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
-        candidates = self._fuse(searches, exclude_ids)
+        candidates = self._fold_sources(self._fuse(searches, exclude_ids))
         if not candidates:
             return []
         if when is not None:
@@ -161,9 +161,10 @@ class Recall:
         return [(w, fut.result()) for w, fut in futures]
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
-        """ "before I moved": find when the person said it, and count from there."""
+        """For "before I moved": find when the person said it, and count from there."""
         assert when.anchor is not None
         [vector] = self.store.embed([when.anchor])
+        # an event is named by its rare words ("moved to Porto"): full text counts double here
         lists = [
             (
                 1.0,
@@ -172,7 +173,7 @@ class Recall:
                 ),
             ),
             (
-                1.0,
+                2.0,
                 self.store.search_text(
                     "turns", person_id, when.anchor, visibilities=scopes, k=10, roles=("user",)
                 ),
@@ -198,6 +199,18 @@ class Recall:
                     candidate = fused[hit.item.id] = _Candidate(hit.item, vector)
                 candidate.score += weight / (RRF_K + rank + 1)
         return fused
+
+    @staticmethod
+    def _fold_sources(candidates: dict[str, _Candidate]) -> dict[str, _Candidate]:
+        """A memory stands for the turns it was built from: their evidence counts for the memory
+        and they are not listed again beside it."""
+        for c in list(candidates.values()):
+            if isinstance(c.item, Memory):
+                for source in c.item.source_turn_ids:
+                    turn = candidates.pop(source, None)
+                    if turn is not None:
+                        c.score += turn.score
+        return candidates
 
     @staticmethod
     def _prefer_recent(candidates: list[_Candidate]) -> None:

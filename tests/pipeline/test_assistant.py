@@ -73,14 +73,18 @@ async def test_private_fact_never_in_group_prompt(assistant: Assistant) -> None:
     assert "91234" not in assistant.engine.last_prompt_text()
 
 
-async def test_memory_lists_and_forget_by_number_removes_from_disk(assistant: Assistant, tmp_path: Path) -> None:
+async def test_memory_lists_and_forget_by_number_removes_from_disk(
+    assistant: Assistant, tmp_path: Path
+) -> None:
     await say(assistant, dm("My code word is quokka-5521."))
     listing = await say(assistant, dm("/memory"))
     assert "1. You said: “My code word is quokka-5521.”" in listing
     assert "direct chat" in listing
     assert "Forgotten: 1 item" in await say(assistant, dm("/forget 1"))
     assert assistant.store.turns_of("dana") == []
-    leftovers = [p for p in Path(assistant.store.uri).rglob("*") if p.is_file() and b"quokka-5521" in p.read_bytes()]
+    leftovers = [
+        p for p in Path(assistant.store.uri).rglob("*") if p.is_file() and b"quokka-5521" in p.read_bytes()
+    ]
     assert leftovers == []
 
 
@@ -99,7 +103,9 @@ async def test_export_holds_all_my_data(assistant: Assistant) -> None:
     data = json.loads(reply.document.content)
     assert data["person"]["person_id"] == "dana"
     assert "I play the cello." in [t["text"] for t in data["turns"]]
-    assert {"platform": "console", "platform_user_id": "dana", "person_id": "dana"}.items() <= data["accounts"][0].items()
+    assert {"platform": "console", "platform_user_id": "dana", "person_id": "dana"}.items() <= data[
+        "accounts"
+    ][0].items()
 
 
 async def test_export_and_forget_me_refused_in_groups(assistant: Assistant) -> None:

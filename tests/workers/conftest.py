@@ -1,15 +1,14 @@
 """Fixtures for the workers: real LanceDB in a temp dir, the real embedder, real Redis (DB 9,
-flushed before and after), real worker processes, and a tiny random Llama for generation."""
+flushed before and after), real worker processes, and the core's Engine on the tiny random Llama."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,62 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/9"
 
 
-class TinyEngine:
-    """A randomly initialised 1-layer LlamaForCausalLM behind the core's engine interface.
-
-    Bytes in, bytes out: no tokenizer files are needed, and a few tokens take milliseconds.
-    """
-
-    context_tokens = 2048
-
-    def __init__(self, max_new_tokens: int = 6) -> None:
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=256,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        )
-        self.model = LlamaForCausalLM(config).eval()
-        self.max_new_tokens = max_new_tokens
-        self.torch = torch
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    async def stream(self, messages: list[dict[str, str]], **kwargs: Any) -> AsyncIterator[str]:
-        prompt = messages[-1]["content"].encode("utf-8", "replace")[-64:] or b" "
-        ids = self.torch.tensor([list(prompt)])
-
-        def generate() -> list[int]:
-            with self.torch.no_grad():
-                out = self.model.generate(
-                    ids,
-                    attention_mask=self.torch.ones_like(ids),
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=0,
-                )
-            return out[0, ids.shape[1] :].tolist()
-
-        for token in await asyncio.to_thread(generate):
-            yield chr(97 + token % 26)
-
-
 @pytest.fixture(scope="session")
 def embedder():
     return default_embedder()
 
 
 @pytest.fixture(scope="session")
-def tiny_engine() -> TinyEngine:
-    return TinyEngine()
+def tiny_engine(tiny_model, tmp_path_factory):
+    """The core's Engine on the tiny random Llama (tests/conftest.py), a few tokens a reply."""
+    from core.llm.engine import Engine
+
+    data = tmp_path_factory.mktemp("engine")
+    return Engine(tiny_model, Settings(data_dir=data, max_new_tokens=6, temperature=0.0, _env_file=None))
 
 
 @pytest.fixture

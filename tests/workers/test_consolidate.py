@@ -267,3 +267,27 @@ def test_rule_extractor_handles_odd_unicode_and_huge_text():
     turn = Turn("p", "console", "p", "m", "user", "I live in Zürich\u200b. " + "blah " * 20000 + "\ud800")
     cands = RuleExtractor().extract([turn])
     assert [c.text for c in cands] == ["Lives in Zürich\u200b"] or [c.slot for c in cands] == ["home"]
+
+
+def test_forgetting_a_memory_takes_it_out_of_the_profile_at_once(store, settings, tiny_engine):
+    said(store, "ugo", "I live in Kyoto.", "I'm vegetarian.")
+    Consolidator(store).run("ugo")
+    assert "vegetarian" in store.person("ugo").profile
+    store.link_identity("console", "ugo", "ugo")
+    assistant = Assistant(settings, store, tiny_engine)
+    listing = _run(say(assistant, dm("/memory", person="ugo")))
+    assert "Is vegetarian (preference" in listing and "from 1 message)" in listing
+    assert _run(say(assistant, dm("/forget vegetarian", person="ugo"))).startswith("Forgotten")
+    assert "vegetarian" not in store.person("ugo").profile
+    assert "vegetarian" not in store.refresh_person("ugo").profile
+    assert "Lives in Kyoto" in store.person("ugo").profile
+
+
+def test_memories_of_turns_forgotten_mid_consolidation_are_dropped(store):
+    c = Consolidator(store)
+    [berlin, nurse] = said(store, "ida", "I live in Berlin.", "I'm a nurse.")
+    c.run("ida")
+    store.delete_turns([berlin.id])  # forgotten while the memory was being written
+    assert c.drop_orphans("ida") == 1
+    assert [m.text for m in store.memories_of("ida", current_only=False)] == ["Works as a nurse"]
+    assert c.drop_orphans("ida") == 0

@@ -8,8 +8,8 @@ import time
 import aiohttp
 import pytest
 
-from bots.slack import SlackBot
-from tests.slack.conftest import (
+from bots.slack import SlackBot, SlackSetupError
+from tests.slack.slack_support import (
     APP_TOKEN,
     TEAM,
     ScriptedAssistant,
@@ -34,8 +34,8 @@ async def socket_bot(tmp_path, fake_slack):
 async def test_socket_mode_connects_without_http_and_acks_events_by_envelope(socket_bot, fake_slack):
     bot, assistant = socket_bot
     assert bot.endpoints.http_url is None  # no public URL needed
-    (opened,) = fake_slack.calls_to("apps.connections.open")
-    assert opened.token == APP_TOKEN
+    opened = fake_slack.calls_to("apps.connections.open")
+    assert opened and all(c.token == APP_TOKEN for c in opened)
     sent_at = time.monotonic()
     envelope = await fake_slack.send_envelope(event_body(dm_event("over the socket"), event_id="EvS1"))
     await fake_slack.wait_for(lambda: envelope in fake_slack.acks)
@@ -116,3 +116,27 @@ async def test_socket_mode_with_oauth_serves_install_pages_but_no_http_events(tm
         assert assistant.received == []
     finally:
         await bot.stop()
+
+
+async def test_run_slack_serves_until_cancelled_then_closes_the_socket(tmp_path, fake_slack):
+    from bots.slack import run_slack
+
+    assistant = ScriptedAssistant(answer="from run_slack")
+    settings = slack_settings(tmp_path, fake_slack, slack_app_token=APP_TOKEN, slack_signing_secret=None)
+    task = asyncio.create_task(run_slack(assistant, settings))
+    await fake_slack.wait_socket()
+    envelope = await fake_slack.send_envelope(event_body(dm_event("hi"), event_id="EvRun"))
+    await fake_slack.wait_for(lambda: envelope in fake_slack.acks and assistant.consumed.is_set())
+    await fake_slack.wait_for(lambda: any(m.text == "from run_slack" for m in fake_slack.posted_in("D1")))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await fake_slack.wait_for(lambda: not fake_slack._sockets, timeout=10)
+
+
+async def test_a_rejected_app_token_is_a_setup_error_that_says_what_to_do(tmp_path, fake_slack):
+    settings = slack_settings(tmp_path, fake_slack, slack_app_token="xapp-wrong", slack_signing_secret=None)
+    bot = SlackBot(ScriptedAssistant(), settings)
+    with pytest.raises(SlackSetupError, match="connections:write"):
+        await bot.start()
+    await bot.stop()

@@ -9,7 +9,7 @@ import yaml
 
 from bots.slack import SlackBot
 from bots.slack_oauth import BOT_SCOPES
-from tests.slack.conftest import ScriptedAssistant, event_body, post_signed, slack_settings
+from tests.slack.slack_support import ScriptedAssistant, event_body, post_signed, slack_settings
 
 MANIFEST = Path(__file__).resolve().parents[2] / "infra" / "slack-manifest.yaml"
 

@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from bots.slack import SlackBot, SlackSetupError, run_slack
-from tests.slack.conftest import (
+from tests.slack.slack_support import (
     TEAM,
     ScriptedAssistant,
     dm_event,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bots.slack import SlackBot
-from tests.slack.conftest import (
+from tests.slack.slack_support import (
     BOT_USER,
     TEAM,
     ScriptedAssistant,
@@ -66,7 +66,7 @@ async def test_bad_signatures_are_rejected_and_nothing_is_processed(http_bot, fa
     if case == "tampered_body":
         import aiohttp
 
-        from tests.slack.conftest import sign
+        from tests.slack.slack_support import sign
 
         good = json.dumps(body).encode()
         ts = int(time.time())
@@ -311,3 +311,48 @@ async def test_removed_from_channel_closes_the_chat(http_bot, fake_slack):
     await asyncio.sleep(0.2)
     await bot.drain()
     assert assistant.closed == [("slack", f"{TEAM}:C9")]
+
+
+async def test_workspace_without_streaming_falls_back_to_chat_update_in_the_thread(http_bot, fake_slack):
+    bot, assistant, url = http_bot
+    fake_slack.stream_enabled = False
+    await post_signed(url, event_body(mention_event("one", ts="1700002000.000001"), event_id="EvNS1"))
+    await fake_slack.wait_for(lambda: assistant.consumed.is_set())
+    await bot.drain()
+    assistant.consumed.clear()
+    await post_signed(url, event_body(mention_event("two", ts="1700002000.000002"), event_id="EvNS2"))
+    await fake_slack.wait_for(lambda: assistant.consumed.is_set())
+    await bot.drain()
+    assert len(fake_slack.calls_to("chat.startStream")) == 1  # refused once, then not tried again
+    replies = fake_slack.posted_in("C1")
+    assert [r.thread_ts for r in replies] == ["1700002000.000001", "1700002000.000002"]
+    assert all(r.text == "Hello *there* &amp; &lt;you&gt;" for r in replies)
+
+
+async def test_a_very_long_reply_is_split_below_slacks_limits(tmp_path, fake_slack):
+    long_answer = " ".join(f"word{i} & <x>" for i in range(2500))  # ~35,000 characters escaped
+    for mode, event in (
+        ("update", dm_event("long", ts="1700003000.000001")),
+        ("auto", mention_event("long", ts="1700003000.000002")),
+    ):
+        assistant = ScriptedAssistant(answer=long_answer)
+        bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack, slack_stream_mode=mode))
+        await bot.start()
+        try:
+            await post_signed(
+                f"{bot.endpoints.http_url}/slack/events", event_body(event, event_id=f"EvLong{mode}")
+            )
+            await fake_slack.wait_for(lambda a=assistant: a.consumed.is_set(), timeout=60)
+            await bot.drain()
+        finally:
+            await bot.stop()
+    dm_parts = fake_slack.posted_in("D1")
+    assert len(dm_parts) > 1 and all(len(m.text) <= 3000 for m in dm_parts)
+    assert all(c.error is None for c in fake_slack.calls)  # the fake enforces Slack's limits
+    words = " ".join(m.text for m in dm_parts).split()
+    assert words[0] == "word0" and words[-1] == "&lt;x&gt;" and "word2499" in words
+    streamed = fake_slack.posted_in("C1")
+    assert len(streamed) >= 2  # one streamed message holds up to 30,000 characters
+    assert all(len(m.text) < 40_000 and m.thread_ts == "1700003000.000002" for m in streamed)
+    said = [w for m in streamed for w in m.text.split() if w.startswith("word")]
+    assert said == [f"word{i}" for i in range(2500)]

@@ -14,7 +14,7 @@ import structlog
 from bots.slack import SlackBot
 from bots.slack_render import escape, markdown_to_mrkdwn
 from core.assistant import build_assistant
-from tests.slack.conftest import (
+from tests.slack.slack_support import (
     TEAM,
     CountingEngine,
     dm_event,
