@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from nio import RoomMessageText
 from rich.console import Console
 from rich.table import Table
 
@@ -74,8 +75,20 @@ async def main(args: argparse.Namespace) -> None:
         await person.setup()
         room = await person.create_room([account.user_id], direct=True, encrypted=args.encrypted)
         await person.wait_for(
-            lambda r, e: r == room and getattr(e, "sender", "") == account.user_id, 60, "intro"
+            lambda r, e: r == room and isinstance(e, RoomMessageText) and e.sender == account.user_id,
+            60,
+            "intro",
         )
+
+        # The model alone on the same machine and moment, to tell Matrix's share from generation's.
+        engine_first, engine_all = [], []
+        for question in QUESTIONS[: args.messages]:
+            t0 = time.monotonic()
+            got_first = None
+            async for _ in assistant.engine.stream([{"role": "user", "content": question}]):
+                got_first = got_first or time.monotonic() - t0
+            engine_first.append(got_first or float("nan"))
+            engine_all.append(time.monotonic() - t0)
 
         first, first_edit, final = [], [], []
         for question in QUESTIONS[: args.messages]:
@@ -85,7 +98,8 @@ async def main(args: argparse.Namespace) -> None:
             msg = await person.wait_for(
                 lambda r, e, n=sent: (
                     r == room
-                    and getattr(e, "sender", "") == account.user_id
+                    and isinstance(e, RoomMessageText)
+                    and e.sender == account.user_id
                     and not is_edit(e)
                     and person.events.index((r, e)) >= n
                 ),
@@ -124,6 +138,8 @@ async def main(args: argparse.Namespace) -> None:
     table.add_row("assistant build (model load)", f"{load_s:.2f}", "", "")
     table.add_row("bot login + first sync", f"{bot.first_sync_seconds:.2f}", "", "")
     for name, values in (
+        ("model alone: first token", engine_first),
+        ("model alone: whole reply", engine_all),
         ("send -> first message", first),
         ("send -> first edit", first_edit),
         ("send -> final edit", final),

@@ -317,8 +317,18 @@ class MatrixBot:
         self.synced.clear()
 
     async def _sync_loop(self) -> None:
+        delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
         while not self._stopping:
-            await self._sync_once()
+            try:
+                await self._sync_once()
+            except MatrixConfigError:
+                raise
+            except Exception:
+                # A bug or an odd response must not end the channel (and with it, in one process,
+                # the other platforms): log it, wait, and sync again from the last saved point.
+                delay = delays()
+                log.exception("matrix.sync_crashed", retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
 
     # ---- events --------------------------------------------------------------------------------
 
@@ -344,6 +354,10 @@ class MatrixBot:
             return
         log.info("matrix.joined", room_id=room_id, inviter=inviter)
         self._closed_rooms.discard(room_id)
+        # Invited back after a kick: the core needs to hear the chat is open again (if it can).
+        reopen = getattr(self.assistant, "chat_opened", None)
+        if reopen is not None:
+            await reopen(PLATFORM, room_id)
         self._greet.add(room_id)
 
     async def _send_intro(self, room_id: str) -> None:

@@ -398,3 +398,24 @@ async def test_bad_credentials_say_what_to_set(synapse, tmp_path):
     await bot.start()
     assert bot.client.device_id == account.device_id
     await bot.stop()
+
+
+async def test_an_unexpected_error_in_a_sync_does_not_stop_the_bot(synapse, people, bots, tmp_path):
+    assistant = ScriptedAssistant()
+    alice = await people("alice")
+    account = synapse.register(unique("confidante"))
+    bot = await start_bot(assistant, bot_settings(synapse, account, tmp_path), bots)
+    room_id, _ = await dm_with_bot(alice, account.user_id)
+    original = bot._retry_undecrypted
+    failures = []
+
+    def broken_once() -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("a bug in sync handling")
+        original()
+
+    bot._retry_undecrypted = broken_once
+    await alice.say(room_id, "still there?")
+    await alice.wait_for(shows(account.user_id, room_id, "still there?"), what="answer after the error")
+    assert failures and not bot._sync_task.done()
