@@ -118,10 +118,18 @@ class Assistant:
         await asyncio.to_thread(self.forget_turns_of_message, platform, chat_id, message_id)
 
     async def chat_closed(self, platform: str, chat_id: str) -> None:
-        chat = self.store.chat(platform, chat_id)
-        chat.active = False
-        await asyncio.to_thread(self.store.save_chat, platform, chat_id, chat)
+        await self._set_active(platform, chat_id, False)
         log.info("chat closed, no longer answering there", platform=platform)
+
+    async def chat_opened(self, platform: str, chat_id: str) -> None:
+        """The bot was invited back: answer there again."""
+        await self._set_active(platform, chat_id, True)
+
+    async def _set_active(self, platform: str, chat_id: str, active: bool) -> None:
+        chat = self.store.chat(platform, chat_id)
+        if chat.active != active:
+            chat.active = active
+            await asyncio.to_thread(self.store.save_chat, platform, chat_id, chat)
 
     # -- the pipeline ---------------------------------------------------------------------------
 

@@ -191,3 +191,9 @@ async def test_each_recent_message_reaches_the_prompt_once(assistant: Assistant)
     await say(assistant, dm("I repaired the blue bicycle."))
     await say(assistant, dm("And then?"))
     assert assistant.engine.last_prompt_text().count("I repaired the blue bicycle.") == 1
+
+
+async def test_reopened_chat_is_answered_again(assistant: Assistant) -> None:
+    await assistant.chat_closed("matrix", "!g")
+    await assistant.chat_opened("matrix", "!g")
+    assert await say(assistant, group("hello bot", "alice", chat_id="!g", platform="matrix")) is not None
