@@ -354,10 +354,7 @@ class MatrixBot:
             return
         log.info("matrix.joined", room_id=room_id, inviter=inviter)
         self._closed_rooms.discard(room_id)
-        # Invited back after a kick: the core needs to hear the chat is open again (if it can).
-        reopen = getattr(self.assistant, "chat_opened", None)
-        if reopen is not None:
-            await reopen(PLATFORM, room_id)
+        await self.assistant.chat_opened(PLATFORM, room_id)  # invited back after a kick
         self._greet.add(room_id)
 
     async def _send_intro(self, room_id: str) -> None:

@@ -183,6 +183,7 @@ class ScriptedAssistant:
         self.seen: list[Incoming] = []
         self.redacted: list[tuple[str, str, str]] = []
         self.closed: list[tuple[str, str]] = []
+        self.opened: list[tuple[str, str]] = []
         self.reply = reply or (lambda msg: f"You said: {msg.text}")
         self.delay = delay
         self.chunk = chunk
@@ -208,6 +209,9 @@ class ScriptedAssistant:
 
     async def chat_closed(self, platform: str, chat_id: str) -> None:
         self.closed.append((platform, chat_id))
+
+    async def chat_opened(self, platform: str, chat_id: str) -> None:
+        self.opened.append((platform, chat_id))
 
     def command_list(self) -> list[tuple[str, str]]:
         return [("help", "what I can do"), ("forget_me", "erase everything")]
