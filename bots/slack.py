@@ -112,7 +112,7 @@ class SlackBot:
         if not self.multi_workspace and settings.slack_bot_token is None:
             raise SlackSetupError(
                 "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
-                "SLACK_CLIENT_SECRET (installable in many workspaces); see docs/slack.md"
+                "SLACK_CLIENT_SECRET (installable in many workspaces); see the Slack section of the README"
             )
         if not self.socket_mode and settings.slack_signing_secret is None:
             raise SlackSetupError(
