@@ -85,8 +85,13 @@ def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talk
 
     settings = get_settings()
     configure_logging(settings)
-    assistant = _assistant(settings, jobs=_jobs(settings))
-    asyncio.run(console_chat(assistant, person or getpass.getuser()))
+    jobs = _jobs(settings)
+    try:
+        assistant = _assistant(settings, jobs=jobs)
+        _attach(jobs, assistant)
+        asyncio.run(console_chat(assistant, person or getpass.getuser()))
+    finally:
+        _close(jobs)
 
 
 @app.command()
@@ -96,8 +101,33 @@ def run() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    assistant = _assistant(settings, jobs=_jobs(settings))
-    asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
+    jobs = _jobs(settings)
+    try:
+        assistant = _assistant(settings, jobs=jobs)
+        _attach(jobs, assistant)
+        asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
+    finally:
+        _close(jobs)
+
+
+@app.command()
+def worker(
+    beat: Annotated[
+        bool, typer.Option(help="Also run the periodic tasks (run it in one worker only)")
+    ] = True,
+    concurrency: Annotated[int, typer.Option(help="Tasks at once (1: one process)")] = 1,
+) -> None:
+    """Run a background worker for CONFIDANTE_BROKER_URL (memory consolidation, upkeep)."""
+    settings = get_settings()
+    if not settings.broker_url:
+        err.print(
+            "[red]CONFIDANTE_BROKER_URL is not set.[/red] `confidante run` starts its own embedded "
+            "worker; set CONFIDANTE_BROKER_URL=redis://host:6379/0 to run workers separately."
+        )
+        raise typer.Exit(2)
+    from workers.worker import run_worker
+
+    run_worker(beat=beat, concurrency=concurrency)
 
 
 def _jobs(settings: Settings):
@@ -109,6 +139,19 @@ def _jobs(settings: Settings):
 
         return NoJobs()
     return celery_jobs(settings)
+
+
+def _attach(jobs, assistant) -> None:
+    """Workers write profiles in another process; let the jobs refresh the chat's cache."""
+    attach = getattr(jobs, "attach", None)
+    if attach is not None:
+        attach(assistant.store)
+
+
+def _close(jobs) -> None:
+    close = getattr(jobs, "close", None)
+    if close is not None:
+        close()
 
 
 def _recall_items(recall, store, person_id: str, query: str, k: int, now=None) -> list[dict]:
@@ -203,7 +246,11 @@ def import_(
 
     settings = get_settings()
     configure_logging(settings)
-    run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=_jobs(settings))
+    jobs = _jobs(settings)
+    try:
+        run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=jobs)
+    finally:
+        _close(jobs)
 
 
 @memory_app.command("list")

@@ -176,10 +176,18 @@ def _memory(row: dict[str, Any]) -> Memory:
 class Store:
     """All of Confidante's durable state, in one LanceDB database (a folder or an s3:// URI)."""
 
-    def __init__(self, uri: str | Path, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        uri: str | Path,
+        embedder: Embedder,
+        *,
+        read_consistency_interval: timedelta | None = timedelta(seconds=1),
+    ) -> None:
         self.uri = str(uri)
         self.embedder = embedder
-        self.db = lancedb.connect(self.uri)
+        # Workers write memories and profiles from other processes: without a consistency
+        # interval a LanceDB handle never sees another process's commits.
+        self.db = lancedb.connect(self.uri, read_consistency_interval=read_consistency_interval)
         self._tables = {name: self._open(name, schema) for name, schema in SCHEMAS.items()}
         self._write_lock = threading.RLock()
         self._people: dict[str, Person] = {}
@@ -237,6 +245,25 @@ class Store:
 
     def people(self) -> list[Person]:
         return list(self._people.values())
+
+    def refresh_person(self, person_id: str) -> Person | None:
+        """Re-read one person's row: another process (a worker) may have changed it."""
+        rows = self._rows("people", f.eq("person_id", person_id), limit=1)
+        if not rows:
+            self._people.pop(person_id, None)
+            return None
+        person = self._person_from_row(rows[0])
+        self._people[person_id] = person
+        return person
+
+    def refresh_people(self) -> list[Person]:
+        """Re-read every person (a long-running worker sees people created after it started)."""
+        people = {
+            row["person_id"]: self._person_from_row(row)
+            for row in self._tables["people"].to_arrow().to_pylist()
+        }
+        self._people = people
+        return list(people.values())
 
     def save_person(self, person: Person) -> None:
         row = {

@@ -1,0 +1,122 @@
+"""Base model benchmarks: cold start from the cache, time to first token, tokens/s.
+
+Usage: python bench/llm_bench.py [--data-dir DIR] [--dtypes bfloat16,float32] [--prompt-tokens 1000]
+Prints a rich table. The first run converts the bundled GGUF (once, ~20-60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.config import Settings  # noqa: E402
+
+_COLD = """
+import json, time, sys
+t0 = time.perf_counter()
+from core.config import Settings
+from core.llm.model import load_model
+t1 = time.perf_counter()
+loaded = load_model(Settings(dtype=sys.argv[1]))
+t2 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "load": t2 - t1}))
+"""
+
+
+def cold_start(data_dir: Path, dtype: str, runs: int = 3) -> tuple[float, float]:
+    """Median seconds (imports, load_model) in fresh processes, the model already cached."""
+    env = {**os.environ, "CONFIDANTE_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", _COLD, dtype], env=env, capture_output=True, text=True, check=True
+        )
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return (
+        statistics.median(s["imports"] for s in samples),
+        statistics.median(s["load"] for s in samples),
+    )
+
+
+def prompt_of(engine, tokens: int) -> list[dict]:
+    """A chat whose rendered prompt is about `tokens` long."""
+    filler = (
+        "I went running by the river this morning and then worked on my thesis about urban gardens. "
+        "My sister Mia visits next week, and I still need to book the train to Hamburg. "
+    )
+    text = filler
+    while engine.count_tokens(text) < tokens - 40:
+        text += filler
+    return [
+        {"role": "system", "content": "You are Confidante, a warm, concise personal assistant."},
+        {"role": "user", "content": text + "\nSummarise my week in two sentences."},
+    ]
+
+
+async def time_generation(engine, messages: list[dict], new_tokens: int) -> tuple[float, float, int]:
+    start = time.perf_counter()
+    first = None
+    before = engine.stats.tokens
+    async for _ in engine.stream(messages, max_new_tokens=new_tokens, temperature=0):
+        if first is None:
+            first = time.perf_counter()
+    end = time.perf_counter()
+    produced = engine.stats.tokens - before
+    decode_rate = (produced - 1) / (end - first) if first and produced > 1 else 0.0
+    return (first or end) - start, decode_rate, produced
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
+    parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--prompt-tokens", type=int, default=1000)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    import torch
+
+    from core.llm.engine import Engine
+    from core.llm.model import load_model
+
+    console = Console()
+    load_model(Settings(data_dir=args.data_dir))  # converts on the very first run
+    table = Table(title=f"Bundled SmolLM2-135M-Instruct, {torch.get_num_threads()} CPU threads")
+    for col in ("dtype", "imports s", "load_model s (cached)", "prompt tok", "first token s", "decode tok/s"):
+        table.add_column(col, justify="right")
+    for dtype in args.dtypes.split(","):
+        imports, load = cold_start(args.data_dir, dtype)
+        settings = Settings(data_dir=args.data_dir, dtype=dtype)
+        engine = Engine(load_model(settings), settings)
+        messages = prompt_of(engine, args.prompt_tokens)
+        prompt_tokens = engine.count_tokens(engine.render(messages))
+        asyncio.run(time_generation(engine, [{"role": "user", "content": "Hi"}], 4))  # warm up
+        runs = [asyncio.run(time_generation(engine, messages, args.new_tokens)) for _ in range(3)]
+        engine.close()
+        table.add_row(
+            dtype,
+            f"{imports:.2f}",
+            f"{load:.2f}",
+            str(prompt_tokens),
+            f"{statistics.median(r[0] for r in runs):.2f}",
+            f"{statistics.median(r[1] for r in runs):.1f}",
+        )
+    console.print(table)
+    console.print("Targets: load_model from the cache < 2 s; first token for a 1k-token prompt < 1.5 s.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Streamed, continuously batched generation on one base model.
+
+One generation thread owns the model and runs a single loop: it prefills a newly arrived
+request on its own (so its first token comes quickly), then merges that request's KV cache into
+the running batch, and every step decodes one token for every row at once. New requests join at
+token boundaries instead of waiting for a running batch to end; finished rows leave the batch.
+Rows are left-padded to a common length and masked. Each row may name a per-person LoRA adapter:
+the adapter registry (core/llm/adapters.py) applies all rows' adapters in one batched matmul per
+projection, so a mixed batch costs little more than a plain one.
+
+The event loop never blocks: the thread hands text deltas back with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from core.config import Settings
+from core.llm.model import LoadedModel
+
+if TYPE_CHECKING:
+    from core.llm.adapters import AdapterRegistry
+
+log = structlog.get_logger(__name__)
+
+_DONE = object()
+
+
+@dataclass
+class _Request:
+    ids: list[int]
+    max_new: int
+    temperature: float
+    top_p: float
+    adapter: str | None
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    seed: int | None = None
+    generated: list[int] = field(default_factory=list)
+    emitted: str = ""
+    cancelled: bool = False
+    slot: int = -1
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+    def send(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the consumer's event loop is gone
+            self.cancelled = True
+
+
+@dataclass
+class StreamStats:
+    """Counters for benchmarks and metrics."""
+
+    requests: int = 0
+    tokens: int = 0
+    steps: int = 0
+    max_batch: int = 0
+    ttft: list[float] = field(default_factory=list)
+
+
+class Engine:
+    """Generation for many concurrent conversations on one loaded model."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        settings: Settings,
+        *,
+        adapters: AdapterRegistry | None = None,
+        max_batch: int | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self.tokenizer = loaded.tokenizer
+        self.model = loaded.model
+        if adapters is None and getattr(settings, "adapters_enabled", True):
+            from core.llm.adapters import AdapterRegistry
+
+            # nothing is wrapped until the first person with an adapter is served
+            adapters = AdapterRegistry(loaded.model, settings)
+        self.adapters = adapters
+        self.max_batch = max_batch or getattr(settings, "max_batch", 16)
+        self.stats = StreamStats()
+        self._pending: queue.Queue[_Request | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+        # running batch state (touched only by the generation thread)
+        self._rows: list[_Request] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self._next: Any = None
+
+    # --- text helpers ---------------------------------------------------------------------
+
+    @property
+    def context_tokens(self) -> int:
+        return self.loaded.context_length
+
+    def render(self, messages: list[dict]) -> str:
+        """The prompt text for `messages` under the model's chat template, ready for a reply."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_messages(self, messages: list[dict]) -> list[int]:
+        return list(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    # --- public generation API --------------------------------------------------------------
+
+    async def stream(
+        self,
+        messages: list[dict],
+        *,
+        adapter: str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text as it is generated, ending at end-of-turn or the length limit.
+
+        `temperature=0` is greedy (deterministic; evals use it). `adapter` names a person's
+        adapter; with none (or none trained yet) the base model answers in the same batch.
+        """
+        ids = self.encode_messages(messages)
+        budget = self.context_tokens
+        max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        max_new = max(0, int(max_new))
+        if len(ids) + 1 > budget:
+            # The prompt builder fits prompts to context_tokens; this is a last guard, keeping the end.
+            log.warning("engine.prompt_truncated", tokens=len(ids), context=budget)
+            ids = ids[-(budget - 1) :]
+        max_new = min(max_new, budget - len(ids))
+        if max_new <= 0:
+            return
+        req = _Request(
+            ids=ids,
+            max_new=max_new,
+            temperature=self.settings.temperature if temperature is None else float(temperature),
+            top_p=self.settings.top_p if top_p is None else float(top_p),
+            adapter=adapter,
+            loop=asyncio.get_running_loop(),
+            out=asyncio.Queue(),
+            seed=seed,
+        )
+        self._submit(req)
+        try:
+            while True:
+                item = await req.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            req.cancelled = True  # the consumer stopped early: free the row at the next step
+
+    async def generate(self, messages: list[dict], **kwargs: Any) -> str:
+        """The whole reply as one string (evals, training data checks)."""
+        return "".join([delta async for delta in self.stream(messages, **kwargs)])
+
+    def close(self) -> None:
+        """Stop the generation thread (requests still running get an error)."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._pending.put(None)
+        if thread is not None:
+            thread.join(timeout=30)
+
+    # --- the generation thread --------------------------------------------------------------
+
+    def _submit(self, req: _Request) -> None:
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("The engine is closed.")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="confidante-generate", daemon=True)
+                self._thread.start()
+        self.stats.requests += 1
+        self._pending.put(req)
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                try:
+                    if not self._admit():
+                        return
+                    if self._rows:
+                        self._step()
+                except Exception as exc:  # never leave a caller waiting forever
+                    log.exception("engine.failed")
+                    error = RuntimeError(f"Generation failed: {exc}")
+                    for req in self._rows:
+                        req.send(error)
+                        self._release(req)
+                    self._reset_batch()
+
+    def _admit(self) -> bool:
+        """Take new requests (blocking only when idle); return False when asked to stop."""
+        while len(self._rows) < self.max_batch:
+            try:
+                req = self._pending.get(block=not self._rows)
+            except queue.Empty:
+                return True
+            if req is None:
+                for row in self._rows:
+                    row.send(RuntimeError("The engine was closed."))
+                return False
+            if req.cancelled:
+                continue
+            try:
+                self._prefill(req)
+            except Exception as exc:
+                log.exception("engine.prefill_failed")
+                req.send(RuntimeError(f"Generation failed: {exc}"))
+                self._release(req)
+        return True
+
+    def _set_rows(self, slots: list[int]) -> None:
+        if self.adapters is not None:
+            self.adapters.set_rows(slots)
+
+    def _prefill(self, req: _Request) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if req.adapter and self.adapters is not None:
+            req.slot = self.adapters.acquire(req.adapter)
+        device = self.model.device
+        ids = torch.tensor([req.ids], dtype=torch.long, device=device)
+        cache = DynamicCache()
+        self._set_rows([req.slot])
+        out = self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        token = self._sample(out.logits[:, -1, :], [req])[0]
+        if self._emit(req, token):
+            self._release(req)
+            return
+        self._merge(req, cache, token)
+
+    def _merge(self, req: _Request, cache: Any, token: int) -> None:
+        """Add one prefilled row to the running batch, left-padding whichever side is shorter."""
+        import torch
+        from transformers import DynamicCache
+
+        new_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        new_len = new_kv[0][0].shape[-2]
+        device = new_kv[0][0].device
+        new_mask = torch.ones((1, new_len), dtype=torch.long, device=device)
+        new_next = torch.tensor([token], dtype=torch.long, device=device)
+        if not self._rows:
+            self._cache, self._mask, self._next = cache, new_mask, new_next
+            self._rows.append(req)
+            return
+        old_len = self._mask.shape[1]
+        target = max(old_len, new_len)
+
+        def pad(t: Any, length: int) -> Any:
+            if length == target:
+                return t
+            shape = list(t.shape)
+            shape[-2] = target - length
+            return torch.cat([t.new_zeros(shape), t], dim=-2)
+
+        layers = []
+        for layer, (k_new, v_new) in zip(self._cache.layers, new_kv, strict=True):
+            k = torch.cat([pad(layer.keys, old_len), pad(k_new, new_len)], dim=0)
+            v = torch.cat([pad(layer.values, old_len), pad(v_new, new_len)], dim=0)
+            layers.append((k, v))
+        self._cache = DynamicCache(ddp_cache_data=layers)
+
+        def pad_mask(m: Any, length: int) -> Any:
+            if length == target:
+                return m
+            return torch.cat([m.new_zeros((m.shape[0], target - length)), m], dim=1)
+
+        self._mask = torch.cat([pad_mask(self._mask, old_len), pad_mask(new_mask, new_len)], dim=0)
+        self._next = torch.cat([self._next, new_next])
+        self._rows.append(req)
+
+    def _step(self) -> None:
+        """One decode step for every row in the batch."""
+        import torch
+
+        mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
+        positions = self._mask.sum(dim=1, keepdim=True)
+        self._set_rows([r.slot for r in self._rows])
+        out = self.model(
+            input_ids=self._next[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            cache=self._cache,
+            use_cache=True,
+        )
+        self._cache = out.cache if out.cache is not None else self._cache
+        self._mask = mask
+        self.stats.steps += 1
+        self.stats.max_batch = max(self.stats.max_batch, len(self._rows))
+        tokens = self._sample(out.logits[:, -1, :], self._rows)
+        keep: list[int] = []
+        for i, (req, token) in enumerate(zip(self._rows, tokens, strict=True)):
+            if req.cancelled or self._emit(req, token):
+                self._release(req)
+            else:
+                keep.append(i)
+        if len(keep) == len(self._rows):
+            self._next = torch.tensor(tokens, dtype=torch.long, device=self._next.device)
+            return
+        if not keep:
+            self._reset_batch()
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self._mask.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._next = torch.tensor([tokens[i] for i in keep], dtype=torch.long, device=self._next.device)
+        self._mask = self._mask.index_select(0, index)
+        # drop columns that are padding for every remaining row
+        first = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min().item())
+        self._mask = self._mask[:, first:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
+            layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+
+    def _reset_batch(self) -> None:
+        self._rows, self._cache, self._mask, self._next = [], None, None, None
+
+    def _release(self, req: _Request) -> None:
+        if req.slot >= 0 and self.adapters is not None:
+            self.adapters.release(req.slot)
+            req.slot = -1
+
+    def _sample(self, logits: Any, rows: list[_Request]) -> list[int]:
+        """Greedy for temperature 0, else temperature + nucleus (top_p) sampling, row by row."""
+        import torch
+
+        logits = logits.float()
+        out: list[int] = []
+        greedy = logits.argmax(dim=-1).tolist()
+        for i, req in enumerate(rows):
+            if req.temperature <= 0:
+                out.append(int(greedy[i]))
+                continue
+            probs = torch.softmax(logits[i] / req.temperature, dim=-1)
+            if 0 < req.top_p < 1:
+                sorted_probs, order = probs.sort(descending=True)
+                cumulative = sorted_probs.cumsum(0)
+                cut = cumulative - sorted_probs > req.top_p
+                sorted_probs[cut] = 0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            generator = None
+            if req.seed is not None:
+                generator = torch.Generator(device=probs.device).manual_seed(req.seed + len(req.generated))
+            out.append(int(torch.multinomial(probs, 1, generator=generator).item()))
+        return out
+
+    def _emit(self, req: _Request, token: int) -> bool:
+        """Record one token and send the new text; return True when the request is finished."""
+        now = time.perf_counter()
+        if req.first_token_at is None:
+            req.first_token_at = now
+            self.stats.ttft.append(now - req.submitted)
+        if req.cancelled:
+            return True
+        if token in self.loaded.eos_token_ids:
+            req.send(_DONE)
+            return True
+        req.generated.append(token)
+        self.stats.tokens += 1
+        text = self.tokenizer.decode(
+            req.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        done = len(req.generated) >= req.max_new or len(req.ids) + len(req.generated) >= self.context_tokens
+        # hold back a partial UTF-8 character until its last byte arrives (or the reply ends)
+        if text.startswith(req.emitted) and (done or not text.endswith("\ufffd")):
+            delta = text[len(req.emitted) :]
+            if delta:
+                req.emitted = text
+                req.send(delta)
+        if done:
+            req.send(_DONE)
+        return done

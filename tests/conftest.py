@@ -1,0 +1,24 @@
+"""Shared fixtures. Keep this file small: fixtures that only one area needs live next to its tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny random Llama with a real ChatML tokenizer (core.llm.model.tiny_llama); built once."""
+    from core.llm.model import tiny_llama
+
+    return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def bundled_models_dir() -> Path:
+    """Where the bundled model's converted copy lives for tests: the same cache `make run` uses,
+    so the ~20 s conversion happens once per machine, not once per test."""
+    path = Path(__file__).resolve().parents[1] / "data" / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,178 @@
+"""The general-instruction replay set mixed into every adapter refresh, and the fixed general set
+whose perplexity the evaluation gate watches.
+
+Written for this project from templates with checked answers (capitals, arithmetic, opposites,
+units, days and months, short how-to tips), so it ships with the code and needs no download.
+`replay_sets()` splits it deterministically: most items are replayed in training, a fixed slice
+is never trained on and measures general ability before and after.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pair:
+    question: str
+    answer: str
+    source: str = "replay"
+
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+    "Japan": "Tokyo", "Canada": "Ottawa", "Australia": "Canberra", "Egypt": "Cairo", "Kenya": "Nairobi",
+    "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw", "Greece": "Athens",
+    "Ireland": "Dublin", "Austria": "Vienna", "Hungary": "Budapest", "Peru": "Lima", "Chile": "Santiago",
+    "Argentina": "Buenos Aires", "Mexico": "Mexico City", "India": "New Delhi", "China": "Beijing",
+    "South Korea": "Seoul", "Thailand": "Bangkok", "Vietnam": "Hanoi", "Turkey": "Ankara",
+    "Belgium": "Brussels", "the Netherlands": "Amsterdam", "Denmark": "Copenhagen", "Cuba": "Havana",
+    "Morocco": "Rabat", "Ghana": "Accra", "Nigeria": "Abuja", "Colombia": "Bogotá",
+}  # fmt: skip
+
+OPPOSITES = {
+    "hot": "cold", "big": "small", "fast": "slow", "happy": "sad", "early": "late", "light": "dark",
+    "open": "closed", "full": "empty", "strong": "weak", "young": "old", "high": "low", "loud": "quiet",
+    "rich": "poor", "wet": "dry", "hard": "soft", "long": "short", "thick": "thin", "up": "down",
+    "inside": "outside", "first": "last", "true": "false", "begin": "end", "push": "pull", "win": "lose",
+    "buy": "sell", "give": "take", "arrive": "leave", "remember": "forget", "accept": "refuse", "near": "far",
+}  # fmt: skip
+
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = [
+    ("January", 31), ("February", 28), ("March", 31), ("April", 30), ("May", 31), ("June", 30),
+    ("July", 31), ("August", 31), ("September", 30), ("October", 31), ("November", 30), ("December", 31),
+]  # fmt: skip
+
+TIPS = [
+    ("sleeping better", "Keep a regular bedtime and put screens away for the last half hour before sleep."),
+    ("staying focused", "Work in short blocks with one task at a time, and silence notifications meanwhile."),
+    ("saving money", "Write down what you spend for a month; the patterns show you where to cut."),
+    ("learning a language", "Practise a little every day, and speak out loud even when it feels awkward."),
+    (
+        "running a first 10k",
+        "Build up slowly, about ten percent more distance each week, with easy rest days.",
+    ),
+    ("writing an email", "Put the request in the first sentence and keep the rest short."),
+    (
+        "cooking rice",
+        "Rinse it, use about one and a half cups of water per cup, and let it rest covered after cooking.",
+    ),
+    (
+        "a job interview",
+        "Prepare two short stories about problems you solved, and ask them a real question at the end.",
+    ),
+    (
+        "keeping plants alive",
+        "Check the soil with a finger before watering; most houseplants die from too much water.",
+    ),
+    ("reading more", "Carry a book with you and read in the small gaps of the day."),
+    (
+        "public speaking",
+        "Rehearse out loud twice and slow down; pauses feel longer to you than to the audience.",
+    ),
+    ("drinking more water", "Keep a filled bottle in sight and finish it before each meal."),
+    (
+        "a long flight",
+        "Drink water, walk the aisle every couple of hours, and set your watch to the destination time.",
+    ),
+    ("studying for an exam", "Test yourself with questions instead of rereading your notes."),
+    ("a tidy desk", "Clear it completely at the end of each day, keeping only what you use daily."),
+    ("making friends in a new city", "Join one club that meets weekly, so you see the same people again."),
+    ("backing up files", "Keep three copies on two kinds of storage, with one copy away from home."),
+    (
+        "a strong password",
+        "Use a long phrase of several random words, and a password manager to remember it.",
+    ),
+    (
+        "waking up earlier",
+        "Move your alarm fifteen minutes earlier each week and get daylight soon after waking.",
+    ),
+    ("being on time", "Plan to arrive ten minutes early and leave when your reminder goes off."),
+]
+
+WORDS_FR = {
+    "hello": "bonjour", "thank you": "merci", "cat": "chat", "dog": "chien", "house": "maison",
+    "water": "eau", "bread": "pain", "book": "livre", "friend": "ami", "car": "voiture", "apple": "pomme",
+    "school": "école", "sun": "soleil", "moon": "lune", "tree": "arbre", "cheese": "fromage",
+}  # fmt: skip
+
+COLOURS = {
+    "grass": "green", "the sky on a clear day": "blue", "snow": "white", "a ripe banana": "yellow",
+    "coal": "black", "a ripe tomato": "red", "an orange": "orange", "milk": "white", "a lemon": "yellow",
+    "a strawberry": "red", "chocolate": "brown", "a carrot": "orange",
+}  # fmt: skip
+
+
+def _all_pairs() -> list[Pair]:
+    rng = random.Random(20261126)
+    pairs: list[Pair] = []
+    for country, city in CAPITALS.items():
+        pairs.append(Pair(f"What is the capital of {country}?", f"The capital of {country} is {city}."))
+    for word, opposite in OPPOSITES.items():
+        pairs.append(Pair(f"What is the opposite of '{word}'?", f"The opposite of '{word}' is '{opposite}'."))
+    for _ in range(40):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        pairs.append(Pair(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}."))
+    for _ in range(25):
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        pairs.append(Pair(f"What is {a} times {b}?", f"{a} times {b} is {a * b}."))
+    for _ in range(20):
+        km = rng.randint(2, 40)
+        pairs.append(
+            Pair(f"How many metres are in {km} kilometres?", f"{km} kilometres are {km * 1000} metres.")
+        )
+    for _ in range(20):
+        n = rng.randint(3, 500)
+        parity = "even" if n % 2 == 0 else "odd"
+        pairs.append(Pair(f"Is {n} even or odd?", f"{n} is {parity}."))
+    for i, day in enumerate(DAYS):
+        pairs.append(Pair(f"Which day comes after {day}?", f"{DAYS[(i + 1) % 7]} comes after {day}."))
+        pairs.append(Pair(f"Which day comes before {day}?", f"{DAYS[i - 1]} comes before {day}."))
+    for i, (month, days) in enumerate(MONTHS):
+        extra = " (29 in a leap year)" if month == "February" else ""
+        pairs.append(Pair(f"How many days does {month} have?", f"{month} has {days} days{extra}."))
+        pairs.append(
+            Pair(f"Which month comes after {month}?", f"{MONTHS[(i + 1) % 12][0]} comes after {month}.")
+        )
+    for topic, tip in TIPS:
+        pairs.append(Pair(f"Give me one tip for {topic}.", tip))
+    for en, fr in WORDS_FR.items():
+        pairs.append(Pair(f"How do you say '{en}' in French?", f"'{en.capitalize()}' in French is '{fr}'."))
+    for thing, colour in COLOURS.items():
+        pairs.append(Pair(f"What colour is {thing}?", f"{thing[0].upper() + thing[1:]} is {colour}."))
+    for _ in range(20):
+        nums = rng.sample(range(1, 100), 4)
+        shown = ", ".join(map(str, nums))
+        pairs.append(
+            Pair(
+                f"Sort these numbers from smallest to largest: {shown}.",
+                ", ".join(map(str, sorted(nums))) + ".",
+            )
+        )
+    for word in [
+        "planet",
+        "garden",
+        "window",
+        "letter",
+        "river",
+        "market",
+        "pencil",
+        "castle",
+        "orange",
+        "rocket",
+    ]:
+        pairs.append(Pair(f"Spell '{word}' backwards.", f"'{word}' backwards is '{word[::-1]}'."))
+        pairs.append(
+            Pair(f"How many letters are in the word '{word}'?", f"'{word}' has {len(word)} letters.")
+        )
+    return pairs
+
+
+def replay_sets(general_every: int = 5) -> tuple[list[Pair], list[Pair]]:
+    """(replay pairs for training, the fixed general set for the perplexity gate), disjoint."""
+    pairs = _all_pairs()
+    train = [p for i, p in enumerate(pairs) if i % general_every != 0]
+    general = [p for i, p in enumerate(pairs) if i % general_every == 0]
+    return train, general

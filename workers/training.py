@@ -1,0 +1,626 @@
+"""Refresh a person's LoRA adapter: their own data -> training -> evaluation gate -> promotion.
+
+`refresh_adapter(person_id, store, settings)` is the body of the Celery task. It builds a training
+set from this person's data only (current memories turned into second-person question->answer
+pairs, plus assistant replies they accepted), mixes in the shipped replay set so the model keeps
+its general skills, trains a small LoRA with PEFT, and promotes the new version only if a
+held-out slice of the person's own Q->A improved and perplexity on a fixed general set did not
+get more than `adapter_ppl_tolerance` worse than the base model's. A per-person file lock keeps
+two refreshes from both promoting; sources are re-checked before promotion so data forgotten
+during training never reaches a served adapter.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import resource
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from core.config import Settings
+from core.llm.adapters import AdapterStore, AdapterVersion, plain_copy
+from core.llm.model import LoadedModel, load_model
+from workers.replay import Pair, replay_sets
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+# --- the person's training data -----------------------------------------------------------
+
+_SECOND_PERSON = [
+    (r"\bI'm\b", "you're"), (r"\bI am\b", "you are"), (r"\bI've\b", "you've"), (r"\bI'll\b", "you'll"),
+    (r"\bI'd\b", "you'd"), (r"\bI was\b", "you were"), (r"\bI\b", "you"), (r"\bme\b", "you"),
+    (r"\bmy\b", "your"), (r"\bMy\b", "Your"), (r"\bmine\b", "yours"), (r"\bmyself\b", "yourself"),
+]  # fmt: skip
+_PREPS = {"for", "to", "in", "at", "on", "with", "about", "as", "from", "of"}
+_REJECTIONS = ("no", "nope", "wrong", "that's wrong", "that is wrong", "not what", "incorrect", "stop")
+
+
+def to_second_person(statement: str) -> str:
+    """'I'm training for the Berlin marathon.' -> "You're training for the Berlin marathon." """
+    text = statement.strip()
+    for pattern, repl in _SECOND_PERSON:
+        text = re.sub(pattern, repl, text)
+    text = text[0].upper() + text[1:] if text else text
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _first_person_verb(verb: str) -> str:
+    irregular = {"is": "am", "has": "have", "does": "do", "was": "was", "goes": "go"}
+    if verb in irregular:
+        return irregular[verb]
+    if verb.endswith("ies") and len(verb) > 4:
+        return verb[:-3] + "y"
+    if verb.endswith(("ches", "shes", "sses", "xes", "oes")):
+        return verb[:-2]
+    if verb.endswith("s") and not verb.endswith("ss"):
+        return verb[:-1]
+    return verb
+
+
+def to_first_person(text: str, name: str = "") -> str:
+    """Normalise a memory ('Dana likes tea', 'Lives in Berlin', "Dana's dog is Rufus") to 'I ...'."""
+    t = text.strip().rstrip(".")
+    if not t:
+        return t
+    if re.match(r"^(I|I'm|My|I've|I'd|I'll)\b", t):
+        return t
+    if name:
+        t = re.sub(rf"^{re.escape(name)}'s\b", "My", t)
+        if t.startswith(name + " "):
+            t = t[len(name) + 1 :]
+    if t.startswith("My "):
+        return t
+    first, _, rest = t.partition(" ")
+    if first.lower() in {
+        "is",
+        "has",
+        "likes",
+        "lives",
+        "works",
+        "loves",
+        "prefers",
+        "wants",
+        "plays",
+        "drives",
+        "studies",
+        "owns",
+        "hates",
+        "enjoys",
+        "speaks",
+        "needs",
+        "goes",
+        "does",
+        "was",
+    }:
+        verb = _first_person_verb(first.lower())
+        if verb == "am" and rest:
+            return f"I'm {rest}"
+        return f"I {verb} {rest}".strip()
+    return t
+
+
+def questions_for(statement: str) -> list[str]:
+    """Questions a person might ask whose answer is this first-person statement."""
+    s = statement.strip().rstrip(".!")
+    qs: list[str] = []
+    if m := re.match(r"^I(?:'m| am) (\w+ing)\b\s*(\w*)", s):
+        verb, nxt = m.group(1), m.group(2)
+        qs.append(f"What am I {verb} {nxt}?" if nxt in _PREPS else f"What am I {verb}?")
+        qs.append(f"Do you remember what I'm {verb}{' ' + nxt if nxt in _PREPS else ''}?")
+    elif m := re.match(r"^I(?:'m| am) (\w+) (to|of|about|with|in|on|at|for|from)\b", s):
+        qs.append(f"What am I {m.group(1)} {m.group(2)}?")
+        qs.append(f"Remind me, what am I {m.group(1)} {m.group(2)}?")
+    elif m := re.match(r"^My (.+?)(?:'s name)? (?:is|are) called (.+)$", s) or re.match(
+        r"^My (.+?)'s name is (.+)$", s
+    ):
+        thing = m.group(1)
+        qs += [
+            f"What is my {thing} called?",
+            f"What's my {thing}'s name?",
+            f"What is the name of my {thing}?",
+        ]
+    elif m := re.match(r"^My (.+?) (?:is|are) in (.+)$", s):
+        thing = m.group(1)
+        qs += [f"When is my {thing}?", f"In which month is my {thing}?", f"Where is my {thing}?"]
+    elif m := re.match(r"^My (.+?) (?:is|are) (.+)$", s):
+        thing = m.group(1)
+        qs += [f"What is my {thing}?", f"Do you remember my {thing}?"]
+    elif m := re.match(r"^I (\w+) (as|in|at|for|with|on|to|from)\b", s):
+        verb, prep = m.group(1), m.group(2)
+        qs.append(f"What do I {verb} {prep}?")
+        if (verb, prep) == ("live", "in"):
+            qs += ["Where do I live?", "Which city do I live in?"]
+        elif (verb, prep) == ("work", "as"):
+            qs += ["What is my job?", "What do I do for a living?"]
+        else:
+            qs.append(f"Remind me, what do I {verb} {prep}?")
+    elif m := re.match(r"^I (\w+) (?:the |a |an )?(.+)$", s):
+        verb = m.group(1)
+        qs += [f"What do I {verb}?", f"Do you remember what I {verb}?"]
+    qs.append(f"What did I tell you about {_topic(s)}?")
+    return list(dict.fromkeys(qs))
+
+
+def _topic(statement: str) -> str:
+    words = [
+        w
+        for w in re.findall(r"[A-Za-z']+", statement)
+        if w.lower() not in {"i", "i'm", "my", "am", "is", "the", "a", "an"}
+    ]
+    return (
+        "my " + words[0].lower()
+        if words and words[0].lower() in {"dog", "cat", "sister", "brother", "birthday", "job"}
+        else "myself"
+    )
+
+
+@dataclass
+class PersonData:
+    pairs: list[tuple[str, Pair]]  # (memory or turn id, pair); several pairs share one source
+    sources: list[str]
+
+
+def build_person_pairs(person_id: str, store: Any, settings: Settings) -> PersonData:
+    """Training pairs from this person's own current data, and the ids they came from.
+
+    Only this person's rows are read (store filters by person_id); superseded and forgotten
+    memories are gone from `memories_of(current_only=True)`; group-scoped memories are left out
+    unless settings allow them.
+    """
+    from core.memory.records import PRIVATE
+
+    person = store.person(person_id)
+    name = person.display_name if person else ""
+    scopes = None if settings.adapter_include_group_memories else [PRIVATE]
+    pairs: list[tuple[str, Pair]] = []
+    sources: list[str] = []
+    for memory in store.memories_of(person_id, current_only=True, visibilities=scopes):
+        if memory.person_id != person_id:  # defence in depth: never another person's words
+            continue
+        statement = to_first_person(memory.text, name)
+        if not statement:
+            continue
+        answer = to_second_person(statement)
+        sources.append(memory.id)
+        for q in questions_for(statement):
+            pairs.append((memory.id, Pair(q, answer, "memory")))
+    turns = [t for t in store.turns_of(person_id, visibilities=scopes) if t.person_id == person_id]
+    for i, turn in enumerate(turns[:-1]):
+        reply = turns[i + 1]
+        if turn.role != "user" or reply.role != "assistant" or not turn.text.strip().endswith("?"):
+            continue
+        after = turns[i + 2].text.strip().lower() if i + 2 < len(turns) else ""
+        if after.startswith(_REJECTIONS) or not reply.text.strip():
+            continue  # the person corrected it: not an accepted reply
+        sources += [turn.id, reply.id]
+        pairs.append((turn.id, Pair(turn.text.strip()[:500], reply.text.strip()[:800], "turn")))
+    return PersonData(pairs, list(dict.fromkeys(sources)))
+
+
+def split_heldout(data: PersonData, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """Hold out one question phrasing of each memory with several (same fact, unseen wording)."""
+    by_source: dict[str, list[Pair]] = {}
+    for source, pair in data.pairs:
+        by_source.setdefault(source, []).append(pair)
+    rng = random.Random(seed)
+    train: list[Pair] = []
+    held: list[Pair] = []
+    for group in by_source.values():
+        if len(group) >= 3:
+            pick = rng.randrange(len(group))
+            held.append(group[pick])
+            train += [p for i, p in enumerate(group) if i != pick]
+        else:
+            train += group
+    return train, held
+
+
+# --- training and scoring -------------------------------------------------------------------
+
+
+def _encode(
+    tokenizer: Any, system: str, pair: Pair, eos_id: int, max_len: int = 256
+) -> tuple[list[int], list[int]]:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": pair.question}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(pair.answer, add_special_tokens=False)["input_ids"] + [eos_id]
+    ids = (p_ids + a_ids)[-max_len:]
+    labels = ([-100] * len(p_ids) + a_ids)[-max_len:]
+    return ids, labels
+
+
+def _batches(
+    encoded: list[tuple[list[int], list[int]]], size: int, pad_id: int, rng: random.Random | None
+) -> list[tuple[Any, Any, Any]]:
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # little padding
+    groups = [order[i : i + size] for i in range(0, len(order), size)]
+    if rng is not None:
+        rng.shuffle(groups)
+    out = []
+    for group in groups:
+        width = max(len(encoded[i][0]) for i in group)
+        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(group), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, i in enumerate(group):
+            x, y = encoded[i]
+            ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(y)] = torch.tensor(y)
+            mask[row, : len(x)] = 1
+        out.append((ids, labels, mask))
+    return out
+
+
+def answer_nll(
+    model: Any, tokenizer: Any, pairs: list[Pair], system: str, eos_id: int, batch_size: int = 16
+) -> float:
+    """Mean negative log-likelihood per answer token (the gate's score; exp() is perplexity)."""
+    import torch
+    import torch.nn.functional as F
+
+    if not pairs:
+        return float("nan")
+    encoded = [_encode(tokenizer, system, p, eos_id) for p in pairs]
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, None):
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            target = labels[:, 1:]
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            total += float(loss)
+            count += int((target != -100).sum())
+    return total / max(count, 1)
+
+
+def train_lora(
+    base: Any,
+    tokenizer: Any,
+    pairs: list[Pair],
+    *,
+    system: str,
+    eos_id: int,
+    rank: int = 8,
+    epochs: int = 3,
+    lr: float = 2e-3,
+    batch_size: int = 8,
+    init_from: Path | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Any:
+    """A PEFT LoRA (q/k/v/o) trained on `pairs` (loss on answer tokens only) over a copy of `base`."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    torch.manual_seed(seed)
+    model = plain_copy(base).float()  # fp32 for stable small-batch training; the served base is untouched
+    if init_from is not None:
+        peft_model = PeftModel.from_pretrained(model, init_from, is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=2 * rank,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, config)
+    peft_model.train()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    encoded = [_encode(tokenizer, system, p, eos_id) for p in pairs]
+    rng = random.Random(seed)
+    total_steps = epochs * math.ceil(len(encoded) / batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.05, 1 - s / max(total_steps, 1)))
+    step = 0
+    for _ in range(epochs):
+        for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, rng):
+            out = peft_model(input_ids=ids, attention_mask=mask, labels=labels)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if progress:
+                progress("training", step, total_steps)
+    peft_model.eval()
+    return peft_model
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    heldout_before: float
+    heldout_after: float
+    general_ppl_base: float
+    general_ppl_after: float
+    reason: str = ""
+
+    @property
+    def ppl_change(self) -> float:
+        return self.general_ppl_after / self.general_ppl_base - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "heldout_nll_before": round(self.heldout_before, 4),
+            "heldout_nll_after": round(self.heldout_after, 4),
+            "general_ppl_base": round(self.general_ppl_base, 3),
+            "general_ppl_after": round(self.general_ppl_after, 3),
+            "general_ppl_change": round(self.ppl_change, 4),
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+def evaluate_gate(
+    candidate: Any,
+    tokenizer: Any,
+    heldout: list[Pair],
+    general: list[Pair],
+    *,
+    system: str,
+    eos_id: int,
+    tolerance: float,
+    reference: Path | None = None,
+) -> GateResult:
+    """Held-out personal Q->A must improve over what is served now (the current adapter, else the
+    base); general perplexity must stay within `tolerance` of the base model's."""
+    with candidate.disable_adapter():
+        base_general = answer_nll(candidate, tokenizer, general, system, eos_id)
+        before = answer_nll(candidate, tokenizer, heldout, system, eos_id)
+    if reference is not None:
+        active = candidate.active_adapter
+        candidate.load_adapter(reference, adapter_name="reference")
+        candidate.set_adapter("reference")
+        before = answer_nll(candidate, tokenizer, heldout, system, eos_id)
+        candidate.set_adapter(active)
+        candidate.delete_adapter("reference")
+    after = answer_nll(candidate, tokenizer, heldout, system, eos_id)
+    general_after = answer_nll(candidate, tokenizer, general, system, eos_id)
+    result = GateResult(True, before, after, math.exp(base_general), math.exp(general_after))
+    if not heldout:
+        result.passed, result.reason = False, "no held-out questions to judge the adapter on"
+    elif not after < before:
+        result.passed, result.reason = False, "held-out personal answers did not improve"
+    elif result.ppl_change > tolerance:
+        result.passed, result.reason = (
+            False,
+            f"general perplexity rose {result.ppl_change:.1%} (limit {tolerance:.0%})",
+        )
+    return result
+
+
+# --- refresh, promotion, rollback, forgetting ---------------------------------------------
+
+
+@dataclass
+class RefreshResult:
+    status: str  # promoted | rejected | skipped | busy | dropped
+    version: str | None = None
+    reason: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+    train_size: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+_TRAINING_MODEL: dict[str, LoadedModel] = {}
+
+
+def training_model(settings: Settings) -> LoadedModel:
+    """The base model in this worker process, loaded once (fp32 is made per refresh)."""
+    key = settings.model
+    if key not in _TRAINING_MODEL:
+        _TRAINING_MODEL[key] = load_model(settings.model_copy(update={"dtype": "float32", "device": "cpu"}))
+    return _TRAINING_MODEL[key]
+
+
+def _still_present(person_id: str, store: Any, sources: Iterable[str]) -> bool:
+    wanted = set(sources)
+    have = {m.id for m in store.memories_of(person_id, current_only=True)}
+    have |= {t.id for t in store.turns_of(person_id)}
+    return wanted <= have
+
+
+def refresh_adapter(
+    person_id: str,
+    store: Any,
+    settings: Settings,
+    *,
+    force: bool = False,
+    loaded: LoadedModel | None = None,
+    progress: Progress | None = None,
+    override_pairs: list[Pair] | None = None,
+) -> RefreshResult:
+    """Train, gate and maybe promote a new adapter version for one person (the Celery task body).
+
+    `override_pairs` replaces the person's Q->A training pairs (used to test the gate with a
+    deliberately harmful adapter); held-out pairs still come from the person's real data.
+    """
+    adapters = AdapterStore(settings)
+    start = time.perf_counter()
+    with adapters.training_lock(person_id) as got:
+        if not got:
+            return RefreshResult("busy", reason="another refresh of this person is running")
+        data = build_person_pairs(person_id, store, settings)
+        previous = adapters.current(person_id)
+        stale = adapters.is_stale(person_id)
+        if not data.pairs:
+            if previous is not None or stale:
+                drop_versions(person_id, settings, [v.version for v in adapters.versions(person_id)])
+                return RefreshResult("dropped", reason="no data left to train on")
+            return RefreshResult("skipped", reason="no data yet")
+        known = set(previous.meta.get("sources", [])) if previous and not stale else set()
+        new_items = len(set(data.sources) - known)
+        if not force and not stale and new_items < settings.adapter_min_new_items:
+            return RefreshResult(
+                "skipped", reason=f"{new_items} new items (< {settings.adapter_min_new_items})"
+            )
+
+        loaded = loaded or training_model(settings)
+        tok = loaded.tokenizer
+        eos_id = tok.eos_token_id
+        system = settings.persona
+        train, heldout = split_heldout(data)
+        if override_pairs is not None:
+            train = override_pairs
+        replay, general = replay_sets()
+        ratio = settings.adapter_replay_ratio
+        n_replay = min(len(replay), int(len(train) * ratio / max(1e-6, 1 - ratio)))
+        mixed = train + random.Random(len(train)).sample(replay, n_replay)
+        init_from = previous.path if previous is not None and not stale else None
+        candidate = train_lora(
+            loaded.model, tok, mixed, system=system, eos_id=eos_id, rank=settings.adapter_rank,
+            epochs=settings.adapter_train_epochs, init_from=init_from, progress=progress,
+        )  # fmt: skip
+        if progress:
+            progress("evaluating", 0, 1)
+        gate = evaluate_gate(
+            candidate, tok, heldout, general, system=system, eos_id=eos_id,
+            tolerance=settings.adapter_ppl_tolerance, reference=previous.path if previous and not stale else None,
+        )  # fmt: skip
+        if gate.passed and not _still_present(person_id, store, data.sources):
+            gate.passed, gate.reason = False, "some training data was forgotten during training"
+        name, tmp = adapters.new_version_dir(person_id)
+        candidate.save_pretrained(tmp)
+        for extra in tmp.glob("README.md"):
+            extra.unlink()
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        meta = {
+            "version": name,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "status": "current" if gate.passed else "rejected",
+            "train_size": len(train),
+            "replay_size": n_replay,
+            "heldout_size": len(heldout),
+            "from_version": previous.version if init_from else None,
+            "scores": gate.as_dict(),
+            "sources": data.sources,  # ids only, never text
+            "seconds": round(seconds, 1),
+            "peak_rss_mb": round(peak),
+        }
+        adapters.commit_version(person_id, name, tmp, meta)
+        if gate.passed:
+            adapters.set_current(person_id, name)
+            if previous is not None:
+                adapters.update_meta(previous, status="previous")
+            person = store.person(person_id)
+            if person is not None:
+                person.adapter_version = name
+                store.save_person(person)
+        log.info(
+            "adapter.refresh",
+            status=meta["status"],
+            version=name,
+            seconds=round(seconds, 1),
+            reason=gate.reason,
+        )
+        return RefreshResult(
+            "promoted" if gate.passed else "rejected",
+            name,
+            gate.reason,
+            gate.as_dict(),
+            len(train),
+            seconds,
+            peak,
+        )
+
+
+def rollback(person_id: str, settings: Settings, to: str | None = None) -> AdapterVersion | None:
+    """Serve an earlier accepted version again (default: the one before the current)."""
+    adapters = AdapterStore(settings)
+    with adapters.training_lock(person_id, wait=True):
+        versions = [v for v in adapters.versions(person_id) if v.status != "rejected"]
+        current = adapters.current_name(person_id)
+        if to is not None:
+            target = next((v for v in versions if v.version == to), None)
+            if target is None:
+                raise ValueError(
+                    f"No accepted version {to!r} for this person; see `confidante adapter list`."
+                )
+        else:
+            older = [v for v in versions if current is None or v.version < current]
+            older = [v for v in older if v.version != current]
+            if not older:
+                raise ValueError("There is no earlier accepted version to roll back to.")
+            target = older[-1]
+        for v in versions:
+            if v.version == current:
+                adapters.update_meta(v, status="rolled_back")
+        adapters.set_current(person_id, target.version)
+        adapters.update_meta(target, status="current")
+        return target
+
+
+def list_versions(person_id: str, settings: Settings) -> list[dict[str, Any]]:
+    """What `confidante adapter list` shows: version, date, status, train size, gate scores."""
+    adapters = AdapterStore(settings)
+    rows = []
+    for v in adapters.versions(person_id):
+        scores = v.meta.get("scores", {})
+        rows.append(
+            {
+                "version": v.version,
+                "created_at": v.meta.get("created_at", ""),
+                "status": v.status,
+                "train_size": v.meta.get("train_size", 0),
+                "heldout_nll_before": scores.get("heldout_nll_before"),
+                "heldout_nll_after": scores.get("heldout_nll_after"),
+                "general_ppl_change": scores.get("general_ppl_change"),
+                "reason": scores.get("reason", ""),
+                "stale": adapters.is_stale(person_id),
+            }
+        )
+    return rows
+
+
+def drop_versions(person_id: str, settings: Settings, names: Iterable[str]) -> None:
+    import shutil
+
+    adapters = AdapterStore(settings)
+    names = set(names)
+    if adapters.current_name(person_id) in names:
+        adapters.set_current(person_id, None)
+    for v in adapters.versions(person_id):
+        if v.version in names:
+            shutil.rmtree(v.path, ignore_errors=True)
+
+
+def memory_changed(person_id: str, store: Any, settings: Settings) -> list[str]:
+    """Something was forgotten: delete every version trained on data that is gone (the weights
+    hold it), fall back to the base model if the current one was among them, and mark the
+    person for a retrain from scratch. Returns the deleted versions."""
+    adapters = AdapterStore(settings)
+    versions = adapters.versions(person_id)
+    if not versions:
+        return []
+    have = {m.id for m in store.memories_of(person_id, current_only=True)}
+    have |= {t.id for t in store.turns_of(person_id)}
+    gone = [v.version for v in versions if not set(v.meta.get("sources", [])) <= have]
+    if gone:
+        adapters.mark_stale(person_id, "trained on forgotten data")
+        drop_versions(person_id, settings, gone)
+        log.info("adapter.forgotten", dropped=len(gone))
+    return gone
+
+
+def forget_person(person_id: str, settings: Settings) -> None:
+    """The person was erased: every adapter version goes too."""
+    AdapterStore(settings).drop_person(person_id)
