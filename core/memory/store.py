@@ -528,7 +528,15 @@ class Store:
         where = f.eq("person_id", person_id)
         with self._write_lock:
             for name in ("turns", "memories", "identities", "people"):
-                self._tables[name].delete(where)
+                table = self._tables[name]
+                table.delete(where)
+                # A scalar index keeps deleted values until rebuilt, and the latest transaction
+                # records the delete's predicate (the person id): rebuild, then commit a no-op
+                # so that purge_history can drop the transaction that names the person.
+                for index in table.list_indices():
+                    if list(index.columns) == ["person_id"]:
+                        table.create_scalar_index("person_id", index_type="BTREE", replace=True)
+                table.delete("false")
             self._people.pop(person_id, None)
             for key, pid in list(self._identities.items()):
                 if pid == person_id:
