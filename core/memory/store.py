@@ -549,8 +549,15 @@ class Store:
             # Removing every old version is the point here; a reader on an old version retries.
             warnings.simplefilter("ignore", UserWarning)
             for name, table in self._tables.items():
+                self._rebuild_text_index(name)
                 table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
                 log.debug("table purged", table=name, version=table.version)
+
+    def _rebuild_text_index(self, name: str) -> None:
+        """The inverted index keeps the words of deleted rows until it is rebuilt."""
+        table = self._tables[name]
+        if any(idx.name == "text_idx" for idx in table.list_indices()):
+            table.create_fts_index("text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True)
 
     def ensure_indexes(self) -> None:
         """Create the indexes recall needs, and fold rows added since into them.
