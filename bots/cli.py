@@ -49,9 +49,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _assistant(settings: Settings, *, jobs=None):
-    from core.llm.model import ModelLoadError
-
     from core.assistant import build_assistant
+    from core.llm.model import ModelLoadError
 
     try:
         return build_assistant(settings, jobs=jobs)

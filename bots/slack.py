@@ -124,7 +124,7 @@ class SlackBot:
         )
         self.endpoints = Endpoints()
         self._seen = SeenEvents()
-        self._threads = ThreadMemory()
+        self._threads = ThreadMemory(path=settings.data_dir / "slack" / "threads.tsv")
         self._tasks: set[asyncio.Task[None]] = set()
         self._reported: set[tuple[str, str]] = set()
         self._runner: web.AppRunner | None = None
@@ -454,6 +454,15 @@ class SlackBot:
                 ) from err
             log.info("slack.authorized", team=auth.get("team_id"), bot_user=auth.get("user_id"))
         if self.socket_mode:
+            app_token = self.settings.slack_app_token.get_secret_value()  # type: ignore[union-attr]
+            try:  # the SDK's connect() retries forever, also on a token Slack will never accept
+                await self.app.client.apps_connections_open(app_token=app_token)
+            except SlackApiError as err:
+                code = str(err.response.get("error"))
+                raise SlackSetupError(
+                    f"Slack rejected SLACK_APP_TOKEN ({code}): generate an app-level token (xapp-…) "
+                    "with the connections:write scope under Basic Information > App-Level Tokens"
+                ) from err
             self._socket = AsyncSocketModeHandler(
                 self.app,
                 app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]

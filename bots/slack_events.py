@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bots.slack_render import slack_to_plain
@@ -102,20 +103,34 @@ class SeenEvents:
 class ThreadMemory:
     """Threads the assistant takes part in (it was mentioned or it replied there), per channel.
 
-    Kept in memory, bounded; after a restart a thread the bot started is still recognised via
-    the event's `parent_user_id`, and a new mention re-enters any other thread.
+    Bounded, and kept in a small file in the data dir when given one, so that after a restart
+    replies in those threads still reach the assistant without a new mention.
     """
 
-    def __init__(self, max_size: int = 20_000) -> None:
+    def __init__(self, max_size: int = 20_000, path: Path | None = None) -> None:
         self._max = max_size
+        self._path = path
         self._threads: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        if path is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines()[-max_size:]:
+                parts = line.split("\t")
+                if len(parts) == 3:
+                    self._threads[(parts[0], parts[1], parts[2])] = None
 
     def add(self, team: str, channel: str, thread_ts: str) -> None:
         key = (team, channel, thread_ts)
+        if key in self._threads:
+            self._threads.move_to_end(key)
+            return
         self._threads[key] = None
-        self._threads.move_to_end(key)
         while len(self._threads) > self._max:
             self._threads.popitem(last=False)
+        if self._path is not None and not any("\t" in k or "\n" in k for k in key):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("a", encoding="utf-8") as f:
+                f.write("\t".join(key) + "\n")
+            if self._path.stat().st_size > self._max * 80:  # compact: keep what is in memory
+                self._path.write_text("".join("\t".join(k) + "\n" for k in self._threads), encoding="utf-8")
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:
         return key in self._threads

@@ -11,7 +11,8 @@ import asyncio
 import re
 import secrets
 from collections import OrderedDict
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -296,7 +297,7 @@ class TelegramChannel:
         else:
             await self._guard(chat_id, work())
 
-    async def _guard(self, chat_id: int, work: Any) -> None:
+    async def _guard(self, chat_id: int, work: Awaitable[None]) -> None:
         """Run a send; a 403 marks the chat inactive (logged once) instead of failing again and again."""
         try:
             await work

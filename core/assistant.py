@@ -316,6 +316,8 @@ class Assistant:
             self.store.edit_turn, msg.platform, msg.chat_id, msg.message_id, text
         )
         if changed:
+            # People edit to take something back: the old text must leave the disk as well.
+            await asyncio.to_thread(self.store.purge_history)
             for turns in self._recent.values():
                 for turn in turns:
                     if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (
@@ -379,7 +381,7 @@ def invalid_ids(msg: Incoming) -> str | None:
         "chat_id": msg.chat_id,
         "sender_id": msg.sender_id,
         "message_id": msg.message_id,
-        "thread_id": msg.thread_id if msg.thread_id is not None else "-",
+        "thread_id": msg.thread_id or "-",  # no thread (None or "") is fine
     }
     for name, value in fields.items():
         if not isinstance(value, str) or not value:

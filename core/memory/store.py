@@ -95,6 +95,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_KEY_COLUMN = {"people": "person_id", "identities": "key", "chats": "key", "turns": "id", "memories": "id"}
 _TURN_COLUMNS = [n for n in SCHEMAS["turns"].names if n != "vector"]
 _MEMORY_COLUMNS = [n for n in SCHEMAS["memories"].names if n != "vector"]
 
@@ -413,7 +414,9 @@ class Store:
             return False
         [vector] = self.embed([text])
         with self._write_lock:
+            fragments = self._fragments_of("turns", where)
             self._tables["turns"].update(where=where, values={"text": text, "vector": vector})
+            self._rewrite_fragments("turns", fragments)  # the old text leaves with the old file
         return True
 
     def turns_by_message(self, platform: str, chat_id: str, message_id: str) -> list[Turn]:
@@ -425,7 +428,7 @@ class Store:
         ids = list(ids)
         if ids:
             with self._write_lock:
-                self._tables["turns"].delete(f.is_in("id", ids))
+                self._delete("turns", f.is_in("id", ids))
 
     def reassign_person(self, old: str, new: str) -> None:
         """Move every row of `old` to `new` (account linking), scopes untouched."""
@@ -486,7 +489,7 @@ class Store:
         ids = list(ids)
         if ids:
             with self._write_lock:
-                self._tables["memories"].delete(f.is_in("id", ids))
+                self._delete("memories", f.is_in("id", ids))
 
     # -- search -------------------------------------------------------------------------------
 
@@ -530,7 +533,7 @@ class Store:
         with self._write_lock:
             for name in ("turns", "memories", "identities", "people"):
                 table = self._tables[name]
-                table.delete(where)
+                self._delete(name, where)
                 # A scalar index keeps deleted values until rebuilt, and the latest transaction
                 # records the delete's predicate (the person id): rebuild, then commit a no-op
                 # so that purge_history can drop the transaction that names the person.
@@ -543,6 +546,39 @@ class Store:
                 if pid == person_id:
                     del self._identities[key]
         self.purge_history()
+
+    def _fragments_of(self, name: str, where: str) -> set[int]:
+        """The data files (fragments) holding rows that match `where`: a row id is the row's
+        address, fragment << 32 | offset (with stable row ids the range below covers more
+        than needed, which is slower but still right)."""
+        rows = (
+            self._tables[name]
+            .search()
+            .where(where)
+            .with_row_id(True)
+            .select([_KEY_COLUMN[name]])
+            .limit(10_000_000)
+            .to_list()
+        )
+        return {int(r["_rowid"]) >> 32 for r in rows}
+
+    def _rewrite_fragments(self, name: str, fragments: set[int]) -> None:
+        """A delete only marks rows deleted; their bytes stay in the fragment's file until it is
+        rewritten, and compaction rewrites a fragment only when 10% of it is deleted. Rewriting
+        the surviving rows (an update that changes nothing) leaves the old file fully deleted,
+        so `purge_history` drops it, and the deleted text with it."""
+        key = _KEY_COLUMN[name]
+        table = self._tables[name]
+        for fragment in sorted(fragments):
+            where = f"_rowid >= {fragment << 32} AND _rowid < {(fragment + 1) << 32}"
+            if table.count_rows(where):
+                table.update(where=where, values_sql={key: key})
+
+    def _delete(self, name: str, where: str) -> None:
+        """Delete rows so that a purge removes their bytes from disk (see _rewrite_fragments)."""
+        fragments = self._fragments_of(name, where)
+        self._tables[name].delete(where)
+        self._rewrite_fragments(name, fragments)
 
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""

@@ -23,7 +23,7 @@ def confidante(args: list[str], env: dict[str, str], stdin: str = "") -> str:
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=240,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

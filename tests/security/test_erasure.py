@@ -109,7 +109,7 @@ async def test_forget_one_item_and_redaction_reach_the_disk(assistant: Assistant
     assert files_containing(root, "KEEP-1618")
 
 
-async def test_edits_only_by_the_author(assistant: Assistant) -> None:
+async def test_edits_only_by_the_author_and_old_text_leaves_the_disk(assistant: Assistant, settings) -> None:
     a = assistant
     await say(a, group("alice's original words", "alice", chat_id="-100", message_id="g-77"))
     forged = group(
@@ -122,3 +122,47 @@ async def test_edits_only_by_the_author(assistant: Assistant) -> None:
     await a.handle(own)
     stored = a.store.turns_by_message("telegram", "-100", "g-77")
     assert [t.text for t in stored if t.role == "user"] == ["alice's corrected words"]
+    assert files_containing(settings.data_dir, "alice's original words") == [], "edited-away text on disk"
+
+
+def _bulk(person: str, n: int, tag: str) -> list:
+    from core.memory.records import Turn
+
+    turns = []
+    for i in range(n):
+        t = Turn(person, "telegram", f"dm-{person}", f"{tag}{i}", "user", f"{person} says ordinary thing {i}")
+        t.vector = [1.0] + [0.0] * 383
+        turns.append(t)
+    return turns
+
+
+def test_small_deletions_in_a_compacted_table_leave_the_disk(store) -> None:
+    """Compaction rewrites a data file only when 10% of it is deleted: one person among many
+    (or one message among thousands) must still leave the disk."""
+    from core.memory.records import Turn
+
+    store.add_turns(_bulk("bob", 300, "b"))
+    secret = Turn("alice", "telegram", "dm-alice", "a1", "user", "alice's word SMALLDEL-MARMOT")
+    edited = Turn("carol", "telegram", "dm-carol", "c1", "user", "carol first said SMALLDEL-EDITED")
+    single = Turn("bob", "telegram", "dm-bob", "b-x", "user", "bob's one regret SMALLDEL-SINGLE")
+    for t in (secret, edited, single):
+        t.vector = [0.0, 1.0] + [0.0] * 382
+    store.add_turns([secret, edited, single])
+    store.save_memories(
+        [Memory("alice", "fact", "Alice word SMALLDEL-MEMORY", "am", vector=[1.0] + [0.0] * 383)]
+    )
+    store.ensure_indexes()  # compacts everything into a few large files and builds text indexes
+    store.purge_history()
+    root = Path(store.uri)
+    for marker in ("SMALLDEL-MARMOT", "SMALLDEL-EDITED", "SMALLDEL-SINGLE", "SMALLDEL-MEMORY"):
+        assert files_containing(root, marker), f"precondition: {marker} on disk"
+    store.forget_person("alice")
+    store.delete_turns([single.id])
+    store.edit_turn("telegram", "dm-carol", "c1", "carol now says something else")
+    store.purge_history()
+    for marker in ("SMALLDEL-MARMOT", "SMALLDEL-EDITED", "SMALLDEL-SINGLE", "SMALLDEL-MEMORY"):
+        assert files_containing(root, marker) == [], f"{marker} is still on disk"
+    # Everyone else's rows are intact and still searchable by text and by vector.
+    assert len(store.turns_of("bob")) == 300
+    assert store.search_text("turns", "bob", "ordinary thing", visibilities=["private"], k=5)
+    assert store.search_vector("turns", "bob", [1.0] + [0.0] * 383, visibilities=["private"], k=5)

@@ -76,8 +76,6 @@ async def _seed(a: Assistant) -> None:
     await say(a, group("I may leave the company, IBIS-G2", "alice", chat_id=G2))
     alice = a.store.person(a.store.person_for("telegram", "alice"))
     bob = a.store.person_for("telegram", "bob")
-    alice.profile = "Alice is recovering from burnout (PROFILE-LYNX)."
-    a.store.save_person(alice)
     a.store.save_memories(
         [
             Memory(alice.person_id, "fact", "Alice's salary is 93k SALARY-ZEBRA", "a1"),
@@ -120,6 +118,10 @@ async def _seed(a: Assistant) -> None:
     )
     a.store.save_memories([old, gone])
     a.forget([], ["a5"], {alice.person_id})
+    # The profile is set last: forgetting rebuilds a profile from the private memories.
+    alice = a.store.person(alice.person_id)
+    alice.profile = "Alice is recovering from burnout (PROFILE-LYNX)."
+    a.store.save_person(alice)
 
 
 def _prompt(engine: RecordingEngine) -> str:
@@ -155,9 +157,11 @@ async def test_group_corpus_never_reaches_private_memory(
     assert len(CORPUS) >= 20
     for i, text in enumerate(CORPUS):
         await _attack(a, engine, "bob", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN + ["ROADMAP-OK"])
-        await _attack(a, engine, "alice", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN)
-        _count("corpus attempts", 2)
-        if i % 3 == 0:  # a newcomer, a spoofed display name, and another group, on a third each
+        _count("corpus attempts")
+        if i % 2 == 0:  # the owner of the private data herself, on every other attempt
+            await _attack(a, engine, "alice", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN)
+            _count("corpus attempts")
+        if i % 4 == 0:  # a newcomer, a spoofed display name, and another group, on a quarter
             await _attack(a, engine, "carol", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN + ["ROADMAP-OK"])
             await _attack(a, engine, "bob", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN, sender_name="alice")
             g2 = ALICE_PRIVATE + ["ROADMAP-OK", "BOB-HERON", "OLD-MOTH"]
@@ -177,12 +181,12 @@ async def test_share_here_opens_only_the_sharers_own_profile_and_revokes(
     prompt = await _attack(a, engine, "alice", "what is my salary?", ALWAYS_FORBIDDEN)
     assert "PROFILE-LYNX" in prompt and "SALARY-ZEBRA" in prompt, "sharing should open her own profile here"
     not_in_g2 = ALICE_PRIVATE + ["ROADMAP-OK", "BOB-HERON", "OLD-MOTH", "FORGOTTEN-NEWT"]
-    for text in CORPUS[::3]:
+    for text in CORPUS[::4]:
         await _attack(a, engine, "bob", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN + ["ROADMAP-OK"])
         await _attack(a, engine, "alice", text, not_in_g2, chat=G2)  # sharing one group opens no other
         _count("corpus attempts after /share", 2)
     await say(a, group("/share off", "alice", chat_id=G1))
-    for text in CORPUS[::3]:
+    for text in CORPUS[::4]:
         await _attack(a, engine, "alice", text, ALICE_PRIVATE + ALWAYS_FORBIDDEN)
         _count("corpus attempts after /share off")
 

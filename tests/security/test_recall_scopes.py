@@ -130,7 +130,7 @@ def shared_store(tmp_path_factory, embedder) -> Store:
     return Store(tmp_path_factory.mktemp("recall") / "lancedb", embedder)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(spec=world_spec)
 def test_recall_never_returns_a_forbidden_item(shared_store: Store, spec: dict) -> None:
     people, groups, items, vectors = _build(shared_store, spec)

@@ -169,3 +169,26 @@ def test_home_view_has_a_forget_button_per_item_and_escapes_text():
 def test_home_view_is_capped_at_slacks_block_limit():
     text = "\n".join(f"{i}. item {i}" for i in range(1, 300))
     assert len(home_view(text)["blocks"]) <= 100
+
+
+def test_threads_the_bot_is_in_survive_a_restart(tmp_path):
+    path = tmp_path / "slack" / "threads.tsv"
+    first = ThreadMemory(path=path)
+    first.add("T1", "C1", "5.1")
+    first.add("T1", "C1", "5.1")
+    again = ThreadMemory(path=path)
+    assert ("T1", "C1", "5.1") in again and ("T1", "C1", "5.2") not in again
+    ev = {
+        "type": "message",
+        "channel": "C1",
+        "user": "U1",
+        "text": "more",
+        "ts": "5.3",
+        "thread_ts": "5.1",
+        "channel_type": "channel",
+    }
+    assert to_incoming(body(ev), ev, bot_user_id=BOT, threads=again).addressed
+    small = ThreadMemory(max_size=2, path=tmp_path / "small.tsv")
+    for i in range(10):
+        small.add("T", "C", str(i))
+    assert ("T", "C", "0") not in small and ("T", "C", "9") in small

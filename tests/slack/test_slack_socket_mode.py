@@ -8,7 +8,7 @@ import time
 import aiohttp
 import pytest
 
-from bots.slack import SlackBot
+from bots.slack import SlackBot, SlackSetupError
 from tests.slack.slack_support import (
     APP_TOKEN,
     TEAM,
@@ -34,8 +34,8 @@ async def socket_bot(tmp_path, fake_slack):
 async def test_socket_mode_connects_without_http_and_acks_events_by_envelope(socket_bot, fake_slack):
     bot, assistant = socket_bot
     assert bot.endpoints.http_url is None  # no public URL needed
-    (opened,) = fake_slack.calls_to("apps.connections.open")
-    assert opened.token == APP_TOKEN
+    opened = fake_slack.calls_to("apps.connections.open")
+    assert opened and all(c.token == APP_TOKEN for c in opened)
     sent_at = time.monotonic()
     envelope = await fake_slack.send_envelope(event_body(dm_event("over the socket"), event_id="EvS1"))
     await fake_slack.wait_for(lambda: envelope in fake_slack.acks)
@@ -132,3 +132,11 @@ async def test_run_slack_serves_until_cancelled_then_closes_the_socket(tmp_path,
     with pytest.raises(asyncio.CancelledError):
         await task
     await fake_slack.wait_for(lambda: not fake_slack._sockets, timeout=10)
+
+
+async def test_a_rejected_app_token_is_a_setup_error_that_says_what_to_do(tmp_path, fake_slack):
+    settings = slack_settings(tmp_path, fake_slack, slack_app_token="xapp-wrong", slack_signing_secret=None)
+    bot = SlackBot(ScriptedAssistant(), settings)
+    with pytest.raises(SlackSetupError, match="connections:write"):
+        await bot.start()
+    await bot.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import BOT, FakeBotAPI, group_chat, message, private_chat, user
 from tests.telegram.scripted import ScriptedAssistant
@@ -128,3 +130,22 @@ async def test_same_update_twice_is_handled_once(fake_api: FakeBotAPI, tmp_path)
         await fake_api.wait_for(lambda: len(fake_api.bot_messages(11)) == 2)
         assert 5555 in channel.seen
     assert [m.text for m in assistant.received] == ["once please", "second"]
+
+
+async def test_run_telegram_serves_until_cancelled_then_stops_cleanly(fake_api: FakeBotAPI, tmp_path):
+    import asyncio
+
+    from bots.telegram import run_telegram
+
+    assistant = ScriptedAssistant()
+    ada = user(11, "Ada")
+    task = asyncio.create_task(run_telegram(assistant, telegram_settings(fake_api, tmp_path)))
+    await fake_api.wait_for(lambda: fake_api.of("getUpdates"))
+    await fake_api.push({"message": message(private_chat(ada), ada, "still there?")})
+    await fake_api.wait_for(lambda: fake_api.bot_messages(11))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    polls = len(fake_api.of("getUpdates"))
+    await asyncio.sleep(1.5)
+    assert len(fake_api.of("getUpdates")) == polls, "polling stopped with the task"
