@@ -261,11 +261,13 @@ def import_(
 
     settings = get_settings()
     configure_logging(settings)
-    jobs = _jobs(settings, start_worker=False)  # the work waits for `confidante run`'s worker
-    try:
-        run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=jobs)
-    finally:
-        _close(jobs)  # queues the imported history's consolidation
+    imported_for = run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility)
+    if imported_for:
+        jobs = _jobs(settings, start_worker=False)  # the work waits for `confidante run`'s worker
+        try:
+            jobs.after_turn(imported_for)  # consolidation runs over the imported history too
+        finally:
+            _close(jobs)
 
 
 @memory_app.command("list")

@@ -15,7 +15,8 @@ err = Console(stderr=True)
 SHOW_BAD = 20
 
 
-def run_import(store, file: Path, person: str, *, me, fmt, visibility: str, jobs) -> None:
+def run_import(store, file: Path, person: str, *, me, fmt, visibility: str) -> str | None:
+    """Import with a progress bar; returns the person id when anything new was stored."""
     if fmt is not None and fmt not in FORMATS:
         err.print(f"[red]Unknown format {fmt!r}.[/red] Use one of: {', '.join(FORMATS)}.")
         raise typer.Exit(2)
@@ -50,5 +51,4 @@ def run_import(store, file: Path, person: str, *, me, fmt, visibility: str, jobs
         f"{report.already_there:,} already there, {report.skipped_empty:,} without text, "
         f"{len(report.bad):,} bad; {report.seconds:.1f} s ({rate:,.0f} messages/s)"
     )
-    if report.imported:
-        jobs.after_turn(person_id)  # consolidation runs over the imported history too
+    return person_id if report.imported else None

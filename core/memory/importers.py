@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 Format = Literal["telegram", "slack", "matrix", "jsonl"]
 FORMATS: tuple[Format, ...] = ("telegram", "slack", "matrix", "jsonl")
 PLATFORM: dict[str, str] = {"telegram": "telegram", "slack": "slack", "matrix": "matrix", "jsonl": "import"}
-BATCH = 512
+BATCH = 2048  # messages per embedding call and per table append
 PEEK_MESSAGES = 20_000  # how far we look for `--me` before refusing to guess
 
 Progress = Callable[[int, int], None]  # (done, total) in the reader's own unit (bytes or files)
@@ -520,8 +520,6 @@ def _flush(store: Store, batch: Iterable[Turn], report: ImportReport) -> None:
     turns = list({t.id: t for t in batch}.values())
     if not turns:
         return
-    existing = store.existing_turn_ids(t.id for t in turns)
-    new = [t for t in turns if t.id not in existing]
-    report.already_there += len(turns) - len(new)
-    if new:
-        report.imported += store.add_turns(new)
+    added = store.append_new_turns(turns)
+    report.imported += added
+    report.already_there += len(turns) - added

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 import structlog
 
@@ -590,8 +591,17 @@ class Store:
             # Removing every old version is the point here; a reader on an old version retries.
             warnings.simplefilter("ignore", UserWarning)
             for name, table in self._tables.items():
+                self._rebuild_text_index(name)
                 table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
                 log.debug("table purged", table=name, version=table.version)
+
+    def _rebuild_text_index(self, name: str) -> None:
+        """The inverted index keeps the words of deleted rows until it is rebuilt."""
+        table = self._tables[name]
+        if any(idx.name == "text_idx" for idx in table.list_indices()):
+            table.create_fts_index(
+                "text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True
+            )
 
     def ensure_indexes(self) -> None:
         """Create the indexes recall needs, and fold rows added since into them.
@@ -744,6 +754,31 @@ class Store:
             else:
                 return False
         return True
+
+    def append_new_turns(self, turns: Sequence[Turn]) -> int:
+        """Bulk insert for imports: embed and append only turns whose id is not stored yet.
+
+        The check and the append happen under the write lock, so within this process a turn is
+        never stored twice; a plain append is much cheaper than a merge on a growing table.
+        """
+        unique = list({t.id: t for t in turns}.values())
+        if not unique:
+            return 0
+        with self._write_lock:
+            existing = self.existing_turn_ids(t.id for t in unique)
+            new = [t for t in unique if t.id not in existing]
+            if not new:
+                return 0
+            if any(t.vector is None for t in new):
+                vectors = np.asarray(self.embedder.embed([t.text for t in new]), dtype=np.float32)
+            else:
+                vectors = np.asarray([t.vector for t in new], dtype=np.float32)
+            columns = {c: [getattr(t, c) for t in new] for c in _TURN_COLUMNS}
+            columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)
+            self._tables["turns"].add(pa.table(columns, schema=SCHEMAS["turns"]))
+            for person_id in {t.person_id for t in new}:
+                self._row_counts.pop(("turns", person_id), None)
+        return len(new)
 
     def existing_turn_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these turn ids are stored already (an import skips embedding them)."""

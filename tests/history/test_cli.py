@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from bots.cli import app
@@ -18,7 +20,12 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONFIDANTE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CONFIDANTE_CONFIG", str(tmp_path / "none.toml"))
     get_settings.cache_clear()
+    # the command points logging at the runner's stderr, which closes after each invoke
+    saved_structlog = structlog.get_config()
+    saved_handlers = list(logging.getLogger().handlers)
     yield CliRunner()
+    structlog.configure(**saved_structlog)
+    logging.getLogger().handlers[:] = saved_handlers
     get_settings.cache_clear()
 
 
