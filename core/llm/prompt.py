@@ -40,7 +40,9 @@ def known_lines(parts: PromptParts) -> list[str]:
     """What is known, one line each, dated; the order is the recall order (best first)."""
     lines = [f"- {parts.profile}"] if parts.profile else []
     for item in parts.recalled:
-        if item.kind == "turn":
+        if item.kind == "turn" and item.role == "contact":  # imported: "Name: what they said"
+            lines.append(f"- On {_date(item)}, {item.text}")
+        elif item.kind == "turn":
             lines.append(f"- On {_date(item)} I said: {item.text}")
         else:
             lines.append(f"- ({item.kind}, since {_date(item)}) {item.text}")
