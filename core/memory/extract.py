@@ -224,6 +224,11 @@ def _name(m: re.Match[str]):
     return ("fact", f"Is called {v}", "name", _key(v), "set")
 
 
+def _training(m: re.Match[str]):
+    v = _clip(m.group("v"), 5)
+    return ("project", f"Is training for {v}", "training", _key(v), "set") if _usable(v) else None
+
+
 def _diet(m: re.Match[str]):
     v = normalize(m.group("v"))
     return ("preference", f"Is {v}", "diet", v, "set")
@@ -325,6 +330,7 @@ RULES: list[_Rule] = [
         ),
         _diet,
     ),
+    _Rule(_rx(r"\bi(?:'m| am) (?:currently |now |still )?(?:training|preparing) for (?P<v>.+)"), _training),
     _Rule(_rx(r"\bi(?:'m| am) (?:severely |very )?allergic to (?P<v>.+)"), _allergy),
     _Rule(
         _rx(

@@ -28,6 +28,8 @@ from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
 from core.memory.store import Hit, Store
 from core.memory.when import When, around_anchor, asks_for_now, parse_when, without
 
+# A memory absorbs a source turn unless the turn matches the query clearly better (cosine).
+FOLD_MARGIN = 0.15
 # A question the person asked tells little about them; what they stated does.
 QUESTION_WEIGHT = 0.5
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
@@ -118,7 +120,9 @@ class Recall:
             when = self._resolve_anchor(person.person_id, when, scopes)
         text = without(query_text, when.phrase) if (query_text and when) else query_text
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
-        candidates = self._fold_sources(self._fuse(searches, exclude_ids))
+        candidates = self._fold_sources(
+            self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
+        )
         if not candidates:
             return []
         if when is not None:
@@ -206,15 +210,21 @@ class Recall:
         return fused
 
     @staticmethod
-    def _fold_sources(candidates: dict[str, _Candidate]) -> dict[str, _Candidate]:
+    def _fold_sources(candidates: dict[str, _Candidate], query: np.ndarray) -> dict[str, _Candidate]:
         """A memory stands for the turns it was built from: their evidence counts for the memory
-        and they are not listed again beside it."""
+        and they are not listed again beside it. Only where the memory matched at least as well
+        as the turn: a memory built from one part of a turn ("Is called Dana") must not hide the
+        part the question is about ("...training for the Berlin marathon")."""
+
+        def closeness(c: _Candidate) -> float:
+            return float(c.vector @ query) if c.vector is not None else 0.0
+
         for c in list(candidates.values()):
             if isinstance(c.item, Memory):
                 for source in c.item.source_turn_ids:
-                    turn = candidates.pop(source, None)
-                    if turn is not None:
-                        c.score += turn.score
+                    turn = candidates.get(source)
+                    if turn is not None and closeness(c) >= closeness(turn) - FOLD_MARGIN:
+                        c.score += candidates.pop(source).score
         return candidates
 
     @staticmethod

@@ -176,7 +176,7 @@ class Homeserver:
         self._stderr = open(self.workdir / "stderr.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._stderr, stderr=self._stderr)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 240.0) -> None:
         if self.proc is None:
             self.launch()
         assert self.proc is not None
@@ -196,7 +196,7 @@ class Homeserver:
         self.stop()
         raise RuntimeError(f"Synapse did not answer within {timeout:.0f}s; see {self.workdir}/homeserver.log")
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 240.0) -> None:
         self.launch()
         self.wait_ready(timeout)
 

@@ -41,7 +41,11 @@ def env(tmp_path: Path, bundled_models_dir: Path) -> dict[str, str]:
 
 
 def test_second_session_remembers_the_first(env: dict[str, str], tmp_path: Path) -> None:
-    confidante(["chat", "--person", "dana"], env, "My name is Dana and I am training for the Berlin marathon.\n/exit\n")
+    confidante(
+        ["chat", "--person", "dana"],
+        env,
+        "My name is Dana and I am training for the Berlin marathon.\n/exit\n",
+    )
     answer = confidante(["chat", "--person", "dana"], env, "What am I training for?\n/exit\n")
     assert "marathon" in answer.lower()
 

@@ -197,3 +197,20 @@ async def test_reopened_chat_is_answered_again(assistant: Assistant) -> None:
     await assistant.chat_closed("matrix", "!g")
     await assistant.chat_opened("matrix", "!g")
     assert await say(assistant, group("hello bot", "alice", chat_id="!g", platform="matrix")) is not None
+
+
+async def test_memory_from_another_part_of_a_turn_does_not_hide_it(assistant: Assistant) -> None:
+    from core.memory.recall import ChatContext
+    from core.memory.records import Memory
+
+    await say(assistant, dm("My name is Dana and I am reading about volcanoes."))
+    [turn] = [t for t in assistant.store.turns_of("dana") if t.role == "user"]
+    assistant.store.save_memories([Memory("dana", "fact", "Is called Dana", "m-name", [turn.id])])
+    [vector] = assistant.store.embed(["what am I reading about"])
+    items = assistant.recall.recall(
+        assistant.store.person("dana"),
+        ChatContext("console", "dana", "direct"),
+        vector,
+        query_text="what am I reading about",
+    )
+    assert any("volcanoes" in i.text for i in items), [(i.text, i.score) for i in items]
