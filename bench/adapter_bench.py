@@ -49,7 +49,12 @@ def make_adapters(model, folder: Path, count: int, rank: int = 8) -> list[Path]:
 
     paths = []
     base = plain_copy(model).float()
-    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        init_lora_weights=False,
+    )
     peft_model = get_peft_model(base, cfg)
     for i in range(count):
         torch.manual_seed(1000 + i)
@@ -64,7 +69,18 @@ def make_adapters(model, folder: Path, count: int, rank: int = 8) -> list[Path]:
 
 
 def prompts(engine, people: int, tokens: int) -> list[list[dict]]:
-    topics = ["running", "gardening", "chess", "baking", "sailing", "painting", "cycling", "jazz", "hiking", "coding"]
+    topics = [
+        "running",
+        "gardening",
+        "chess",
+        "baking",
+        "sailing",
+        "painting",
+        "cycling",
+        "jazz",
+        "hiking",
+        "coding",
+    ]
     out = []
     for i in range(people):
         text = f"Let me tell you about my week of {topics[i % len(topics)]}. "
@@ -87,7 +103,9 @@ async def one(engine, messages, adapter, new_tokens) -> tuple[float, int]:
 async def run_concurrent(engine, chats, adapters, new_tokens) -> tuple[float, float, float]:
     before = engine.stats.tokens
     start = time.perf_counter()
-    results = await asyncio.gather(*[one(engine, c, a, new_tokens) for c, a in zip(chats, adapters, strict=True)])
+    results = await asyncio.gather(
+        *[one(engine, c, a, new_tokens) for c, a in zip(chats, adapters, strict=True)]
+    )
     elapsed = time.perf_counter() - start
     return (engine.stats.tokens - before) / elapsed, p95([r[0] for r in results]), elapsed
 
@@ -120,7 +138,13 @@ def peft_batch(loaded, paths, chats, new_tokens, device) -> tuple[float, float]:
     names = [f"p{i}" for i in range(len(chats))]
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(**batch, adapter_names=names, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        out = model.generate(
+            **batch,
+            adapter_names=names,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+        )
     elapsed = time.perf_counter() - start
     produced = (out.shape[1] - batch["input_ids"].shape[1]) * len(chats)
     return produced / elapsed, elapsed
@@ -140,7 +164,14 @@ def serving(args, settings) -> None:
         cfg = AutoConfig.from_pretrained(loaded.source)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(cfg).to(loaded.dtype).to(loaded.device).eval()
-        loaded = LoadedModel(model, loaded.tokenizer, "random SmolLM2-shaped", frozenset(), loaded.context_length, loaded.device)
+        loaded = LoadedModel(
+            model,
+            loaded.tokenizer,
+            "random SmolLM2-shaped",
+            frozenset(),
+            loaded.context_length,
+            loaded.device,
+        )
     else:
         loaded = load_model(settings)
         loaded.eos_token_ids = frozenset()  # every reply runs its full length: equal work per mode
@@ -176,7 +207,14 @@ def serving(args, settings) -> None:
         rate, elapsed = peft_batch(loaded, paths, chats, args.new_tokens, loaded.device)
         rows.append(("PEFT generate(adapter_names=...) batch", (rate, float("nan"), elapsed)))
     for name, (rate, ttft, elapsed) in rows:
-        table.add_row(name, f"{rate:.1f}", f"{ttft:.2f}", f"{elapsed:.1f}", f"{rate / sequential[0]:.2f}x", f"{rate / ceiling[0]:.2f}")
+        table.add_row(
+            name,
+            f"{rate:.1f}",
+            f"{ttft:.2f}",
+            f"{elapsed:.1f}",
+            f"{rate / sequential[0]:.2f}x",
+            f"{rate / ceiling[0]:.2f}",
+        )
     console.print(table)
 
     # loading and swapping
@@ -203,10 +241,20 @@ def serving(args, settings) -> None:
     engine.close()
     disk = sum(f.stat().st_size for f in paths[0].iterdir())
     module = next(iter(reg._modules.values()))
-    slot_bytes = sum(m.lora_a[0].numel() * m.lora_a.element_size() + m.lora_b[0].numel() * m.lora_b.element_size() for m in reg._modules.values())
+    slot_bytes = sum(
+        m.lora_a[0].numel() * m.lora_a.element_size() + m.lora_b[0].numel() * m.lora_b.element_size()
+        for m in reg._modules.values()
+    )
     del module
     t2 = Table(title="Adapters: loading and size (rank 8, q/k/v/o)")
-    for col in ("adapter load p50 ms", "first token, adapter not loaded s", "first token, adapter resident s", "swap cost ms", "bytes on disk", "bytes per serving slot"):
+    for col in (
+        "adapter load p50 ms",
+        "first token, adapter not loaded s",
+        "first token, adapter resident s",
+        "swap cost ms",
+        "bytes on disk",
+        "bytes per serving slot",
+    ):
         t2.add_column(col, justify="right")
     t2.add_row(
         f"{statistics.median(loads) * 1000:.1f}",
@@ -253,13 +301,25 @@ print(json.dumps({"pairs": len(train), "replay": len(mixed) - len(train), "train
 
 def training(args) -> None:
     env = {**os.environ, "CONFIDANTE_DATA_DIR": str(args.data_dir), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", _TRAIN, str(args.epochs)], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(args.epochs)], env=env, capture_output=True, text=True
+    )
     if out.returncode != 0:
         console.print(f"[red]training run failed[/]\n{out.stderr[-2000:]}")
         return
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    table = Table(title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), {args.epochs} epochs, fresh process")
-    for col in ("train s", "gate s", "total s (incl. model load)", "peak RSS MB", "held-out NLL before->after", "general ppl change", "gate"):
+    table = Table(
+        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), {args.epochs} epochs, fresh process"
+    )
+    for col in (
+        "train s",
+        "gate s",
+        "total s (incl. model load)",
+        "peak RSS MB",
+        "held-out NLL before->after",
+        "general ppl change",
+        "gate",
+    ):
         table.add_column(col, justify="right")
     g = r["gate"]
     table.add_row(

@@ -29,7 +29,20 @@ from core.memory.records import Person, Turn
 from core.memory.store import Store
 from core.messages import Incoming
 
-WORDS = ["marathon", "coffee", "project", "berlin", "sister", "guitar", "deadline", "garden", "python", "meeting", "dinner", "travel"]
+WORDS = [
+    "marathon",
+    "coffee",
+    "project",
+    "berlin",
+    "sister",
+    "guitar",
+    "deadline",
+    "garden",
+    "python",
+    "meeting",
+    "dinner",
+    "travel",
+]
 
 
 class InstantEngine:

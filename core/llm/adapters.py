@@ -365,6 +365,11 @@ class AdapterRegistry:
         return False
 
     def _load(self, key: tuple[str, str], path: Path) -> int:
+        # slots are always created and written in inference mode, whichever thread loads them
+        with torch.inference_mode():
+            return self._load_inner(key, path)
+
+    def _load_inner(self, key: tuple[str, str], path: Path) -> int:
         start = time.perf_counter()
         config, tensors = read_adapter(path)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
