@@ -283,8 +283,10 @@ for template, _, values in FACTS:
         statement = template.format(v)
         for q in questions_for(statement):
             pairs.append(Pair(q, to_second_person(statement)))
+            pairs.append(Pair("Quick question: " + q[0].lower() + q[1:], to_second_person(statement)))
 random.Random(0).shuffle(pairs)
-train, held = pairs[:200], pairs[200:240]
+n = int(sys.argv[2])
+train, held = pairs[:n], pairs[n : n + 40]
 replay, general = replay_sets()
 mixed = train + random.Random(1).sample(replay, min(len(replay), int(len(train) * settings.adapter_replay_ratio / (1 - settings.adapter_replay_ratio))))
 t1 = time.perf_counter()
@@ -302,7 +304,10 @@ print(json.dumps({"pairs": len(train), "replay": len(mixed) - len(train), "train
 def training(args) -> None:
     env = {**os.environ, "CONFIDANTE_DATA_DIR": str(args.data_dir), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", _TRAIN, str(args.epochs)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", _TRAIN, str(args.epochs), str(args.pairs)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if out.returncode != 0:
         console.print(f"[red]training run failed[/]\n{out.stderr[-2000:]}")
@@ -338,6 +343,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=200, help="personal Q->A pairs to train on")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--random-weights", action="store_true", help="random SmolLM2-shaped weights")
