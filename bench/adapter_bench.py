@@ -191,15 +191,24 @@ def serving(args, settings) -> None:
 
     asyncio.run(warm())
     rows = []
-    ceiling = asyncio.run(run_concurrent(engine, chats, nobody, args.new_tokens))
-    mixed = asyncio.run(run_concurrent(engine, chats, people, args.new_tokens))
-    sequential = asyncio.run(run_sequential(engine, chats, people, args.new_tokens))
+    # interleaved rounds, median of each: on a shared machine the load drifts between runs
+    runs: dict[str, list[tuple[float, float, float]]] = {"ceiling": [], "mixed": [], "sequential": []}
+    for _ in range(args.rounds):
+        runs["ceiling"].append(asyncio.run(run_concurrent(engine, chats, nobody, args.new_tokens)))
+        runs["mixed"].append(asyncio.run(run_concurrent(engine, chats, people, args.new_tokens)))
+        runs["sequential"].append(asyncio.run(run_sequential(engine, chats, people, args.new_tokens)))
+
+    def med(key: str) -> tuple[float, float, float]:
+        return tuple(statistics.median(r[i] for r in runs[key]) for i in range(3))  # type: ignore[return-value]
+
+    ceiling, mixed, sequential = med("ceiling"), med("mixed"), med("sequential")
     rows.append(("batch, adapters off (ceiling)", ceiling))
     rows.append(("batch, 8 different adapters (ours)", mixed))
     rows.append(("one at a time, own adapter each", sequential))
     table = Table(
         title=f"{args.people} people at once, {loaded.name}, {loaded.dtype}, {loaded.device}, "
-        f"{torch.get_num_threads()} threads, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens each"
+        f"{torch.get_num_threads()} threads, {args.prompt_tokens}-token prompts, {args.new_tokens} new tokens each, "
+        f"median of {args.rounds} interleaved rounds"
     )
     for col in ("mode", "aggregate tok/s", "p95 first token s", "wall s", "vs sequential", "vs ceiling"):
         table.add_column(col, justify="right")
@@ -340,6 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
     parser.add_argument("--people", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
