@@ -49,9 +49,8 @@ def configure_logging(settings: Settings) -> None:
 
 
 def _assistant(settings: Settings, *, jobs=None):
-    from core.llm.model import ModelLoadError
-
     from core.assistant import build_assistant
+    from core.llm.model import ModelLoadError
 
     try:
         return build_assistant(settings, jobs=jobs)
@@ -85,8 +84,13 @@ def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talk
 
     settings = get_settings()
     configure_logging(settings)
-    assistant = _assistant(settings, jobs=_jobs(settings))
-    asyncio.run(console_chat(assistant, person or getpass.getuser()))
+    jobs = _jobs(settings)
+    try:
+        assistant = _assistant(settings, jobs=jobs)
+        _attach(jobs, assistant)
+        asyncio.run(console_chat(assistant, person or getpass.getuser()))
+    finally:
+        _close(jobs)
 
 
 @app.command()
@@ -96,8 +100,33 @@ def run() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    assistant = _assistant(settings, jobs=_jobs(settings))
-    asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
+    jobs = _jobs(settings)
+    try:
+        assistant = _assistant(settings, jobs=jobs)
+        _attach(jobs, assistant)
+        asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
+    finally:
+        _close(jobs)
+
+
+@app.command()
+def worker(
+    beat: Annotated[
+        bool, typer.Option(help="Also run the periodic tasks (run it in one worker only)")
+    ] = True,
+    concurrency: Annotated[int, typer.Option(help="Tasks at once (1: one process)")] = 1,
+) -> None:
+    """Run a background worker for CONFIDANTE_BROKER_URL (memory consolidation, upkeep)."""
+    settings = get_settings()
+    if not settings.broker_url:
+        err.print(
+            "[red]CONFIDANTE_BROKER_URL is not set.[/red] `confidante run` starts its own embedded "
+            "worker; set CONFIDANTE_BROKER_URL=redis://host:6379/0 to run workers separately."
+        )
+        raise typer.Exit(2)
+    from workers.worker import run_worker
+
+    run_worker(beat=beat, concurrency=concurrency)
 
 
 def _jobs(settings: Settings):
@@ -111,14 +140,26 @@ def _jobs(settings: Settings):
     return celery_jobs(settings)
 
 
-def _recall_items(store, engine_tokens, person_id: str, query: str, k: int) -> list[dict]:
-    from core.memory.recall import ChatContext, Recall
+def _attach(jobs, assistant) -> None:
+    """Workers write profiles in another process; let the jobs refresh the chat's cache."""
+    attach = getattr(jobs, "attach", None)
+    if attach is not None:
+        attach(assistant.store)
+
+
+def _close(jobs) -> None:
+    close = getattr(jobs, "close", None)
+    if close is not None:
+        close()
+
+
+def _recall_items(recall, store, person_id: str, query: str, k: int, now=None) -> list[dict]:
+    from core.memory.recall import ChatContext
 
     person = store.person(person_id)
-    recall = Recall(store, engine_tokens)
     [vector] = store.embed([query])
     chat = ChatContext("console", person_id, "direct")
-    items = recall.recall(person, chat, vector, k=k, budget_tokens=10_000_000)
+    items = recall.recall(person, chat, vector, k=k, budget_tokens=10_000_000, query_text=query, now=now)
     return [
         {
             "text": i.text,
@@ -138,9 +179,19 @@ def recall(
     query: Annotated[str, typer.Argument(help="The question")] = "",
     k: Annotated[int, typer.Option("--k", help="How many items")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-    queries: Annotated[Path | None, typer.Option("--queries", help="File with one question per line")] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option("--queries", help="File with one question per line; one JSON list per line out"),
+    ] = None,
+    now: Annotated[
+        str | None, typer.Option("--now", help="ISO date that 'last week' counts from (default: now)")
+    ] = None,
 ) -> None:
     """Show what recall would hand the model for a question, with each item's source ids."""
+    from datetime import UTC, datetime
+
+    from core.memory.recall import Recall
+
     settings = get_settings()
     configure_logging(settings)
     store = _store(settings)
@@ -149,14 +200,19 @@ def recall(
     def tokens(text: str) -> int:
         return len(text) // 4 + 1
 
-    questions = [q for q in queries.read_text().splitlines()] if queries else [query]
+    at = None
+    if now:
+        at = datetime.fromisoformat(now)
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    questions = queries.read_text().splitlines() if queries else [query]
     if not any(q.strip() for q in questions):
         err.print("[red]Give a question[/red] (or --queries FILE).")
         raise typer.Exit(1)
+    engine = Recall(store, tokens)
     for question in questions:
-        items = _recall_items(store, tokens, person_id, question, k)
+        items = _recall_items(engine, store, person_id, question, k, at) if question.strip() else []
         if as_json or queries:
-            print(json.dumps(items, ensure_ascii=False))
+            print(json.dumps(items, ensure_ascii=False), flush=True)
             continue
         table = Table("score", "kind", "when", "text", "sources")
         for item in items:
@@ -168,6 +224,28 @@ def recall(
                 ", ".join(item["source_ids"]),
             )
         out.print(table)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[
+        Path, typer.Argument(help="The export: result.json, a Slack zip, an Element JSON, or JSONL")
+    ],
+    person: PersonOpt,
+    me: Annotated[str | None, typer.Option("--me", help="Which speaker in the file is this person")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="telegram, slack, matrix or jsonl (detected if left out)")
+    ] = None,
+    visibility: Annotated[
+        str, typer.Option("--visibility", help="private (default), or chat: only that chat may recall it")
+    ] = "private",
+) -> None:
+    """Import chat history from an export file as a person's turns (safe to repeat)."""
+    from bots.importing import run_import
+
+    settings = get_settings()
+    configure_logging(settings)
+    run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility, jobs=_jobs(settings))
 
 
 @memory_app.command("list")

@@ -1,7 +1,9 @@
 """Who may talk to the assistant, and how fast.
 
-Token buckets per person and per chat; a person who runs over hears one polite notice, then
-silence until the bucket refills, so a flood never turns into a flood of notices.
+`gate` runs before anything is stored or any person is created, so a stranger's messages leave
+no trace. `throttle` keeps token buckets per person and per chat; whoever runs over hears one
+polite notice, then silence until the bucket refills, so a flood never becomes a flood of
+notices. Buckets that have refilled are dropped, so many throwaway ids cannot grow memory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from core.memory.records import Person
 from core.messages import Incoming, Reply
 
 log = structlog.get_logger(__name__)
+
+REFUSAL = "Sorry, this assistant is private. Ask its owner to add you."
+SLOW_DOWN = "You're sending messages faster than I can answer. Give me a minute, then go on."
+REFUSAL_NOTICE_SECONDS = 3600
+PRUNE_EVERY = 1024
 
 
 @dataclass
@@ -37,6 +44,16 @@ class Bucket:
             return True
         return False
 
+    def full(self, now: float) -> bool:
+        return self.tokens < 0 or self.tokens + (now - self.stamp) * self.rate_per_second >= self.burst
+
+
+def _workspace(platform: str, chat_or_user_id: str) -> str | None:
+    """Slack ids carry their workspace ("T1:C2"); an allow-list may name the workspace alone."""
+    if platform == "slack" and ":" in chat_or_user_id:
+        return f"slack:{chat_or_user_id.split(':', 1)[0]}"
+    return None
+
 
 class Access:
     def __init__(self, settings: Settings, clock=time.monotonic) -> None:
@@ -44,42 +61,79 @@ class Access:
         self.clock = clock
         self._people: dict[str, Bucket] = {}
         self._chats: dict[tuple[str, str], Bucket] = {}
+        self._refused: dict[tuple[str, str], float] = {}
+        self._takes = 0
+
+    # -- who --------------------------------------------------------------------------------
 
     def allowed(self, msg: Incoming) -> bool:
+        """Exact matches only (no prefixes, no patterns): an allow-list cannot be widened by an id."""
         mode = self.settings.access
-        if mode == "open" or msg.platform == "console":
+        if mode == "open" or msg.platform == "console" or self.is_admin(msg):
             return True
         if mode == "users":
             return f"{msg.platform}:{msg.sender_id}" in self.settings.allowed_users
-        return f"{msg.platform}:{msg.chat_id}" in self.settings.allowed_chats
+        allowed = self.settings.allowed_chats
+        if f"{msg.platform}:{msg.chat_id}" in allowed:
+            return True
+        workspace = _workspace(msg.platform, msg.chat_id)
+        return workspace is not None and workspace in allowed
 
     def is_admin(self, msg: Incoming) -> bool:
         return msg.platform == "console" or f"{msg.platform}:{msg.sender_id}" in self.settings.admins
 
-    def check(self, msg: Incoming, person: Person) -> Reply | None:
-        """None to go on; a Reply to send instead (empty text: drop silently)."""
-        if not self.allowed(msg):
-            log.info("message from a user who is not allowed", platform=msg.platform)
-            if msg.chat_kind == "direct":
-                return Reply(text="Sorry, this assistant is private. Ask its owner to add you.")
+    def gate(self, msg: Incoming) -> Reply | None:
+        """None to go on; otherwise a Reply to send instead (empty text: drop silently).
+
+        Called before the sender becomes a person, so refused messages store nothing.
+        """
+        if self.allowed(msg):
+            return None
+        log.info("message from a user who is not allowed", platform=msg.platform, chat_kind=msg.chat_kind)
+        if msg.chat_kind != "direct":
             return Reply(text="")
+        now = self.clock()
+        key = (msg.platform, msg.sender_id)
+        if self._refused.get(key, -1e18) > now - REFUSAL_NOTICE_SECONDS:
+            return Reply(text="")
+        if len(self._refused) > 10 * PRUNE_EVERY:
+            self._refused = {k: t for k, t in self._refused.items() if t > now - REFUSAL_NOTICE_SECONDS}
+        self._refused[key] = now
+        return Reply(text=REFUSAL)
+
+    # -- how fast ---------------------------------------------------------------------------
+
+    def throttle(self, msg: Incoming, person: Person) -> Reply | None:
+        """None to go on; a Reply to send instead (empty text: drop silently)."""
         if msg.platform == "console" or not msg.addressed:
             return None
         now = self.clock()
         s = self.settings
         person_bucket = self._people.setdefault(
-            person.person_id, Bucket(s.rate_per_minute_person / 60, s.rate_burst_person)
+            person.person_id, Bucket(s.rate_per_minute_person / 60, s.rate_burst_person, stamp=now)
         )
         chat_bucket = self._chats.setdefault(
-            (msg.platform, msg.chat_id), Bucket(s.rate_per_minute_chat / 60, s.rate_burst_chat)
+            (msg.platform, msg.chat_id), Bucket(s.rate_per_minute_chat / 60, s.rate_burst_chat, stamp=now)
         )
+        self._takes += 1
+        if self._takes % PRUNE_EVERY == 0:
+            self._prune(now)
         for bucket in (person_bucket, chat_bucket):
             if not bucket.take(now):
                 if bucket.noticed:
                     return Reply(text="")
                 bucket.noticed = True
                 log.info("rate limited", platform=msg.platform, person=person.person_id)
-                return Reply(
-                    text="You're sending messages faster than I can answer. Give me a minute, then go on."
-                )
+                return Reply(text=SLOW_DOWN)
         return None
+
+    def check(self, msg: Incoming, person: Person) -> Reply | None:
+        """Both checks, for callers that already know the person."""
+        return self.gate(msg) or self.throttle(msg, person)
+
+    def _prune(self, now: float) -> None:
+        self._people = {k: b for k, b in self._people.items() if not b.full(now)}
+        self._chats = {k: b for k, b in self._chats.items() if not b.full(now)}
+
+    def bucket_count(self) -> int:
+        return len(self._people) + len(self._chats)

@@ -58,7 +58,7 @@ class Assistant:
         self.jobs = jobs or NoJobs()
         self.layout = layout
         self.use_recall = use_recall
-        self.identities = Identities(store)
+        self.identities = Identities(store, global_failures=settings.link_failures_global)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
         self.commands = Commands(self)
@@ -73,6 +73,10 @@ class Assistant:
 
     async def handle(self, msg: Incoming) -> Reply | None:
         """Answer one message, or return None when there is nothing to say."""
+        problem = invalid_ids(msg)
+        if problem is not None:
+            log.warning("message with unusable ids dropped", platform=msg.platform, problem=problem)
+            return None
         text = clean(msg.text)
         if msg.edited:
             await self._edit(msg, text)
@@ -85,10 +89,15 @@ class Assistant:
         chat = ChatContext(msg.platform, msg.chat_id, msg.chat_kind)
         if msg.chat_kind == "group" and not self.store.chat(msg.platform, msg.chat_id).active:
             return None
+        refusal = self.access.gate(msg)  # before the sender becomes a person: strangers leave no trace
+        if refusal is not None:
+            return refusal if refusal.text else None
+        if msg.chat_kind == "group":
+            self.identities.burn_codes_in(text)  # a link code shown to a group is no longer secret
         person = await asyncio.to_thread(
             self.identities.resolve, msg.platform, msg.sender_id, msg.sender_name
         )
-        refusal = self.access.check(msg, person)
+        refusal = self.access.throttle(msg, person)
         if refusal is not None:
             return refusal if refusal.text else None
         lock = self._locks[person.person_id]
@@ -149,20 +158,21 @@ class Assistant:
             if record:
                 self._recent_for(person, chat).append(turn)
             return None
-        if len(text) > self.settings.max_message_chars:
+        limit = self.settings.message_limit(msg.platform)
+        if len(text) > limit:
             if record:
                 self._recent_for(person, chat).append(turn)
             return Reply(
                 text=(
                     f"That message is {len(text):,} characters; I can read up to "
-                    f"{self.settings.max_message_chars:,} at once. "
+                    f"{limit:,} at once. "
                     + ("I kept all of it. " if record else "")
                     + "Send me the part you want me to look at, or ask about it in smaller pieces."
                 )
             )
         if turn.vector is None:
             [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
-        recent = list(await asyncio.to_thread(self._recent_list, person, chat))
+        recent = [t for t in await asyncio.to_thread(self._recent_list, person, chat) if t.id != turn.id]
         recalled = []
         if self.use_recall:
             recalled = await asyncio.to_thread(
@@ -171,6 +181,7 @@ class Assistant:
                 chat,
                 turn.vector,
                 exclude_ids={t.id for t in recent} | {turn.id},
+                query_text=text,
             )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
@@ -214,8 +225,15 @@ class Assistant:
         record: bool,
     ) -> AsyncIterator[str]:
         parts: list[str] = []
+        room = self.settings.reply_limit(msg.platform)
         try:
             async for delta in self.engine.stream(messages, adapter=person.adapter_version or None):
+                if len(delta) >= room:  # the platform's reply limit: cut here, stop generating
+                    parts.append(delta[:room])
+                    yield delta[:room]
+                    log.info("reply cut at the platform limit", platform=msg.platform)
+                    break
+                room -= len(delta)
                 parts.append(delta)
                 yield delta
         except Exception as exc:  # the person must hear that something went wrong
@@ -287,10 +305,19 @@ class Assistant:
             )
 
     async def _edit(self, msg: Incoming, text: str) -> None:
+        owner = self.store.person_for(msg.platform, msg.sender_id)
+        stored = await asyncio.to_thread(
+            self.store.turns_by_message, msg.platform, msg.chat_id, msg.message_id
+        )
+        if owner is None or not any(t.role == "user" and t.person_id == owner for t in stored):
+            log.info("edit of a message the sender did not write ignored", platform=msg.platform)
+            return
         changed = await asyncio.to_thread(
             self.store.edit_turn, msg.platform, msg.chat_id, msg.message_id, text
         )
         if changed:
+            # People edit to take something back: the old text must leave the disk as well.
+            await asyncio.to_thread(self.store.purge_history)
             for turns in self._recent.values():
                 for turn in turns:
                     if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (
@@ -313,6 +340,8 @@ class Assistant:
         versions so the text leaves the disk, clear caches, and tell the workers."""
         derived = self.store.memories_from_turns(turn_ids)
         self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
+        for person_id in set(person_ids) | {m.person_id for m in derived}:
+            self._refresh_profile(person_id)  # before the purge, so the old profile goes too
         self.store.purge_history()
         gone = set(turn_ids)
         for key in list(self._recent):
@@ -320,9 +349,52 @@ class Assistant:
         for person_id in set(person_ids) | {m.person_id for m in derived}:
             self.jobs.memory_changed(person_id)
 
+    def _refresh_profile(self, person_id: str) -> None:
+        """A forgotten memory must leave the profile now, not when a worker gets to it."""
+        from core.memory.consolidate import profile_text
+        from core.memory.records import PRIVATE
+
+        person = self.store.person(person_id)
+        if person is None or not person.profile:
+            return
+        profile = profile_text(self.store.memories_of(person_id, visibilities=[PRIVATE]))
+        if profile != person.profile:
+            person.profile = profile
+            self.store.save_person(person)
+
     def _log_content(self, event: str, person: Person, text: str) -> None:
         if self.settings.log_content:
             log.debug(event, person=person.person_id, text=text)
+
+
+MAX_ID_CHARS = 512
+
+
+def invalid_ids(msg: Incoming) -> str | None:
+    """Why this message's ids cannot be stored or filtered on safely, or None when they can.
+
+    Ids reach LanceDB filters (quoted) and become person ids; an empty id, a NUL, a lone
+    surrogate or a megabyte-long id is a broken or hostile channel, never a real platform id.
+    """
+    fields = {
+        "platform": msg.platform,
+        "chat_id": msg.chat_id,
+        "sender_id": msg.sender_id,
+        "message_id": msg.message_id,
+        "thread_id": msg.thread_id or "-",  # no thread (None or "") is fine
+    }
+    for name, value in fields.items():
+        if not isinstance(value, str) or not value:
+            return f"{name} is empty or not text"
+        if len(value) > MAX_ID_CHARS:
+            return f"{name} is longer than {MAX_ID_CHARS} characters"
+        if "\x00" in value:
+            return f"{name} contains NUL"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{name} is not valid Unicode"
+    return None
 
 
 def build_assistant(

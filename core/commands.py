@@ -85,7 +85,9 @@ class Item:
     def line(self) -> str:
         if self.memory is not None:
             m = self.memory
-            return f"{m.text} ({m.kind}, {_when(m.valid_from)}, {_where(m.visibility)})"
+            n = len(m.source_turn_ids)
+            sources = f", from {n} message{'s' if n != 1 else ''}" if n else ""
+            return f"{m.text} ({m.kind}, {_when(m.valid_from)}, {_where(m.visibility)}{sources})"
         t = self.turn
         return f"You said: “{preview(t.text, 120)}” ({_when(t.ts)}, {_where(t.visibility)})"
 
@@ -109,7 +111,7 @@ class Commands:
     async def _help(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         lines = ["I'm Confidante, your personal assistant. I remember what you tell me so I can help better."]
         lines += [f"/{name} — {desc}" for name, desc in MENU]
-        if person.settings.paused:
+        if person.settings.paused and chat.kind == "direct":
             lines.append("Remembering is paused for you (/resume to turn it back on).")
         return Reply(text="\n".join(lines))
 
@@ -148,10 +150,12 @@ class Commands:
         if not old:
             return Reply(text="Nothing I knew about you has changed yet.")
         lines = ["What changed (no longer current):"]
-        lines += [f"- {m.text} (until {_when(m.valid_to)})" for m in old]
+        lines += [f"- {m.text} ({m.kind}, {_when(m.valid_from)} until {_when(m.valid_to)})" for m in old]
         return Reply(text="\n".join(lines))
 
     async def _whoami(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if chat.kind != "direct":  # which accounts are one person is private
+            return Reply(text="Ask me /whoami in a direct chat.")
         accounts = await asyncio.to_thread(self.a.store.identities_of, person.person_id)
         lines = ["These accounts are one person to me:"] + [
             f"- {i.platform}: {i.platform_user_id}" for i in accounts
@@ -275,7 +279,10 @@ class Commands:
 
     async def _link(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         if chat.kind != "direct":
-            return Reply(text="Link accounts in a direct chat with me.")
+            text = "Link accounts in a direct chat with me."
+            if arg:
+                text += " That code was shown here, so it no longer works: ask for a new one with /link."
+            return Reply(text=text)
         ids = self.a.identities
         if not arg:
             code = ids.issue_code(person.person_id)
@@ -288,14 +295,31 @@ class Commands:
             return Reply(text=str(exc))
         self.a.drop_caches()
         if merged != kept:
+            self.a.jobs.forget_person(merged)  # its rows now belong to `kept`; drop what was derived
             self.a.jobs.memory_changed(kept)
-        return Reply(text="Linked. Your accounts are now one person to me; /whoami lists them.")
+        accounts = await asyncio.to_thread(self.a.store.identities_of, kept)
+        lines = ["Linked. These accounts are now one person to me and share everything I know:"]
+        lines += [f"- {i.platform}: {i.platform_user_id}" for i in accounts]
+        lines.append("If one of them isn't yours, send /unlink from it, or /forget_me.")
+        return Reply(text="\n".join(lines))
 
     async def _unlink(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
-        new = await asyncio.to_thread(self.a.identities.unlink, msg.platform, msg.sender_id)
+        if chat.kind != "direct":
+            return Reply(text="Send /unlink to me in a direct chat.")
+        platform, account = msg.platform, msg.sender_id
+        if arg:  # "/unlink slack: T1:U2" separates another of this person's accounts
+            accounts = await asyncio.to_thread(self.a.store.identities_of, person.person_id)
+            wanted = re.sub(r"\s*:\s*", ":", arg.strip(), count=1)
+            chosen = [i for i in accounts if f"{i.platform}:{i.platform_user_id}" == wanted]
+            if not chosen:
+                return Reply(text="That isn't one of your accounts. /whoami lists them as platform: id.")
+            platform, account = chosen[0].platform, chosen[0].platform_user_id
+        new = await asyncio.to_thread(self.a.identities.unlink, platform, account)
         if new is None:
             return Reply(text="This account isn't joined to another one.")
         self.a.drop_caches()
+        if arg:
+            return Reply(text=f"Unlinked {platform}: {account}. It no longer sees anything of yours.")
         return Reply(text="Unlinked. This account is separate now and starts fresh.")
 
     async def _stats(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:

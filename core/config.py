@@ -68,19 +68,39 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     consolidate_after_turns: int = 4
     consolidate_idle_seconds: int = 300
+    extractor: Literal["auto", "rules", "llm"] = "auto"  # auto: rules for the bundled model
+    broker_connect_timeout: float = 2.0
+    broker_visibility_timeout: int = 3600  # Redis: an unacked task is redelivered after this
+    broker_restore_interval: float = 10.0  # Redis: how often unacked tasks are checked
+    consolidate_lock_seconds: int = 120  # a per-person lock's lease, renewed while it runs
+    consolidate_write_delay_seconds: float = 0.0  # tests: pause after the first write
+    sweep_seconds: int = 60  # beat: find people whose new turns went idle
+    compact_seconds: int = 6 * 3600  # beat: indexes and compaction
+    outbox_retry_seconds: float = 5.0  # broker down: first retry after this, then backing off
+    worker_drain_seconds: float = 60.0  # embedded: how long an exit waits for queued work
 
     # privacy and access
     log_content: bool = False
     log_level: str = "INFO"
     max_message_chars: int = 16_000
+    max_reply_chars: int = 8_000
+    # per-platform overrides, e.g. CONFIDANTE_MESSAGE_CHARS_BY_PLATFORM='{"telegram": 8000}'
+    message_chars_by_platform: dict[str, int] = Field(default_factory=dict)
+    reply_chars_by_platform: dict[str, int] = Field(
+        default_factory=lambda: {"telegram": 8_192, "slack": 12_000, "matrix": 16_000, "console": 32_000}
+    )
     access: Literal["open", "users", "chats"] = "open"
+    # "telegram:123", "slack:T1:U2", "matrix:@ann:example.org"
     allowed_users: list[str] = Field(default_factory=list)
+    # "telegram:-100123", "slack:T1:C2", a whole Slack workspace as "slack:T1", "matrix:!room:server"
     allowed_chats: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
     rate_per_minute_person: float = 20.0
     rate_burst_person: int = 10
     rate_per_minute_chat: float = 60.0
     rate_burst_chat: int = 30
+    # wrong /link codes tolerated across ALL accounts per 10 minutes before linking pauses
+    link_failures_global: int = 20
 
     # Telegram
     telegram_bot_token: SecretStr | None = _platform("telegram_bot_token", "TELEGRAM_BOT_TOKEN")
@@ -89,6 +109,11 @@ class Settings(BaseSettings):
     telegram_webhook_listen: str = "127.0.0.1"
     telegram_webhook_port: int = 8443
     telegram_api_url: str | None = None
+    telegram_drafts: bool = True  # stream direct replies with sendMessageDraft when the Bot API has it
+    telegram_edit_interval: float = 1.0  # seconds between edits of a live reply, per chat
+    telegram_typing_interval: float = 4.0  # the typing action expires after ~5 s: renew before
+    telegram_poll_timeout: int = 10  # long-polling getUpdates timeout, seconds
+    telegram_flood_retries: int = 3  # RetryAfter (429) retries, each waiting what Telegram asks
 
     # Slack
     slack_bot_token: SecretStr | None = _platform("slack_bot_token", "SLACK_BOT_TOKEN")
@@ -99,13 +124,28 @@ class Settings(BaseSettings):
     slack_api_url: str | None = None
     slack_http_host: str = "127.0.0.1"
     slack_http_port: int = 3000
+    # "auto": Slack's streaming API in threads, chat.update elsewhere; "update": always chat.update
+    slack_stream_mode: Literal["auto", "update"] = "auto"
+    slack_update_interval: float = 1.0
+    # the public https URL Slack reaches this app at (HTTP mode / OAuth redirect), if any
+    slack_public_url: str | None = None
 
     # Matrix
     matrix_homeserver: str | None = None
     matrix_user_id: str | None = None
     matrix_access_token: SecretStr | None = None
     matrix_password: SecretStr | None = None
+    # who may invite the bot: "@user:server", "server" or "*"; empty = users of its own homeserver
     matrix_allowed_inviters: list[str] = Field(default_factory=list)
+    matrix_device_name: str = "Confidante"
+    # messages that arrived while the bot was down are answered if younger than this, else only recorded
+    matrix_catchup_max_age_seconds: int = 3600
+    matrix_edit_interval_seconds: float = 1.0
+    # E2E: "send" = share keys with unverified devices without marking them verified (default),
+    # "trust" = mark every device seen as verified (trust on first use), "refuse" = never send to them
+    matrix_unverified_devices: Literal["send", "trust", "refuse"] = "send"
+    matrix_backoff_max_seconds: float = 60.0
+    matrix_sync_timeout_ms: int = 30_000
 
     @classmethod
     def settings_customise_sources(
@@ -118,6 +158,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
         return init_settings, env_settings, toml, file_secret_settings
+
+    def message_limit(self, platform: str) -> int:
+        """The longest message (characters) read from `platform`."""
+        return self.message_chars_by_platform.get(platform, self.max_message_chars)
+
+    def reply_limit(self, platform: str) -> int:
+        """The longest reply (characters) sent to `platform`; the stream is cut there."""
+        return self.reply_chars_by_platform.get(platform, self.max_reply_chars)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so logging can scrub them wherever they turn up."""
+        values = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        return values
 
     @property
     def telegram_enabled(self) -> bool:

@@ -23,4 +23,8 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
+# the test session itself starts and stops the server.
+bash "$(dirname "$0")/synapse/setup.sh"
+
 "$@"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -11,3 +13,12 @@ def tiny_model():
     from core.llm.model import tiny_llama
 
     return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def bundled_models_dir() -> Path:
+    """Where the bundled model's converted copy lives for tests: the same cache `make run` uses,
+    so the ~20 s conversion happens once per machine, not once per test."""
+    path = Path(__file__).resolve().parents[1] / "data" / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

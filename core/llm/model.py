@@ -99,7 +99,7 @@ def bundled_gguf() -> Path:
 
 
 def bundled_cache_dir(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "models" / BUNDLED_CACHE_NAME
+    return Path(settings.models_dir) / BUNDLED_CACHE_NAME
 
 
 def _convert_bundled(target: Path) -> None:
@@ -109,6 +109,7 @@ def _convert_bundled(target: Path) -> None:
     half cache that a later start would trust.
     """
     import torch
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     from transformers.utils import logging as hf_logging
@@ -125,6 +126,7 @@ def _convert_bundled(target: Path) -> None:
             TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(),
             transient=False,
+            console=Console(stderr=True),  # stdout belongs to the chat and to --json output
         ) as progress:
             task = progress.add_task("reading the tokenizer", total=3)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

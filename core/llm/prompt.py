@@ -61,8 +61,6 @@ def _recent_messages(recent: Sequence[Turn], group: bool) -> list[dict[str, str]
             merged[-1] = {"role": m["role"], "content": merged[-1]["content"] + "\n" + m["content"]}
         else:
             merged.append(m)
-    if merged and merged[-1]["role"] == "user":
-        merged.append({"role": "assistant", "content": "(noted)"})
     return merged
 
 
@@ -102,7 +100,10 @@ def build_messages(
     recent = list(parts.recent)
     while recent:
         body = _recent_messages(recent, parts.group)
-        if cost(head + body + tail) <= budget_tokens:
-            return head + body + tail
+        last = tail
+        if body and body[-1]["role"] == "user":  # unanswered context joins the new message
+            last = [{"role": "user", "content": body.pop()["content"] + "\n" + message}]
+        if cost(head + body + last) <= budget_tokens:
+            return head + body + last
         recent = recent[1:]
     return head + tail

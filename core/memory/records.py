@@ -32,6 +32,8 @@ class PersonSettings:
     paused: bool = False
     shared_chats: list[str] = field(default_factory=list)
     style: str = ""
+    # consolidation's progress (core/memory/consolidate.py): which turns were already read
+    memory_state: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

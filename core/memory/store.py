@@ -8,6 +8,7 @@ older table versions that still hold the deleted rows.
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -92,6 +93,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+_WORD = re.compile(r"\w+", re.UNICODE)
+_KEY_COLUMN = {"people": "person_id", "identities": "key", "chats": "key", "turns": "id", "memories": "id"}
 _TURN_COLUMNS = [n for n in SCHEMAS["turns"].names if n != "vector"]
 _MEMORY_COLUMNS = [n for n in SCHEMAS["memories"].names if n != "vector"]
 
@@ -106,10 +109,29 @@ class ChatSettings:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a turn or a memory, and its distance to the query (smaller is closer)."""
+    """One search result: a turn or a memory, and its distance to the query (smaller is closer).
+
+    Full-text hits carry `-bm25` as their distance, so smaller is closer there too; `vector` is
+    filled only when the caller asked for it (the diversity step compares candidates).
+    """
 
     item: Turn | Memory
     distance: float
+    vector: Any = None
+
+
+# Below this many rows a person's vector search reads their rows exactly (bypassing the ANN
+# index, which could miss a small person's rows in unprobed partitions); above it, the IVF index.
+EXACT_SEARCH_ROWS = 20_000
+# The IVF vector index is trained once a table holds this many rows, and retrained (replaced)
+# when the table has grown to twice the rows it was trained on; `optimize` folds new rows in between.
+VECTOR_INDEX_MIN_ROWS = 50_000
+VECTOR_INDEX_NPROBES = 32
+_TIME_COLUMN = {"turns": "ts", "memories": "valid_from"}
+
+
+def _ts_literal(value: datetime) -> str:
+    return f"CAST({f.quote(value.astimezone(UTC).isoformat())} AS TIMESTAMP)"
 
 
 def _utc(value: Any) -> datetime | None:
@@ -155,15 +177,25 @@ def _memory(row: dict[str, Any]) -> Memory:
 class Store:
     """All of Confidante's durable state, in one LanceDB database (a folder or an s3:// URI)."""
 
-    def __init__(self, uri: str | Path, embedder: Embedder) -> None:
+    def __init__(
+        self,
+        uri: str | Path,
+        embedder: Embedder,
+        *,
+        read_consistency_interval: timedelta | None = timedelta(seconds=1),
+    ) -> None:
         self.uri = str(uri)
         self.embedder = embedder
-        self.db = lancedb.connect(self.uri)
+        # Workers write memories and profiles from other processes: without a consistency
+        # interval a LanceDB handle never sees another process's commits.
+        self.db = lancedb.connect(self.uri, read_consistency_interval=read_consistency_interval)
         self._tables = {name: self._open(name, schema) for name, schema in SCHEMAS.items()}
         self._write_lock = threading.RLock()
         self._people: dict[str, Person] = {}
         self._identities: dict[tuple[str, str], str] = {}
         self._chats: dict[tuple[str, str], ChatSettings] = {}
+        self._row_counts: dict[tuple[str, str], int] = {}
+        self._fts_ready: set[str] = set()
         self._load_small_tables()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -214,6 +246,25 @@ class Store:
 
     def people(self) -> list[Person]:
         return list(self._people.values())
+
+    def refresh_person(self, person_id: str) -> Person | None:
+        """Re-read one person's row: another process (a worker) may have changed it."""
+        rows = self._rows("people", f.eq("person_id", person_id), limit=1)
+        if not rows:
+            self._people.pop(person_id, None)
+            return None
+        person = self._person_from_row(rows[0])
+        self._people[person_id] = person
+        return person
+
+    def refresh_people(self) -> list[Person]:
+        """Re-read every person (a long-running worker sees people created after it started)."""
+        people = {
+            row["person_id"]: self._person_from_row(row)
+            for row in self._tables["people"].to_arrow().to_pylist()
+        }
+        self._people = people
+        return list(people.values())
 
     def save_person(self, person: Person) -> None:
         row = {
@@ -307,6 +358,8 @@ class Store:
         )
         with self._write_lock:
             result = self._tables["turns"].merge_insert("id").when_not_matched_insert_all().execute(data)
+            for turn in unique.values():
+                self._row_counts.pop(("turns", turn.person_id), None)
         return int(getattr(result, "num_inserted_rows", len(unique)))
 
     def has_turn(self, platform: str, chat_id: str, message_id: str) -> bool:
@@ -360,7 +413,9 @@ class Store:
             return False
         [vector] = self.embed([text])
         with self._write_lock:
+            fragments = self._fragments_of("turns", where)
             self._tables["turns"].update(where=where, values={"text": text, "vector": vector})
+            self._rewrite_fragments("turns", fragments)  # the old text leaves with the old file
         return True
 
     def turns_by_message(self, platform: str, chat_id: str, message_id: str) -> list[Turn]:
@@ -372,7 +427,7 @@ class Store:
         ids = list(ids)
         if ids:
             with self._write_lock:
-                self._tables["turns"].delete(f.is_in("id", ids))
+                self._delete("turns", f.is_in("id", ids))
 
     def reassign_person(self, old: str, new: str) -> None:
         """Move every row of `old` to `new` (account linking), scopes untouched."""
@@ -401,6 +456,8 @@ class Store:
             self._tables["memories"].merge_insert(
                 "id"
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            for memory in memories:
+                self._row_counts.pop(("memories", memory.person_id), None)
 
     def memories_of(
         self,
@@ -431,7 +488,7 @@ class Store:
         ids = list(ids)
         if ids:
             with self._write_lock:
-                self._tables["memories"].delete(f.is_in("id", ids))
+                self._delete("memories", f.is_in("id", ids))
 
     # -- search -------------------------------------------------------------------------------
 
@@ -474,12 +531,53 @@ class Store:
         where = f.eq("person_id", person_id)
         with self._write_lock:
             for name in ("turns", "memories", "identities", "people"):
-                self._tables[name].delete(where)
+                table = self._tables[name]
+                self._delete(name, where)
+                # A scalar index keeps deleted values until rebuilt, and the latest transaction
+                # records the delete's predicate (the person id): rebuild, then commit a no-op
+                # so that purge_history can drop the transaction that names the person.
+                for index in table.list_indices():
+                    if list(index.columns) == ["person_id"]:
+                        table.create_scalar_index("person_id", index_type="BTREE", replace=True)
+                table.delete("false")
             self._people.pop(person_id, None)
             for key, pid in list(self._identities.items()):
                 if pid == person_id:
                     del self._identities[key]
         self.purge_history()
+
+    def _fragments_of(self, name: str, where: str) -> set[int]:
+        """The data files (fragments) holding rows that match `where`: a row id is the row's
+        address, fragment << 32 | offset (with stable row ids the range below covers more
+        than needed, which is slower but still right)."""
+        rows = (
+            self._tables[name]
+            .search()
+            .where(where)
+            .with_row_id(True)
+            .select([_KEY_COLUMN[name]])
+            .limit(10_000_000)
+            .to_list()
+        )
+        return {int(r["_rowid"]) >> 32 for r in rows}
+
+    def _rewrite_fragments(self, name: str, fragments: set[int]) -> None:
+        """A delete only marks rows deleted; their bytes stay in the fragment's file until it is
+        rewritten, and compaction rewrites a fragment only when 10% of it is deleted. Rewriting
+        the surviving rows (an update that changes nothing) leaves the old file fully deleted,
+        so `purge_history` drops it, and the deleted text with it."""
+        key = _KEY_COLUMN[name]
+        table = self._tables[name]
+        for fragment in sorted(fragments):
+            where = f"_rowid >= {fragment << 32} AND _rowid < {(fragment + 1) << 32}"
+            if table.count_rows(where):
+                table.update(where=where, values_sql={key: key})
+
+    def _delete(self, name: str, where: str) -> None:
+        """Delete rows so that a purge removes their bytes from disk (see _rewrite_fragments)."""
+        fragments = self._fragments_of(name, where)
+        self._tables[name].delete(where)
+        self._rewrite_fragments(name, fragments)
 
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""
@@ -491,16 +589,169 @@ class Store:
                 log.debug("table purged", table=name, version=table.version)
 
     def ensure_indexes(self) -> None:
-        """Scalar indexes for the per-person filters; rebuilt by `optimize` as data grows."""
-        for name in ("turns", "memories"):
-            table = self._tables[name]
-            if table.count_rows() == 0:
-                continue
-            existing = {idx.name for idx in table.list_indices()}
-            if "person_id_idx" not in existing:
-                table.create_scalar_index("person_id", index_type="BTREE", replace=True)
-        for name in ("turns", "memories"):
-            self._tables[name].optimize()
+        """Create the indexes recall needs, and fold rows added since into them.
+
+        Per table (turns, memories): BTREE on `person_id` (every query's prefilter) and on `id`
+        (merge_insert and re-import checks), a full-text (inverted) index on `text` with English
+        stemming, and from VECTOR_INDEX_MIN_ROWS rows an IVF_SQ cosine index on `vector`,
+        retrained when the table doubled since it was trained. Rows written after an index was
+        built are still searched (flat) until the next call; call this after an import and
+        periodically (the workers' upkeep), not per message.
+        """
+        with self._write_lock:
+            for name in ("turns", "memories"):
+                table = self._tables[name]
+                rows = table.count_rows()
+                if rows == 0:
+                    continue
+                indexes = {idx.name: idx for idx in table.list_indices()}
+                for column in ("person_id", "id"):
+                    if f"{column}_idx" not in indexes:
+                        table.create_scalar_index(column, index_type="BTREE", replace=True)
+                if "text_idx" not in indexes:
+                    table.create_fts_index(
+                        "text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True
+                    )
+                vector_idx = indexes.get("vector_idx")
+                trained = int(getattr(vector_idx, "num_indexed_rows", 0) or 0) if vector_idx else 0
+                if rows >= VECTOR_INDEX_MIN_ROWS and (vector_idx is None or rows >= 2 * trained):
+                    self._build_vector_index(table, rows)
+                table.optimize()
+                self._row_counts.clear()
+                log.info("indexes ready", table=name, rows=rows)
+
+    @staticmethod
+    def _build_vector_index(table: Any, rows: int) -> None:
+        from lancedb.index import IvfSq
+
+        partitions = max(16, min(1024, int(rows**0.5 / 2)))
+        table.create_index(
+            "vector", config=IvfSq(distance_type="cosine", num_partitions=partitions), replace=True
+        )
+
+    # -- hybrid search (recall) ---------------------------------------------------------------
+
+    def _person_rows(self, name: str, person_id: str) -> int:
+        """How many rows a person has in a table (cached; it picks exact vs. indexed search)."""
+        key = (name, person_id)
+        if key not in self._row_counts:
+            self._row_counts[key] = self._tables[name].count_rows(f.eq("person_id", person_id))
+        return self._row_counts[key]
+
+    def _search_filter(
+        self,
+        name: str,
+        person_id: str,
+        visibilities: Iterable[str],
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        roles: Iterable[str] | None,
+    ) -> str:
+        column = _TIME_COLUMN[name]
+        return f.all_of(
+            f.eq("person_id", person_id),
+            f.is_in("visibility", visibilities),
+            f.is_null("valid_to") if name == "memories" else None,
+            f.is_in("role", roles) if roles is not None and name == "turns" else None,
+            f"{column} >= {_ts_literal(since)}" if since else None,
+            f"{column} < {_ts_literal(until)}" if until else None,
+        )
+
+    def search_vector(
+        self,
+        name: str,
+        person_id: str,
+        vector: Sequence[float],
+        *,
+        visibilities: Iterable[str],
+        k: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        roles: Iterable[str] | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest turns or current memories of one person within the given scopes (and time).
+
+        Everything that limits what may be seen is a prefilter, so a person's top k are taken
+        from their own visible rows only. Small people are searched exactly; people with more
+        than EXACT_SEARCH_ROWS rows go through the IVF index when one exists.
+        """
+        where = self._search_filter(name, person_id, visibilities, since=since, until=until, roles=roles)
+        columns = _TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS
+        query = (
+            self._tables[name]
+            .search(list(vector))
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select([*columns, "_distance", *(["vector"] if with_vectors else [])])
+            .limit(k)
+        )
+        if self._person_rows(name, person_id) <= EXACT_SEARCH_ROWS:
+            query = query.bypass_vector_index()
+        else:
+            query = query.nprobes(VECTOR_INDEX_NPROBES)
+        convert = _turn if name == "turns" else _memory
+        return [
+            Hit(convert(r), float(r["_distance"]), r.get("vector") if with_vectors else None)
+            for r in query.to_list()
+        ]
+
+    def search_text(
+        self,
+        name: str,
+        person_id: str,
+        text: str,
+        *,
+        visibilities: Iterable[str],
+        k: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        roles: Iterable[str] | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Full-text (BM25) matches among one person's visible turns or current memories.
+
+        Needs the inverted index (`ensure_indexes`); without one there is nothing to search
+        and this returns no hits rather than failing a reply.
+        """
+        terms = " ".join(_WORD.findall(text))
+        if not terms.strip() or not self._has_fts(name):
+            return []
+        where = self._search_filter(name, person_id, visibilities, since=since, until=until, roles=roles)
+        columns = _TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS
+        rows = (
+            self._tables[name]
+            .search(terms, query_type="fts", fts_columns="text")
+            .where(where, prefilter=True)
+            .select([*columns, "_score", *(["vector"] if with_vectors else [])])
+            .limit(k)
+            .to_list()
+        )
+        convert = _turn if name == "turns" else _memory
+        return [Hit(convert(r), -float(r["_score"]), r.get("vector") if with_vectors else None) for r in rows]
+
+    def _has_fts(self, name: str) -> bool:
+        if name not in self._fts_ready:
+            indexes = self._tables[name].list_indices()
+            if any(idx.name == "text_idx" for idx in indexes):
+                self._fts_ready.add(name)
+            else:
+                return False
+        return True
+
+    def existing_turn_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these turn ids are stored already (an import skips embedding them)."""
+        ids = list(ids)
+        if not ids:
+            return set()
+        rows = self._rows("turns", f.is_in("id", ids), ["id"])
+        return {r["id"] for r in rows}
+
+    def source_ids_for(self, turn_ids: Iterable[str]) -> dict[str, str]:
+        """turn id -> the id the message had on its platform or in its import file."""
+        rows = self._rows("turns", f.is_in("id", list(turn_ids)), ["id", "source_id", "message_id"])
+        return {r["id"]: r["source_id"] or r["message_id"] for r in rows}
 
     def counts(self) -> dict[str, int]:
         return {name: table.count_rows() for name, table in self._tables.items()}

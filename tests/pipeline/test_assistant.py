@@ -174,3 +174,14 @@ async def test_generation_failure_is_told_and_message_kept(assistant: Assistant)
     answer = await say(broken, dm("hello"))
     assert "couldn't finish" in answer
     assert [t.text for t in broken.store.turns_of("dana") if t.role == "user"] == ["hello"]
+
+
+async def test_recall_ranks_a_statement_above_the_same_question(assistant: Assistant) -> None:
+    await say(assistant, dm("My name is Dana and I am training for the Berlin marathon."))
+    await say(assistant, dm("What am I training for?"))
+    person = assistant.store.person("dana")
+    from core.memory.recall import ChatContext
+
+    [vector] = assistant.store.embed(["what am I training for"])
+    items = assistant.recall.recall(person, ChatContext("console", "dana", "direct"), vector)
+    assert "Berlin marathon" in items[0].text

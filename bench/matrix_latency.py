@@ -1,0 +1,150 @@
+"""Matrix: how long a person waits, end to end, on a real local Synapse.
+
+Starts a throwaway Synapse (infra/synapse), the bot with the real Assistant on the bundled
+model (or `--tiny` for the random test model), and one person (a nio client) who sends N
+direct messages. Times, from the person's send: the bot's first message (typing already
+shown), its first edit, and the final edit. Also Synapse's launch-to-ready time.
+`python bench/matrix_latency.py [--messages 5] [--tiny] [--encrypted]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bots.matrix import MatrixBot  # noqa: E402
+from core.assistant import build_assistant  # noqa: E402
+from core.config import Settings  # noqa: E402
+from tests.matrix.matrix_helpers import Homeserver, Person, content, is_edit, unique  # noqa: E402
+
+QUESTIONS = [
+    "What is a good way to start running?",
+    "Give me three ideas for a rainy Sunday.",
+    "How do I keep a plant alive in winter?",
+    "Suggest a short name for a cat.",
+    "What should I pack for a weekend hike?",
+    "How do I make a good cup of tea?",
+    "What is a quick healthy breakfast?",
+    "Tell me a fun fact about octopuses.",
+]
+
+
+def engine_for(settings: Settings, tiny: bool):
+    if not tiny:
+        return None  # build_assistant loads the configured (bundled) model
+    from core.llm.engine import Engine
+    from core.llm.model import tiny_llama
+
+    return Engine(tiny_llama(), settings)
+
+
+async def main(args: argparse.Namespace) -> None:
+    console = Console()
+    work = Path(tempfile.mkdtemp(prefix="matrix-bench-"))
+    hs = Homeserver(work / "synapse")
+    hs.start()
+    try:
+        account = hs.register(unique("confidante"))
+        settings = Settings(
+            data_dir=args.data_dir or work / "data",
+            matrix_homeserver=hs.url,
+            matrix_user_id=account.user_id,
+            matrix_password=account.password,
+            matrix_sync_timeout_ms=5000,
+            max_new_tokens=args.max_new_tokens,
+            _env_file=None,
+        )
+        loaded = time.monotonic()
+        assistant = build_assistant(settings, engine=engine_for(settings, args.tiny))
+        load_s = time.monotonic() - loaded
+        bot = MatrixBot(assistant, settings)
+        await bot.start()
+        person = Person(hs, hs.register(unique("alice")), work / "alice-store" if args.encrypted else None)
+        await person.setup()
+        room = await person.create_room([account.user_id], direct=True, encrypted=args.encrypted)
+        await person.wait_for(
+            lambda r, e: r == room and getattr(e, "sender", "") == account.user_id, 60, "intro"
+        )
+
+        first, first_edit, final = [], [], []
+        for question in QUESTIONS[: args.messages]:
+            start = time.monotonic()
+            sent = len(person.events)
+            await person.say(room, question)
+            msg = await person.wait_for(
+                lambda r, e, n=sent: (
+                    r == room
+                    and getattr(e, "sender", "") == account.user_id
+                    and not is_edit(e)
+                    and person.events.index((r, e)) >= n
+                ),
+                120,
+                "first message",
+            )
+            first.append(time.monotonic() - start)
+            edit_seen = None
+            quiet_since = last_change = time.monotonic()
+            while time.monotonic() - quiet_since < 3.0:  # the stream is done after 3 s without edits
+                before = len(person.events)
+                await person.sync(500)
+                for _, e in person.events[before:]:
+                    if is_edit(e) and content(e)["m.relates_to"]["event_id"] == msg.event_id:
+                        edit_seen = edit_seen or time.monotonic() - start
+                        last_change = time.monotonic()
+                        quiet_since = time.monotonic()
+            first_edit.append(edit_seen if edit_seen is not None else float("nan"))
+            final.append(last_change - start)
+        await bot.stop()
+        await person.client.close()
+        close = getattr(assistant.engine, "close", None)
+        if close:
+            close()
+    finally:
+        hs.stop()
+
+    model = "tiny random Llama" if args.tiny else settings.model
+    table = Table(
+        title=f"Matrix DM latency ({model}, {'encrypted' if args.encrypted else 'plain'} room, "
+        f"{args.messages} messages, max_new_tokens={args.max_new_tokens})"
+    )
+    for col in ("measure", "median s", "min s", "max s"):
+        table.add_column(col)
+    table.add_row("Synapse launch to ready", f"{hs.start_seconds:.2f}", "", "")
+    table.add_row("assistant build (model load)", f"{load_s:.2f}", "", "")
+    table.add_row("bot login + first sync", f"{bot.first_sync_seconds:.2f}", "", "")
+    for name, values in (
+        ("send -> first message", first),
+        ("send -> first edit", first_edit),
+        ("send -> final edit", final),
+    ):
+        clean = [v for v in values if v == v]
+        if clean:
+            table.add_row(name, f"{statistics.median(clean):.2f}", f"{min(clean):.2f}", f"{max(clean):.2f}")
+        else:
+            table.add_row(name, "none", "", "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument(
+        "--tiny", action="store_true", help="the tiny random model instead of the bundled one"
+    )
+    parser.add_argument("--encrypted", action="store_true", help="an end-to-end encrypted DM")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="reuse a data dir (keeps the model cache)"
+    )
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,226 @@
+"""Recall latency with a big store: one person holding 100k turns among 2,000 people and 1M turns.
+
+Builds (or reuses) a LanceDB store under --dir, runs `Store.ensure_indexes()` (the production
+index path: BTREE person_id/id, FTS on text, IVF_SQ on vectors) and times `Recall.recall` for
+the heavy person and for ordinary people, with and without a time phrase. Query embedding is
+timed separately: it is the same cost whatever the store holds.
+
+Embedding a million real messages would take hours on two cores, so rows reuse the vectors of a
+few thousand generated messages (each with small noise) and their texts with two random extra
+words; the index and filter work per query is the same as with distinct vectors.
+
+    python bench/recall_latency.py --dir /tmp/latency [--turns 1000000 --people 2000 --heavy 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.data_gen import filler_sentences  # noqa: E402
+from core.memory.embed import default_embedder  # noqa: E402
+from core.memory.recall import ChatContext, Recall  # noqa: E402
+from core.memory.records import Person, turn_id  # noqa: E402
+from core.memory.store import SCHEMAS, Store  # noqa: E402
+
+START = datetime(2023, 1, 1, tzinfo=UTC)
+SPAN_S = 2 * 365 * 86400
+EXTRA = [
+    "river",
+    "lantern",
+    "copper",
+    "violet",
+    "harbor",
+    "meadow",
+    "pepper",
+    "saddle",
+    "quartz",
+    "tundra",
+    "maple",
+    "orbit",
+    "falcon",
+    "velvet",
+    "juniper",
+    "cobalt",
+    "ember",
+    "marble",
+    "nectar",
+    "pylon",
+    "raven",
+    "sierra",
+    "tulip",
+    "umber",
+]
+
+
+def _rows(
+    person: str, n: int, pool_text: list[str], pool_vec: np.ndarray, rng: np.random.Generator
+) -> pa.Table:
+    idx = rng.integers(0, len(pool_text), n)
+    noise = rng.standard_normal((n, pool_vec.shape[1])).astype(np.float32) * 0.02
+    vec = pool_vec[idx] + noise
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    ts = np.sort(rng.integers(0, SPAN_S, n)) * 1_000_000 + int(START.timestamp() * 1_000_000)
+    texts = [f"{pool_text[i]} {random.choice(EXTRA)} {random.choice(EXTRA)}" for i in idx]
+    mids = [f"{person}-{j}" for j in range(n)]
+    return pa.table(
+        {
+            "id": [turn_id("bench", person, m, "user") for m in mids],
+            "person_id": [person] * n,
+            "platform": ["bench"] * n,
+            "chat_id": [person] * n,
+            "thread_id": [""] * n,
+            "message_id": mids,
+            "source_id": mids,
+            "role": ["user"] * n,
+            "text": texts,
+            "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+            "visibility": ["private"] * n,
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), vec.shape[1]),
+        },
+        schema=SCHEMAS["turns"],
+    )
+
+
+def _memories(
+    person: str, n: int, pool_text: list[str], pool_vec: np.ndarray, rng: np.random.Generator
+) -> pa.Table:
+    idx = rng.integers(0, len(pool_text), n)
+    now = datetime.now(UTC)
+    valid_from = [START + timedelta(seconds=int(s)) for s in rng.integers(0, SPAN_S, n)]
+    return pa.table(
+        {
+            "id": [f"{person}-mem-{j}" for j in range(n)],
+            "person_id": [person] * n,
+            "kind": ["fact"] * n,
+            "text": [pool_text[i] for i in idx],
+            "source_turn_ids": [[turn_id("bench", person, f"{person}-{j}", "user")] for j in range(n)],
+            "confidence": [0.8] * n,
+            "created_at": [now] * n,
+            "updated_at": [now] * n,
+            "valid_from": valid_from,
+            "valid_to": [None] * n,
+            "visibility": ["private"] * n,
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(pool_vec[idx].ravel()), pool_vec.shape[1]),
+        },
+        schema=SCHEMAS["memories"],
+    )
+
+
+def build(
+    store: Store, people: int, turns: int, heavy: int, pool_text: list[str], pool_vec: np.ndarray
+) -> None:
+    rng = np.random.default_rng(7)
+    per_person = (turns - heavy) // (people - 1)
+    t0 = time.perf_counter()
+    table = store.table("turns")
+    table.add(_rows("heavy", heavy, pool_text, pool_vec, rng))
+    store.table("memories").add(_memories("heavy", 2000, pool_text, pool_vec, rng))
+    batch: list[pa.Table] = []
+    mem_batch: list[pa.Table] = []
+    for p in range(1, people):
+        batch.append(_rows(f"p{p}", per_person, pool_text, pool_vec, rng))
+        mem_batch.append(_memories(f"p{p}", 20, pool_text, pool_vec, rng))
+        if len(batch) == 200 or p == people - 1:
+            table.add(pa.concat_tables(batch))
+            store.table("memories").add(pa.concat_tables(mem_batch))
+            batch, mem_batch = [], []
+            print(f"  wrote {table.count_rows():,} turns ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/confidante-latency"))
+    ap.add_argument("--people", type=int, default=2000)
+    ap.add_argument("--turns", type=int, default=1_000_000)
+    ap.add_argument("--heavy", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+
+    random.seed(3)
+    embedder = default_embedder()
+    pool_text = filler_sentences(3000, seed=11)
+    t0 = time.perf_counter()
+    pool_vec = embedder.embed(pool_text)
+    print(f"embedded {len(pool_text)} pool sentences in {time.perf_counter() - t0:.1f} s")
+    store = Store(args.dir, embedder)
+    if store.table("turns").count_rows() < args.turns * 0.99:
+        build(store, args.people, args.turns, args.heavy, pool_text, pool_vec)
+    t0 = time.perf_counter()
+    store.ensure_indexes()
+    print(f"ensure_indexes: {time.perf_counter() - t0:.1f} s")
+    for name in ("turns", "memories"):
+        for idx in store.table(name).list_indices():
+            print(f"  {name}.{idx.name}: {idx.index_type}")
+
+    questions = [
+        "what did I say about my sister's wedding",
+        "which restaurant did we try",
+        "how is the marathon training going",
+        "what was the name of that book",
+        "did I fix the bike",
+        "where did I go hiking",
+        "what did the doctor say",
+        "what did I cook for dinner",
+    ]
+    times = ["", " last week", " in March", " two months ago", " in summer 2023"]
+    rng = random.Random(5)
+    qs = [rng.choice(questions) + rng.choice(times) for _ in range(args.queries)]
+    qvec = embedder.embed(qs)
+    now = START + timedelta(seconds=SPAN_S)
+    recall = Recall(store, lambda s: len(s) // 4 + 1)
+    chat = ChatContext("bench", "x", "direct")
+
+    def run(person: str, with_text: bool):
+        def one(i: int) -> None:
+            recall.recall(
+                Person(person_id=person if person != "*" else f"p{rng.randint(1, args.people - 1)}"),
+                chat,
+                qvec[i],
+                k=10,
+                budget_tokens=10_000,
+                query_text=qs[i] if with_text else None,
+                now=now,
+            )
+
+        one(0)  # warm caches (index pages, row counts)
+        return timed(one, len(qs))
+
+    embed_ms = timed(lambda i: embedder.embed([qs[i]]), 50)
+    rows = [
+        ("heavy person (100k turns), hybrid+time", run("heavy", True)),
+        ("heavy person, vector only", run("heavy", False)),
+        ("random person (~450 turns), hybrid+time", run("*", True)),
+        ("random person, vector only", run("*", False)),
+        ("query embedding (MiniLM, CPU)", embed_ms),
+    ]
+    counts = store.counts()
+    print(f"\nstore: {counts['turns']:,} turns, {counts['memories']:,} memories, {args.people:,} people")
+    print(f"{'case':44} {'n':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for name, ms in rows:
+        a = np.array(ms)
+        print(
+            f"{name:44} {len(a):>5} {np.percentile(a, 50):>8.1f} {np.percentile(a, 95):>8.1f} {np.percentile(a, 99):>8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

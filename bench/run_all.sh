@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark and evaluation, each printing its table.
+# BENCH_QUICK=1 runs smaller stores and fewer cases (minutes instead of most of an hour).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+quick=${BENCH_QUICK:-0}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+run() {
+  echo
+  echo "### $*"
+  PYTHONPATH=. "$PY" "$@" || echo "(failed: $*)"
+}
+
+if [ "$quick" = 1 ]; then
+  run bench/llm_bench.py --dtypes bfloat16
+  run bench/pipeline_bench.py --turns 20000 --people 200 --messages 100
+  run bench/recall_eval.py --limit 12
+  run bench/consolidation_eval.py --people 32
+  run bench/consolidation_bench.py
+  run bench/retrieval_eval.py --people 10 --dir "$tmp/retrieval"
+  run bench/recall_latency.py --dir "$tmp/latency" --turns 100000 --people 200 --heavy 20000
+  run bench/import_throughput.py --messages 10000 --dir "$tmp/import"
+else
+  run bench/llm_bench.py
+  run bench/pipeline_bench.py
+  run bench/recall_eval.py
+  run bench/consolidation_eval.py
+  run bench/consolidation_bench.py
+  run bench/retrieval_eval.py --dir "$tmp/retrieval"
+  run bench/recall_latency.py --dir "$tmp/latency"
+  run bench/import_throughput.py --messages 100000 --dir "$tmp/import"
+fi
+run bench/telegram_first_text.py
+run bench/slack_bench.py
+run bench/matrix_latency.py
+[ -f bench/adapter_bench.py ] && run bench/adapter_bench.py
+exit 0

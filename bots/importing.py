@@ -1,0 +1,54 @@
+"""`confidante import`: a progress bar around core.memory.importers, and a plain summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from core.memory.importers import FORMATS, ImportFailed, import_history
+from core.memory.records import Person
+
+err = Console(stderr=True)
+SHOW_BAD = 20
+
+
+def run_import(store, file: Path, person: str, *, me, fmt, visibility: str, jobs) -> None:
+    if fmt is not None and fmt not in FORMATS:
+        err.print(f"[red]Unknown format {fmt!r}.[/red] Use one of: {', '.join(FORMATS)}.")
+        raise typer.Exit(2)
+    if visibility not in ("private", "chat"):
+        err.print("[red]--visibility is private or chat.[/red]")
+        raise typer.Exit(2)
+    person_id = store.person_for("console", person) or person
+    if store.person(person_id) is None:
+        store.save_person(Person(person_id=person_id, display_name=person))
+    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("import", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            report = import_history(
+                store, file, person_id, me=me, fmt=fmt, visibility=visibility, progress=progress
+            )
+        except ImportFailed as exc:
+            err.print(f"[red]Import failed:[/red] {exc}")
+            raise typer.Exit(1) from exc
+    for bad in report.bad[:SHOW_BAD]:
+        err.print(f"[yellow]skipped {bad.where}:[/yellow] {bad.reason}")
+    if len(report.bad) > SHOW_BAD:
+        err.print(f"[yellow]... and {len(report.bad) - SHOW_BAD} more skipped records[/yellow]")
+    rate = report.read / report.seconds if report.seconds else 0.0
+    err.print(
+        f"{report.format}: {report.read:,} messages read in {len(report.chats)} chats, "
+        f"{report.imported:,} imported ({report.mine:,} by {person_id}), "
+        f"{report.already_there:,} already there, {report.skipped_empty:,} without text, "
+        f"{len(report.bad):,} bad; {report.seconds:.1f} s ({rate:,.0f} messages/s)"
+    )
+    if report.imported:
+        jobs.after_turn(person_id)  # consolidation runs over the imported history too

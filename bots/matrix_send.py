@@ -1,0 +1,199 @@
+"""Sending to a Matrix room: retries, rate limits, E2E device policy, streaming by edits.
+
+Every send keeps one transaction id across its retries, so a retry after a lost response is
+deduplicated by the homeserver instead of posting the message twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import structlog
+from aiohttp import ClientError
+from nio import AsyncClient, RoomSendResponse
+from nio.exceptions import OlmUnverifiedDeviceError
+
+from bots.matrix_render import MAX_CONTENT_BYTES, edit_content, message_content, split_text, with_relation
+
+log = structlog.get_logger(__name__)
+
+NETWORK_ERRORS = (ClientError, OSError, asyncio.TimeoutError)
+UnverifiedPolicy = Literal["send", "trust", "refuse"]
+
+
+class MatrixSendError(RuntimeError):
+    """The homeserver refused a message for a reason retrying will not fix."""
+
+
+def backoff_delays(first: float = 0.5, cap: float = 60.0) -> Callable[[], float]:
+    """Exponential backoff with jitter; call it for the next delay."""
+    attempt = 0
+
+    def next_delay() -> float:
+        nonlocal attempt
+        delay = min(cap, first * 2**attempt)
+        attempt += 1
+        return delay * random.uniform(0.8, 1.2)
+
+    return next_delay
+
+
+class Outbox:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        unverified: UnverifiedPolicy = "send",
+        edit_interval: float = 1.0,
+        backoff_max: float = 60.0,
+        give_up_after: float = 600.0,
+        max_content_bytes: int = MAX_CONTENT_BYTES,
+    ) -> None:
+        self.client = client
+        self.unverified = unverified
+        self.edit_interval = edit_interval
+        self.backoff_max = backoff_max
+        self.give_up_after = give_up_after
+        self.max_content_bytes = max_content_bytes
+        self.rate_limited = 0  # times the homeserver said M_LIMIT_EXCEEDED (for logs and tests)
+
+    def _apply_device_policy(self, room_id: str) -> None:
+        """Mark devices per the owner's choice before keys are shared (encrypted rooms only)."""
+        room = self.client.rooms.get(room_id)
+        if not (room and room.encrypted and self.client.olm) or self.unverified == "send":
+            return
+        for user_id in room.users:
+            for device in self.client.device_store.active_user_devices(user_id):
+                if device.verified or device.blacklisted:
+                    continue
+                if self.unverified == "trust":
+                    self.client.verify_device(device)
+                else:
+                    self.client.blacklist_device(device)
+
+    async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
+        """Send one event and return its id, waiting out rate limits and outages."""
+        tx_id = str(uuid.uuid4())
+        delays = backoff_delays(cap=self.backoff_max)
+        deadline = time.monotonic() + self.give_up_after
+        while True:
+            try:
+                self._apply_device_policy(room_id)
+                resp = await self.client.room_send(
+                    room_id, event_type, content, tx_id=tx_id, ignore_unverified_devices=True
+                )
+            except OlmUnverifiedDeviceError:
+                # A device appeared between the policy pass and the send: apply it again.
+                continue
+            except NETWORK_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise MatrixSendError(f"homeserver unreachable for {self.give_up_after:.0f}s") from exc
+                delay = delays()
+                log.warning(
+                    "matrix.send_retry", room_id=room_id, error=type(exc).__name__, retry_in=round(delay, 2)
+                )
+                await asyncio.sleep(delay)
+                continue
+            if isinstance(resp, RoomSendResponse):
+                return resp.event_id
+            if resp.status_code == "M_LIMIT_EXCEEDED":
+                self.rate_limited += 1
+                wait = (resp.retry_after_ms or 1000) / 1000
+                log.info("matrix.rate_limited", room_id=room_id, retry_after_s=wait)
+                await asyncio.sleep(wait)
+                continue
+            raise MatrixSendError(f"{resp.status_code}: {resp.message}")
+
+    async def send_text(self, room_id: str, text: str, relation: dict[str, Any] | None = None) -> list[str]:
+        """Send a whole text, split below the event size limit; the relation goes on every part."""
+        ids = []
+        for part in split_text(text, self.max_content_bytes):
+            if part.strip():
+                ids.append(await self.send(room_id, with_relation(message_content(part.strip()), relation)))
+        return ids
+
+    async def edit(self, room_id: str, event_id: str, text: str) -> str:
+        return await self.send(room_id, edit_content(event_id, text))
+
+    async def stream(
+        self,
+        room_id: str,
+        deltas: AsyncIterator[str],
+        relation: dict[str, Any] | None = None,
+        on_first: Callable[[], Awaitable[None]] | None = None,
+    ) -> tuple[str, list[str]]:
+        """Show a streamed reply as one message edited as text arrives (at most every
+        `edit_interval` seconds); the final edit holds the whole part. A reply that outgrows
+        the size limit continues in a new message. Returns the full text and the message ids."""
+        text = ""
+        done = 0  # chars of `text` already finished in earlier messages
+        event_id: str | None = None
+        shown = ""
+        last = 0.0
+        ids: list[str] = []
+
+        async def show(part: str) -> None:
+            nonlocal event_id, shown, last
+            body = part.strip()
+            if not body or body == shown:
+                return
+            if event_id is None:
+                event_id = await self.send(room_id, with_relation(message_content(body), relation))
+                ids.append(event_id)
+                if on_first:
+                    await on_first()
+            else:
+                await self.edit(room_id, event_id, body)
+            shown, last = body, time.monotonic()
+
+        async for delta in deltas:
+            text += delta
+            current = text[done:]
+            # Cheap bound first: only measure rendered sizes when the part could be near the limit.
+            if len(current.encode()) * 8 + 1024 > self.max_content_bytes:
+                parts = split_text(current, self.max_content_bytes)
+                for part in parts[:-1]:
+                    await show(part)
+                    done += len(part)
+                    event_id, shown = None, ""
+                current = text[done:]
+            if event_id is None or time.monotonic() - last >= self.edit_interval:
+                await show(current)
+        await show(text[done:])
+        return text, ids
+
+
+class Typing:
+    """Keeps the typing notice up while the model works (clients drop it after the timeout)."""
+
+    def __init__(self, client: AsyncClient, room_id: str, timeout_ms: int = 30_000) -> None:
+        self.client, self.room_id, self.timeout_ms = client, room_id, timeout_ms
+        self._task: asyncio.Task[None] | None = None
+
+    async def _keep(self) -> None:
+        while True:
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await self.client.room_typing(self.room_id, True, timeout=self.timeout_ms)
+            await asyncio.sleep(self.timeout_ms / 1000 * 0.6)
+
+    async def __aenter__(self) -> Typing:
+        self._task = asyncio.create_task(self._keep())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            with contextlib.suppress(*NETWORK_ERRORS):
+                await self.client.room_typing(self.room_id, False)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,556 @@
+"""Slack channel: a slack-bolt async app that hands messages to the core and streams replies back.
+
+Events arrive by Socket Mode when `SLACK_APP_TOKEN` is set (no public URL needed) or else by the
+HTTP Events API served here (bolt verifies Slack's signature). Bolt acknowledges each event
+before our listener runs; the listener only schedules the reply as a task, so Slack gets its ack
+within milliseconds however slow the model is, and a retried delivery (same event_id) is dropped.
+With `SLACK_CLIENT_ID`/`SLACK_CLIENT_SECRET` the app runs bolt's OAuth flow and keeps every
+workspace's installation in the data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots import slack_oauth
+from bots.slack_events import (
+    PLATFORM,
+    SeenEvents,
+    ThreadMemory,
+    event_team,
+    scoped,
+    slash_command_text,
+    to_incoming,
+)
+from bots.slack_home import home_view
+from bots.slack_render import render_pieces
+from bots.slack_reply import BUTTON_ACTION_PREFIX, ReplySender, Target, button_blocks, text_blocks
+from core.config import Settings
+from core.messages import Incoming, Reply
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_API_URL = "https://slack.com/api/"
+EVENTS_PATH = "/slack/events"
+# Errors that no retry fixes: the token is wrong or the workspace is gone.
+_AUTH_ERRORS = {
+    "invalid_auth": "the bot token was rejected: copy the Bot User OAuth Token (xoxb-…) again "
+    "from the app's OAuth & Permissions page into SLACK_BOT_TOKEN, or reinstall the app",
+    "not_authed": "no token was sent: set SLACK_BOT_TOKEN (or install via /slack/install)",
+    "account_inactive": "the workspace or the bot user was deactivated: reinstall the app "
+    "in that workspace or remove its installation",
+    "token_revoked": "the token was revoked: reinstall the app in that workspace",
+    "token_expired": "the token expired: reinstall the app or enable token rotation",
+}
+
+
+class AssistantLike(Protocol):
+    async def handle(self, msg: Incoming) -> Reply | None: ...
+    async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
+    async def chat_closed(self, platform: str, chat_id: str) -> None: ...
+    def command_list(self) -> list[tuple[str, str]]: ...
+
+
+class SlackSetupError(RuntimeError):
+    """Slack settings are missing or rejected; the message says what to set."""
+
+
+@dataclass
+class Endpoints:
+    """Where the running app listens (HTTP mode or OAuth routes); None when not serving HTTP."""
+
+    http_url: str | None = None
+
+
+def api_url(settings: Settings) -> str:
+    url = settings.slack_api_url or DEFAULT_API_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def build_client(settings: Settings, token: str | None) -> AsyncWebClient:
+    """A Web API client that waits out 429s (Retry-After) and backs off on 5xx/connection errors."""
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
+    return AsyncWebClient(
+        token=token,
+        base_url=api_url(settings),
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+            AsyncConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+        ],
+    )
+
+
+class SlackBot:
+    """The Slack channel. `start()` connects (Socket Mode) or listens (HTTP); `stop()` ends it."""
+
+    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+        self.assistant = assistant
+        self.settings = settings
+        self.socket_mode = settings.slack_app_token is not None
+        self.multi_workspace = bool(settings.slack_client_id and settings.slack_client_secret)
+        if not self.multi_workspace and settings.slack_bot_token is None:
+            raise SlackSetupError(
+                "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
+                "SLACK_CLIENT_SECRET (installable in many workspaces); see docs/slack.md"
+            )
+        if not self.socket_mode and settings.slack_signing_secret is None:
+            raise SlackSetupError(
+                "HTTP mode needs SLACK_SIGNING_SECRET (Basic Information > App Credentials), "
+                "or set SLACK_APP_TOKEN (xapp-…) to use Socket Mode instead"
+            )
+        self.sender = ReplySender(
+            stream_mode=settings.slack_stream_mode, update_interval=settings.slack_update_interval
+        )
+        self.endpoints = Endpoints()
+        self._seen = SeenEvents()
+        self._threads = ThreadMemory(path=settings.data_dir / "slack" / "threads.tsv")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reported: set[tuple[str, str]] = set()
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self.installation_store: slack_oauth.PrivateFileInstallationStore | None = None
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------------ app wiring
+    def _build_app(self) -> AsyncApp:
+        s = self.settings
+        token = s.slack_bot_token.get_secret_value() if s.slack_bot_token else None
+        signing = s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else ""
+        if self.multi_workspace:
+            data_dir = s.ensure_data_dir()
+            self.installation_store = slack_oauth.installation_store(data_dir, s.slack_client_id)
+            oauth = AsyncOAuthSettings(
+                client_id=s.slack_client_id,
+                client_secret=s.slack_client_secret.get_secret_value(),  # type: ignore[union-attr]
+                scopes=slack_oauth.BOT_SCOPES,
+                installation_store=self.installation_store,
+                state_store=slack_oauth.state_store(data_dir),
+                redirect_uri=(s.slack_public_url.rstrip("/") + "/slack/oauth_redirect")
+                if s.slack_public_url
+                else None,
+            )
+            app = AsyncApp(
+                client=build_client(s, None),
+                signing_secret=signing,
+                oauth_settings=oauth,
+                request_verification_enabled=not self.socket_mode or bool(signing),
+            )
+            app.enable_token_revocation_listeners()
+        else:
+            app = AsyncApp(
+                client=build_client(s, token),
+                signing_secret=signing,
+                request_verification_enabled=not self.socket_mode or bool(signing),
+            )
+            app.event("app_uninstalled")(self._on_uninstalled)
+            app.event("tokens_revoked")(self._on_uninstalled)
+        app.event("message")(self._on_message)
+        app.event("app_mention")(self._on_message)
+        app.event("app_home_opened")(self._on_home_opened)
+        for name in ("channel_left", "group_left"):
+            app.event(name)(self._on_left)
+        for name in ("assistant_thread_started", "assistant_thread_context_changed", "member_joined_channel"):
+            app.event(name)(self._ignore)
+        app.command("/confidante")(self._on_command)
+        app.action(re.compile(f"^{BUTTON_ACTION_PREFIX}"))(self._on_action)
+        app.error(self._on_error)
+        return app
+
+    async def _on_uninstalled(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """Single-workspace mode: the one token is dead; say so once (multi-workspace mode
+        deletes that workspace's installation instead, via bolt's revocation listeners)."""
+        team = event_team(body, event)
+        if ("uninstalled", team) not in self._reported:
+            self._reported.add(("uninstalled", team))
+            log.error(
+                "slack.uninstalled",
+                team=team,
+                event=event.get("type"),
+                fix="reinstall the app in that workspace and put its new bot token in SLACK_BOT_TOKEN",
+            )
+
+    async def _ignore(self) -> None:
+        return None
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error("slack.listener_failed", error=type(error).__name__, event_id=body.get("event_id"))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("slack.reply_task_failed", error=repr(task.exception()))
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait for replies in progress (shutdown, tests)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
+
+    def _known_commands(self) -> list[str]:
+        try:
+            return [name.lstrip("/") for name, _ in self.assistant.command_list()]
+        except Exception:  # a core without commands still gets messages through
+            return []
+
+    # ------------------------------------------------------------------ events
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: Any, client: Any
+    ) -> None:
+        event_id = str(body.get("event_id") or "")
+        if event_id and not self._seen.first_time(event_id):
+            log.info("slack.retry_dropped", event_id=event_id)
+            return
+        team = event_team(body, event)
+        if event.get("subtype") == "message_deleted":
+            deleted = (event.get("previous_message") or {}).get("ts") or event.get("deleted_ts")
+            if deleted and team:
+                chat = scoped(team, str(event.get("channel")))
+                self._spawn(self.assistant.redact(PLATFORM, chat, str(deleted)))
+            return
+        msg = to_incoming(
+            body,
+            event,
+            bot_user_id=context.bot_user_id,
+            threads=self._threads,
+            known_commands=self._known_commands(),
+        )
+        if msg is None:
+            return
+        if not self._seen.first_time(f"{msg.chat_id}/{msg.message_id}/{int(msg.edited)}"):
+            return  # the message and app_mention events of one message
+        log.info(
+            "slack.message",
+            team=team,
+            chat_kind=msg.chat_kind,
+            addressed=msg.addressed,
+            chars=len(msg.text),
+            retry=body.get("retry_attempt") or None,
+        )
+        channel = str(event.get("channel") or (event.get("message") or {}).get("channel"))
+        target = Target(
+            channel=channel, thread_ts=msg.thread_id, team_id=team, user_id=msg.sender_id.split(":", 1)[1]
+        )
+        self._spawn(self._respond(client, msg, target))
+
+    async def _respond(self, client: AsyncWebClient, msg: Incoming, target: Target) -> None:
+        if msg.addressed and msg.chat_kind == "group" and target.thread_ts:
+            self._threads.add(target.team_id, target.channel, target.thread_ts)
+        status = False
+        if msg.addressed and target.thread_ts and not msg.edited:
+            status = await self._set_status(client, target, "is thinking…")
+        try:
+            reply = await self.assistant.handle(msg)
+        except Exception as err:
+            log.exception("slack.handle_failed", error=type(err).__name__)
+            await self._safe_post(client, target, "Sorry, something went wrong on my side. Please try again.")
+            return
+        silent = reply is None or (
+            reply.stream is None and not reply.text.strip() and not reply.buttons and reply.document is None
+        )
+        if silent:
+            if status:
+                await self._set_status(client, target, "")
+            return
+        await self._deliver(client, reply, target)
+
+    async def _deliver(self, client: AsyncWebClient, reply: Reply, target: Target) -> None:
+        try:
+            await self.sender.send(client, reply, target)
+        except SlackApiError as err:
+            self._report(err, target.team_id)
+        finally:
+            if reply.stream is not None:  # the core records its turn when the stream ends
+                try:
+                    async for _ in reply.stream:
+                        pass
+                except Exception as err:
+                    log.error("slack.stream_failed", error=type(err).__name__)
+
+    async def _set_status(self, client: AsyncWebClient, target: Target, status: str) -> bool:
+        try:
+            await client.assistant_threads_setStatus(
+                channel_id=target.channel, thread_ts=target.thread_ts, status=status
+            )
+            return True
+        except SlackApiError as err:
+            log.debug("slack.status_unavailable", error=err.response.get("error"))
+            return False
+
+    async def _safe_post(self, client: AsyncWebClient, target: Target, text: str) -> None:
+        try:
+            await client.chat_postMessage(channel=target.channel, thread_ts=target.thread_ts, text=text)
+        except SlackApiError as err:
+            self._report(err, target.team_id)
+
+    def _report(self, err: SlackApiError, team: str) -> None:
+        """Auth errors once per workspace with what to do; others every time, without content."""
+        code = str(err.response.get("error") or "unknown")
+        hint = _AUTH_ERRORS.get(code)
+        if hint is None:
+            log.error("slack.api_error", team=team, error=code)
+            return
+        if (team, code) in self._reported:
+            return
+        self._reported.add((team, code))
+        log.error("slack.auth_error", team=team, error=code, fix=hint)
+
+    async def _on_left(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        team = event_team(body, event)
+        channel = event.get("channel")
+        if team and channel:
+            self._spawn(self.assistant.chat_closed(PLATFORM, scoped(team, str(channel))))
+
+    # ------------------------------------------------------------------ slash command and buttons
+    async def _on_command(self, ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await ack()
+        team, user, channel = str(body.get("team_id")), str(body.get("user_id")), str(body.get("channel_id"))
+        direct = channel.startswith("D") or body.get("channel_name") == "directmessage"
+        msg = Incoming(
+            platform=PLATFORM,
+            chat_id=scoped(team, channel),
+            sender_id=scoped(team, user),
+            text=slash_command_text(str(body.get("text") or "")),
+            message_id=f"cmd-{body.get('trigger_id')}",
+            # in a channel the core applies that channel's scope (its /memory view, /context);
+            # the answer is ephemeral either way, so only this person sees it
+            chat_kind="direct" if direct else "group",
+        )
+        self._spawn(self._command_reply(client, respond, msg, team, user, channel))
+
+    async def _command_reply(
+        self, client: AsyncWebClient, respond: Any, msg: Incoming, team: str, user: str, channel: str
+    ) -> None:
+        try:
+            reply = await self.assistant.handle(msg)
+        except Exception as err:
+            log.exception("slack.command_failed", error=type(err).__name__)
+            await respond(
+                text="Sorry, that command failed on my side. Please try again.", response_type="ephemeral"
+            )
+            return
+        if reply is None:
+            return
+        text = await reply.collect()
+        pieces = render_pieces(text)
+        for i, piece in enumerate(pieces or [""]):
+            blocks = text_blocks(piece) if piece else []
+            if i == len(pieces) - 1 and reply.buttons:
+                blocks += button_blocks(reply.buttons)
+            if blocks:
+                await respond(text=piece or "Choose an action", blocks=blocks, response_type="ephemeral")
+        if reply.document is not None:
+            try:
+                opened = await client.conversations_open(users=user)
+                dm = opened["channel"]["id"]
+                await self.sender.send(client, Reply(document=reply.document), Target(dm, None, team, user))
+            except SlackApiError as err:
+                self._report(err, team)
+
+    async def _on_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: Any, respond: Any
+    ) -> None:
+        await ack()
+        team = str((body.get("team") or {}).get("id") or body.get("user", {}).get("team_id") or "")
+        user = str((body.get("user") or {}).get("id") or "")
+        container = body.get("container") or {}
+        command = str(action.get("value") or "")
+        if not team or not user or not command:
+            return
+        if container.get("type") == "view":  # App Home: act, then show the updated home
+            msg = Incoming(
+                platform=PLATFORM,
+                chat_id=scoped(team, f"home-{user}"),
+                sender_id=scoped(team, user),
+                text=command,
+                message_id=f"action-{action.get('action_ts')}",
+            )
+            self._spawn(self._home_action(client, msg, team, user))
+            return
+        channel = str(container.get("channel_id") or (body.get("channel") or {}).get("id") or "")
+        thread = container.get("thread_ts")
+        private = channel.startswith("D")
+        msg = Incoming(
+            platform=PLATFORM,
+            chat_id=scoped(team, channel),
+            sender_id=scoped(team, user),
+            text=command,
+            message_id=f"action-{action.get('action_ts')}",
+            chat_kind="direct" if private else "group",
+            thread_id=str(thread) if thread else None,
+        )
+        if container.get("is_ephemeral"):  # a button under a /confidante answer: answer privately too
+            self._spawn(self._command_reply(client, respond, msg, team, user, channel))
+        else:
+            self._spawn(self._respond(client, msg, Target(channel, msg.thread_id, team, user)))
+
+    # ------------------------------------------------------------------ App Home
+    async def _on_home_opened(self, event: dict[str, Any], body: dict[str, Any], client: Any) -> None:
+        if event.get("tab") not in (None, "home"):
+            return
+        team, user = event_team(body, event), str(event.get("user") or "")
+        if team and user:
+            self._spawn(self._publish_home(client, team, user, str(event.get("event_ts") or "")))
+
+    async def _home_action(self, client: AsyncWebClient, msg: Incoming, team: str, user: str) -> None:
+        reply = await self.assistant.handle(msg)
+        if reply is not None:
+            await reply.collect()
+        await self._publish_home(client, team, user, msg.message_id)
+
+    async def _publish_home(self, client: AsyncWebClient, team: str, user: str, nonce: str) -> None:
+        msg = Incoming(
+            platform=PLATFORM,
+            chat_id=scoped(team, f"home-{user}"),
+            sender_id=scoped(team, user),
+            text="/memory",
+            message_id=f"home-{nonce}",
+        )
+        try:
+            reply = await self.assistant.handle(msg)
+            text = await reply.collect() if reply is not None else ""
+            await client.views_publish(user_id=user, view=home_view(text))
+        except SlackApiError as err:
+            self._report(err, team)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Check the token, then connect to Socket Mode and/or serve HTTP."""
+        if not self.multi_workspace:
+            try:
+                auth = await self.app.client.auth_test()
+            except SlackApiError as err:
+                code = str(err.response.get("error"))
+                raise SlackSetupError(
+                    f"Slack rejected the bot token ({code}): {_AUTH_ERRORS.get(code, code)}"
+                ) from err
+            log.info("slack.authorized", team=auth.get("team_id"), bot_user=auth.get("user_id"))
+        if self.socket_mode:
+            app_token = self.settings.slack_app_token.get_secret_value()  # type: ignore[union-attr]
+            try:  # the SDK's connect() retries forever, also on a token Slack will never accept
+                await self.app.client.apps_connections_open(app_token=app_token)
+            except SlackApiError as err:
+                code = str(err.response.get("error"))
+                raise SlackSetupError(
+                    f"Slack rejected SLACK_APP_TOKEN ({code}): generate an app-level token (xapp-…) "
+                    "with the connections:write scope under Basic Information > App-Level Tokens"
+                ) from err
+            self._socket = AsyncSocketModeHandler(
+                self.app,
+                app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]
+            )
+            await self._socket.connect_async()
+            log.info("slack.socket_mode_connected")
+        if not self.socket_mode or self.multi_workspace:
+            web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)
+            secret = self.settings.slack_signing_secret
+            web_app.middlewares.append(_guard(secret.get_secret_value() if secret else None))
+            self._runner = web.AppRunner(web_app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.settings.slack_http_host, self.settings.slack_http_port)
+            await site.start()
+            host, port = self._runner.addresses[0][:2]
+            self.endpoints.http_url = f"http://{host}:{port}"
+            log.info("slack.http_listening", url=self.endpoints.http_url, events=EVENTS_PATH)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.drain(timeout=10)
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _guard(signing_secret: str | None) -> Any:
+    """aiohttp middleware in front of bolt's handler for `/slack/events`.
+
+    Missing, blank or wrong signature headers are a 401 and a validly signed body that is not
+    JSON or a form is a 400 with a message; bolt itself would answer both with a 500. Without a
+    signing secret (Socket Mode serving only the OAuth pages) no event is accepted over HTTP.
+    """
+    verifier = SignatureVerifier(signing_secret) if signing_secret else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method != "POST" or request.path != EVENTS_PATH:
+            return await handler(request)
+        body = await request.read()
+        ts = request.headers.get("X-Slack-Request-Timestamp", "").strip()
+        sig = request.headers.get("X-Slack-Signature", "").strip()
+        if verifier is None:
+            return web.json_response(
+                {"error": "events come by Socket Mode; set SLACK_SIGNING_SECRET for HTTP"}, status=401
+            )
+        if not ts.isdigit() or not sig or not verifier.is_valid(body, ts, sig):
+            log.warning(
+                "slack.rejected_request", reason="signature", has_timestamp=bool(ts), has_signature=bool(sig)
+            )
+            return web.json_response({"error": "invalid or missing Slack request signature"}, status=401)
+        try:
+            if request.content_type == "application/json":
+                json.loads(body)
+            else:
+                body.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            log.warning("slack.rejected_request", reason="malformed body", bytes=len(body))
+            return web.json_response({"error": "body is not valid JSON or form data"}, status=400)
+        return await handler(request)
+
+    return guard
+
+
+async def run_slack(assistant: AssistantLike, settings: Settings) -> None:
+    """Run the Slack channel until cancelled (started by `confidante run` beside the others).
+
+    A setup problem is logged with what to fix and the function returns, so the other channels
+    keep running.
+    """
+    try:
+        bot = SlackBot(assistant, settings)
+        await bot.start()
+    except SlackSetupError as err:
+        log.error("slack.not_started", reason=str(err))
+        return
+    except OSError as err:  # the HTTP port is taken, or Slack cannot be reached
+        log.error(
+            "slack.not_started",
+            reason=str(err),
+            fix="free CONFIDANTE_SLACK_HTTP_PORT or pick another; check the network to Slack",
+        )
+        return
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await bot.stop()

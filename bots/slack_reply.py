@@ -1,0 +1,293 @@
+"""Putting a core `Reply` into Slack: streamed, split below Slack's limits, with buttons and files.
+
+Two ways to show text while the model writes it:
+- Slack's chat streaming API (`chat.startStream` / `appendStream` / `stopStream`, via the SDK's
+  `chat_stream` helper) when replying in a thread; Slack renders `markdown_text` itself.
+- Otherwise (top-level DM replies, or a workspace where streaming is refused) one message is
+  posted and edited with `chat.update` at most once per `update_interval`, rendered as mrkdwn.
+Either way each message stays below the section-block limit and a long reply continues in the
+next message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack_render import (
+    SECTION_TEXT_LIMIT,
+    STREAM_CHUNK_LIMIT,
+    escape,
+    fit,
+    markdown_to_mrkdwn,
+    render_pieces,
+    take_escaped,
+)
+from core.messages import Button, Reply
+
+log = structlog.get_logger(__name__)
+
+BUTTON_ACTION_PREFIX = "confidante_cmd_"
+THINKING = "_…thinking_"
+# One streamed message holds at most this much text before the reply continues in a new one.
+STREAM_MESSAGE_LIMIT = 30_000
+# Errors that mean the streaming API is not available here: fall back to chat.update for good.
+_STREAM_UNAVAILABLE = {
+    "unknown_method",
+    "not_allowed_token_type",
+    "method_deprecated",
+    "feature_not_enabled",
+    "not_authorized",
+    "invalid_arguments",
+    "missing_scope",
+    "team_not_allowed",
+    "access_denied",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a reply goes: a channel, optionally a thread, for one person of one workspace."""
+
+    channel: str
+    thread_ts: str | None
+    team_id: str
+    user_id: str
+
+
+def button_blocks(buttons: list[Button]) -> list[dict[str, Any]]:
+    """An actions block; Slack allows 25 elements per actions block and 75-char labels."""
+    blocks: list[dict[str, Any]] = []
+    for start in range(0, len(buttons), 25):
+        elements = [
+            {
+                "type": "button",
+                "action_id": f"{BUTTON_ACTION_PREFIX}{start + i}",
+                "text": {"type": "plain_text", "text": b.label[:75] or "…", "emoji": True},
+                "value": b.command[:2000],
+            }
+            for i, b in enumerate(buttons[start : start + 25])
+        ]
+        blocks.append({"type": "actions", "elements": elements})
+    return blocks
+
+
+def text_blocks(mrkdwn: str) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn or " "}}]
+
+
+class ReplySender:
+    """Renders replies; remembers per workspace whether streaming works there."""
+
+    def __init__(self, *, stream_mode: str = "auto", update_interval: float = 1.0) -> None:
+        self.stream_mode = stream_mode
+        self.update_interval = update_interval
+        self._no_stream_teams: set[str] = set()
+
+    def can_stream(self, target: Target) -> bool:
+        if self.stream_mode == "update" or target.thread_ts is None:
+            return False
+        return target.team_id not in self._no_stream_teams
+
+    async def send(self, client: AsyncWebClient, reply: Reply, target: Target) -> list[str]:
+        """Post the whole reply; returns the ts of every message posted (for thread tracking)."""
+        posted: list[str] = []
+        if reply.stream is not None:
+            posted += await self._send_stream(client, reply.stream, target, reply.buttons)
+        elif reply.text.strip():
+            posted += await self._post_text(client, reply.text, target, reply.buttons)
+        elif reply.buttons:
+            posted += await self._post_text(client, "", target, reply.buttons)
+        if reply.document is not None:
+            await client.files_upload_v2(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                content=reply.document.content,
+                filename=reply.document.filename,
+                title=reply.document.filename,
+            )
+        return posted
+
+    async def _post_text(
+        self, client: AsyncWebClient, text: str, target: Target, buttons: list[Button]
+    ) -> list[str]:
+        pieces = render_pieces(text) or [""]
+        posted: list[str] = []
+        for i, piece in enumerate(pieces):
+            blocks = text_blocks(piece) if piece else []
+            if i == len(pieces) - 1 and buttons:
+                blocks += button_blocks(buttons)
+            resp = await client.chat_postMessage(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                text=piece or "Choose an action",
+                blocks=blocks,
+            )
+            posted.append(str(resp["ts"]))
+        return posted
+
+    async def _send_stream(
+        self, client: AsyncWebClient, deltas: AsyncIterator[str], target: Target, buttons: list[Button]
+    ) -> list[str]:
+        if self.can_stream(target):
+            posted, leftover = await self._stream_native(client, deltas, target, buttons)
+            if leftover is None:
+                return posted
+            # Streaming refused: continue the same reply by editing a message.
+            return posted + await self._stream_by_update(client, deltas, target, buttons, leftover)
+        return await self._stream_by_update(client, deltas, target, buttons, "")
+
+    async def _stream_native(
+        self, client: AsyncWebClient, deltas: AsyncIterator[str], target: Target, buttons: list[Button]
+    ) -> tuple[list[str], str | None]:
+        """Stream via chat.startStream/appendStream/stopStream.
+
+        Returns the posted ts list and None when done, or the text not yet shown when Slack
+        refused to start a stream (the caller carries on with chat.update).
+        """
+        posted: list[str] = []
+        streamer = None
+        pending = ""  # escaped text not yet sent
+        unsent = ""  # the same, as the model wrote it (handed to chat.update if Slack refuses)
+        in_message = 0
+        last_flush = 0.0
+        assert target.thread_ts is not None
+
+        async def open_stream() -> Any:
+            return await client.chat_stream(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                recipient_team_id=target.team_id,
+                recipient_user_id=target.user_id,
+                buffer_size=1,
+            )
+
+        async for delta in deltas:
+            pending += escape(delta)
+            unsent += delta
+            now = time.monotonic()
+            if now - last_flush < self.update_interval and len(pending) < STREAM_CHUNK_LIMIT // 2:
+                continue
+            if not pending.strip():
+                continue
+            if streamer is None:
+                streamer = await open_stream()
+            while pending:
+                cut = take_escaped(pending, STREAM_CHUNK_LIMIT)
+                try:
+                    await streamer.append(markdown_text=pending[:cut])
+                except SlackApiError as err:
+                    if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
+                        self._refuse(target, err)
+                        return posted, unsent
+                    raise
+                pending = pending[cut:]
+                in_message += cut
+            unsent = ""
+            if streamer.ts and (not posted or posted[-1] != streamer.ts):
+                posted.append(str(streamer.ts))
+            last_flush = now
+            if in_message >= STREAM_MESSAGE_LIMIT:
+                await streamer.stop()
+                streamer, in_message = None, 0
+        if streamer is None and not pending.strip() and not buttons:
+            return posted, None
+        if streamer is None:
+            streamer = await open_stream()
+        try:
+            await streamer.stop(
+                markdown_text=pending or None,
+                blocks=button_blocks(buttons) or None,
+            )
+        except SlackApiError as err:
+            if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
+                self._refuse(target, err)
+                return posted, unsent
+            raise
+        if streamer.ts and (not posted or posted[-1] != streamer.ts):
+            posted.append(str(streamer.ts))
+        return posted, None
+
+    def _refuse(self, target: Target, err: SlackApiError) -> None:
+        self._no_stream_teams.add(target.team_id)
+        log.info(
+            "slack.streaming_unavailable",
+            team=target.team_id,
+            error=err.response.get("error"),
+            hint="falling back to chat.update; enable 'Agents & AI Apps' for the app to stream",
+        )
+
+    async def _stream_by_update(
+        self,
+        client: AsyncWebClient,
+        deltas: AsyncIterator[str],
+        target: Target,
+        buttons: list[Button],
+        already: str,
+    ) -> list[str]:
+        """One message edited at most once per interval; continues in a new message when full."""
+        resp = await client.chat_postMessage(
+            channel=target.channel, thread_ts=target.thread_ts, text=THINKING, blocks=text_blocks(THINKING)
+        )
+        posted = [str(resp["ts"])]
+        done = ""  # text already finalized in earlier messages
+        text = already
+        last_update = time.monotonic() - self.update_interval  # the first text shows at once
+        shown = ""
+
+        async def show(body: str, final: bool, with_buttons: bool = True) -> None:
+            nonlocal shown
+            rendered = markdown_to_mrkdwn(body.strip()) if body.strip() else (" " if final else THINKING)
+            if rendered == shown and not final:
+                return
+            blocks = text_blocks(rendered if final else rendered + " …")
+            if final and with_buttons and buttons:
+                blocks += button_blocks(buttons)
+            await client.chat_update(channel=target.channel, ts=posted[-1], text=rendered, blocks=blocks)
+            shown = rendered
+
+        # Rendering never makes text longer than escaping it (plus a newline per code fence),
+        # so the escaped length is a cheap bound: render only when a message is nearly full.
+        escaped_len = len(escape(text))
+        async for delta in deltas:
+            text += delta
+            escaped_len += len(escape(delta))
+            current = text[len(done) :]
+            while (
+                escaped_len > SECTION_TEXT_LIMIT - 200
+                and len(markdown_to_mrkdwn(current)) > SECTION_TEXT_LIMIT - 10
+            ):
+                head = current[: fit(current, SECTION_TEXT_LIMIT - 10)]
+                rendered = markdown_to_mrkdwn(head)
+                await client.chat_update(
+                    channel=target.channel, ts=posted[-1], text=rendered, blocks=text_blocks(rendered)
+                )
+                done += head
+                nxt = await client.chat_postMessage(
+                    channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
+                )
+                posted.append(str(nxt["ts"]))
+                shown = ""
+                current = text[len(done) :]
+                escaped_len = len(escape(current))
+            if time.monotonic() - last_update >= self.update_interval:
+                await show(current, final=False)
+                last_update = time.monotonic()
+        rest = text[len(done) :]
+        while len(markdown_to_mrkdwn(rest)) > SECTION_TEXT_LIMIT - 10:
+            head = rest[: fit(rest, SECTION_TEXT_LIMIT - 10)]
+            await show(head, final=True, with_buttons=False)
+            done += head
+            rest = text[len(done) :]
+            nxt = await client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
+            )
+            posted.append(str(nxt["ts"]))
+        await show(rest, final=True)
+        return posted

@@ -1,0 +1,462 @@
+"""Telegram channel: python-telegram-bot's Application in, the core's replies out.
+
+`confidante run` starts `run_telegram(assistant, settings)` beside the other platforms in one
+event loop. Long polling by default; with `CONFIDANTE_TELEGRAM_WEBHOOK_URL` the app serves its
+own webhook endpoint and registers it with a secret token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import structlog
+from telegram import (
+    BotCommand,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    Update,
+)
+from telegram.constants import ChatAction, ChatMemberStatus
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bots.base import RecentIds, Throttle, keep_alive
+from bots.telegram_incoming import PLATFORM, UNREADABLE_REPLY, BotIdentity, chat_kind, to_incoming
+from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget
+from bots.telegram_webhook import WebhookServer
+from core.config import Settings
+from core.messages import Button, Incoming, Reply
+
+log = structlog.get_logger(__name__)
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
+_COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+_SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+SORRY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
+EMPTY_REPLY = "I came up with nothing to say to that. Could you put it another way?"
+ADMINS_ONLY = "Only this group's admins can turn group context on or off."
+_CONTEXT_CHANGE = re.compile(r"^/context\s+(on|off)\b", re.IGNORECASE)
+BUTTON_EXPIRED = "This button has expired. Please send the command again."
+
+
+class AssistantLike(Protocol):
+    """What the channel needs from `core.assistant.Assistant`."""
+
+    async def handle(self, msg: Incoming) -> Reply | None: ...
+    async def chat_closed(self, platform: str, chat_id: str) -> None: ...
+    def command_list(self) -> list[tuple[str, str]]: ...
+
+
+class TelegramConfigError(RuntimeError):
+    """The Telegram settings cannot work; the message says what to change."""
+
+
+def _file_url(api_url: str) -> str:
+    """The file endpoint that belongs to a Bot API base URL ("…/bot" -> "…/file/bot")."""
+    return api_url[: -len("bot")] + "file/bot" if api_url.endswith("/bot") else api_url
+
+
+class TelegramChannel:
+    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+        if settings.telegram_bot_token is None:
+            raise TelegramConfigError(
+                "TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and set it."
+            )
+        self.assistant = assistant
+        self.settings = settings
+        self.application = self._build_application()
+        self.sender = Sender(self.application.bot, drafts=settings.telegram_drafts)
+        self.throttle = Throttle(settings.telegram_edit_interval)
+        self.seen = RecentIds()
+        self.inactive: set[int] = set()
+        self.me: BotIdentity | None = None
+        self.commands: frozenset[str] = frozenset()
+        self.webhook: WebhookServer | None = None
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._buttons: OrderedDict[str, str] = OrderedDict()
+        self._started = False
+
+    # ---- setup -------------------------------------------------------------------------------
+
+    def _build_application(self) -> Application:
+        s = self.settings
+        token = s.telegram_bot_token.get_secret_value()  # type: ignore[union-attr]
+        builder = (
+            Application.builder()
+            .token(token)
+            .rate_limiter(AIORateLimiter(max_retries=s.telegram_flood_retries))
+            .concurrent_updates(True)
+            .get_updates_read_timeout(s.telegram_poll_timeout + 10)
+        )
+        if s.telegram_api_url:
+            builder = builder.base_url(s.telegram_api_url).base_file_url(_file_url(s.telegram_api_url))
+        if s.telegram_webhook_url:
+            builder = builder.updater(None)
+        app = builder.build()
+        app.add_handler(TypeHandler(Update, self._dedupe), group=-1)
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGES, self._on_message))
+        app.add_handler(CallbackQueryHandler(self._on_button))
+        app.add_handler(ChatMemberHandler(self._on_membership, ChatMemberHandler.MY_CHAT_MEMBER))
+        app.add_error_handler(self._on_error)
+        return app
+
+    def _webhook_secret(self) -> str:
+        given = self.settings.telegram_webhook_secret
+        if given is None:
+            return secrets.token_urlsafe(32)  # registered with setWebhook below, so Telegram knows it
+        value = given.get_secret_value()
+        if not _SECRET_OK.match(value):
+            raise TelegramConfigError(
+                "CONFIDANTE_TELEGRAM_WEBHOOK_SECRET may hold only A-Z, a-z, 0-9, _ and - (1-256 characters)."
+            )
+        return value
+
+    async def start(self) -> None:
+        app = self.application
+        try:
+            await app.initialize()
+        except InvalidToken as exc:
+            raise TelegramConfigError(
+                f"Telegram rejected TELEGRAM_BOT_TOKEN ({exc}); copy the token from @BotFather again."
+            ) from exc
+        except NetworkError as exc:
+            where = self.settings.telegram_api_url or "https://api.telegram.org"
+            raise TelegramConfigError(
+                f"Could not reach the Telegram Bot API at {where} ({exc}); check the network or "
+                "CONFIDANTE_TELEGRAM_API_URL."
+            ) from exc
+        self.me = BotIdentity(app.bot.id, app.bot.username)
+        await self._register_commands()
+        await app.start()
+        if self.settings.telegram_webhook_url:
+            await self._start_webhook()
+        else:
+            assert app.updater is not None
+            await app.updater.start_polling(
+                timeout=self.settings.telegram_poll_timeout,
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,
+                bootstrap_retries=3,
+            )
+        self._started = True
+        log.info("telegram.started", bot=self.me.username, mode="webhook" if self.webhook else "polling")
+
+    async def _start_webhook(self) -> None:
+        s = self.settings
+        url = s.telegram_webhook_url
+        assert url is not None
+        secret = self._webhook_secret()
+        path = urlsplit(url).path or "/telegram"
+        self.webhook = WebhookServer(
+            self.application,
+            secret=secret,
+            path=path,
+            host=s.telegram_webhook_listen,
+            port=s.telegram_webhook_port,
+        )
+        await self.webhook.start()
+        await self.application.bot.set_webhook(
+            url=url, secret_token=secret, allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False
+        )
+
+    async def _register_commands(self) -> None:
+        commands: list[BotCommand] = []
+        for name, description in self.assistant.command_list():
+            bare = name.lstrip("/").lower()
+            if not _COMMAND_NAME.match(bare) or not description:
+                log.warning("telegram.command_skipped", command=name, reason="not a valid Telegram command")
+                continue
+            commands.append(BotCommand(bare, description[:256]))
+        self.commands = frozenset(c.command for c in commands)
+        try:
+            await self.application.bot.set_my_commands(commands)
+        except TelegramError as exc:  # the menu is a convenience; the bot works without it
+            log.warning("telegram.set_commands_failed", error=str(exc))
+
+    async def stop(self) -> None:
+        app = self.application
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if self.webhook is not None:
+            await self.webhook.stop()
+        if app.running:
+            await app.stop()
+        await app.shutdown()
+        self._started = False
+        log.info("telegram.stopped")
+
+    # ---- updates -----------------------------------------------------------------------------
+
+    async def _dedupe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self.seen.add(update.update_id):
+            log.info("telegram.duplicate_update", update_id=update.update_id)
+            raise ApplicationHandlerStop
+
+    def _lock(self, chat_id: int) -> asyncio.Lock:
+        """Messages of one chat are answered in order; different chats run side by side."""
+        lock = self._locks.get(chat_id)
+        if lock is None:
+            lock = self._locks[chat_id] = asyncio.Lock()
+        return lock
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or self.me is None:
+            return
+        edited = update.edited_message is not None
+        mapped = to_incoming(message, self.me, edited=edited, commands=self.commands)
+        chat_id = message.chat_id
+        self.inactive.discard(chat_id)  # they are writing to us, so we can write back
+        if mapped.unreadable and not edited:
+            log.info("telegram.unreadable", chat_id=chat_id, kind=mapped.unreadable)
+            async with self._lock(chat_id):
+                await self._guard(
+                    chat_id, self._send_text(message, UNREADABLE_REPLY.format(what=mapped.unreadable))
+                )
+            return
+        incoming = mapped.incoming
+        if incoming is None:
+            return
+        log.info(
+            "telegram.message",
+            chat_id=chat_id,
+            chat_kind=incoming.chat_kind,
+            addressed=incoming.addressed,
+            edited=edited,
+            chars=len(incoming.text),
+        )
+        if self.settings.log_content:
+            log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
+        async with self._lock(chat_id):
+            if await self._refused_setting(incoming, message):
+                return
+            await self._answer(incoming, message)
+
+    async def _refused_setting(self, incoming: Incoming, message: Message) -> bool:
+        """Only a group's Telegram admins may change whether the group is kept as context."""
+        if incoming.chat_kind != "group" or not _CONTEXT_CHANGE.match(incoming.text):
+            return False
+        if message.sender_chat is not None and message.sender_chat.id == message.chat_id:
+            return False  # an anonymous admin speaks as the group itself
+        user = message.from_user
+        try:
+            member = await self.application.bot.get_chat_member(message.chat_id, user.id) if user else None
+        except TelegramError as exc:
+            log.warning("telegram.admin_check_failed", chat_id=message.chat_id, error=str(exc))
+            member = None
+        if member is not None and member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
+            return False
+        await self._guard(message.chat_id, self._send_text(message, ADMINS_ONLY))
+        return True
+
+    async def _answer(self, incoming: Incoming, message: Message) -> None:
+        chat_id = message.chat_id
+        thread = int(incoming.thread_id) if incoming.thread_id else None
+        typing = incoming.addressed and not incoming.edited
+
+        async def show_typing() -> None:
+            await self.application.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread)
+
+        async def work() -> None:
+            try:
+                reply = await self.assistant.handle(incoming)
+                if reply is not None:
+                    await self._deliver(reply, message, thread)
+            except ChatGone:
+                raise
+            except Exception:
+                # the person must hear that something failed, never silence
+                log.exception("telegram.reply_failed", chat_id=chat_id)
+                try:
+                    await self._send_text(message, SORRY)
+                except TelegramError as exc:
+                    log.error("telegram.apology_failed", chat_id=chat_id, error=str(exc))
+
+        if typing:
+            async with keep_alive(show_typing, self.settings.telegram_typing_interval):
+                await self._guard(chat_id, work())
+        else:
+            await self._guard(chat_id, work())
+
+    async def _guard(self, chat_id: int, work: Awaitable[None]) -> None:
+        """Run a send; a 403 marks the chat inactive (logged once) instead of failing again and again."""
+        try:
+            await work
+        except ChatGone as exc:
+            await self._gone(chat_id, exc.reason)
+
+    async def _gone(self, chat_id: int, reason: str) -> None:
+        if chat_id in self.inactive:
+            return
+        self.inactive.add(chat_id)
+        log.warning("telegram.chat_inactive", chat_id=chat_id, reason=reason)
+        try:
+            await self.assistant.chat_closed(PLATFORM, str(chat_id))
+        except Exception:
+            log.exception("telegram.chat_closed_failed", chat_id=chat_id)
+
+    async def _send_text(self, message: Message, text: str) -> None:
+        group = message.chat.type != "private"
+        thread = message.message_thread_id if message.chat.is_forum and message.is_topic_message else None
+        await self.sender.send(
+            message.chat_id, text, thread_id=thread, reply_to=message.message_id if group else None
+        )
+
+    async def _deliver(self, reply: Reply, message: Message, thread: int | None) -> None:
+        chat_id = message.chat_id
+        direct = chat_kind(message) == "direct"
+        if reply.thread_id and reply.thread_id.isdigit():
+            thread = int(reply.thread_id)
+        reply_to: int | None = None
+        if not direct:  # in a group, quote what we answer; a direct chat needs no quoting
+            asked = reply.reply_to if reply.reply_to and reply.reply_to.isdigit() else None
+            reply_to = int(asked) if asked else message.message_id
+        target = StreamTarget(
+            chat_id=chat_id,
+            thread_id=thread,
+            reply_to=reply_to,
+            use_draft=direct and self.sender.drafts,
+            markup=self._keyboard(reply.buttons),
+        )
+        renderer = StreamRenderer(self.sender, target, self.throttle)
+        if chat_id in self.inactive:
+            await _drain(reply)
+            return
+        try:
+            text = reply.text
+            if reply.stream is not None:
+                text = await renderer.run(reply.stream)
+            elif reply.text.strip():
+                await renderer.show(reply.text, final=True)
+            if not text.strip() and reply.document is None:
+                await renderer.show(EMPTY_REPLY, final=True)
+            if reply.document is not None:
+                doc = reply.document
+                await self.sender.call(
+                    chat_id,
+                    self.application.bot.send_document,
+                    document=InputFile(doc.content, filename=doc.filename),
+                    message_thread_id=thread,
+                )
+        except ChatGone:
+            await _drain(reply)
+            raise
+
+    # ---- buttons -----------------------------------------------------------------------------
+
+    def _button_data(self, command: str) -> str:
+        """callback_data holds at most 64 bytes: longer commands are kept here behind a token."""
+        data = f"c:{command}"
+        if len(data.encode()) <= 64:
+            return data
+        token = secrets.token_urlsafe(12)
+        self._buttons[token] = command
+        while len(self._buttons) > 10_000:
+            self._buttons.popitem(last=False)
+        return f"t:{token}"
+
+    def _keyboard(self, buttons: list[Button]) -> InlineKeyboardMarkup | None:
+        if not buttons:
+            return None
+        row = [InlineKeyboardButton(b.label, callback_data=self._button_data(b.command)) for b in buttons]
+        return InlineKeyboardMarkup([row])
+
+    def _command_for(self, data: str) -> str | None:
+        if data.startswith("c:"):
+            return data[2:]
+        if data.startswith("t:"):
+            return self._buttons.pop(data[2:], None)
+        return None
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query: CallbackQuery | None = update.callback_query
+        if query is None or query.message is None:
+            return
+        command = self._command_for(query.data or "")
+        try:
+            await query.answer(text=None if command else BUTTON_EXPIRED)
+        except TelegramError as exc:
+            log.debug("telegram.answer_callback_failed", error=str(exc))
+        if command is None:
+            return
+        message = query.message
+        try:
+            await query.edit_message_reply_markup(reply_markup=None)  # one press per keyboard
+        except TelegramError as exc:
+            log.debug("telegram.remove_keyboard_failed", error=str(exc))
+        chat = message.chat
+        kind = "direct" if chat.type == "private" else "group"
+        thread = getattr(message, "message_thread_id", None) if chat.is_forum else None
+        incoming = Incoming(
+            platform=PLATFORM,
+            chat_id=str(chat.id),
+            sender_id=str(query.from_user.id),
+            text=command,
+            message_id=f"cb:{query.id}",
+            chat_kind=kind,  # type: ignore[arg-type]
+            sender_name=query.from_user.full_name,
+            thread_id=str(thread) if thread else None,
+            addressed=True,
+        )
+        log.info("telegram.button", chat_id=chat.id, chat_kind=kind)
+        if isinstance(message, Message):
+            async with self._lock(chat.id):
+                await self._answer(incoming, message)
+
+    # ---- membership and errors ---------------------------------------------------------------
+
+    async def _on_membership(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        change = update.my_chat_member
+        if change is None:
+            return
+        status = change.new_chat_member.status
+        chat_id = change.chat.id
+        if status in (ChatMemberStatus.BANNED, ChatMemberStatus.LEFT):
+            await self._gone(chat_id, f"bot is now {status}")
+        elif status in (ChatMemberStatus.MEMBER, ChatMemberStatus.ADMINISTRATOR):
+            self.inactive.discard(chat_id)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram.handler_error", error=repr(context.error), exc_info=context.error)
+
+
+async def _drain(reply: Reply) -> None:
+    """Stop a reply nobody can see: close the generator, or read it out so the core finishes."""
+    stream = reply.stream
+    if stream is None:
+        return
+    closer = getattr(stream, "aclose", None)
+    if closer is not None:
+        await closer()
+        return
+    async for _ in stream:
+        pass
+
+
+async def run_telegram(assistant: AssistantLike, settings: Settings) -> None:
+    """Run the Telegram channel until cancelled (the CLI cancels it on shutdown)."""
+    channel = TelegramChannel(assistant, settings)
+    await channel.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await channel.stop()

@@ -1,0 +1,168 @@
+"""The background tasks. Each is idempotent: running it twice, or again after a crash half-way,
+leaves the same memories (see core/memory/consolidate.py), so `task_acks_late` redelivery and
+retries are safe."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import structlog
+from celery import Task
+
+from core.config import BUNDLED_MODEL, Settings, get_settings
+from core.memory.consolidate import Consolidator
+from core.memory.extract import Extractor, LLMExtractor, RuleExtractor
+from core.memory.store import Store
+from workers.app import (
+    TASK_COMPACT,
+    TASK_CONSOLIDATE,
+    TASK_DRAINED,
+    TASK_FORGET_PERSON,
+    TASK_REFRESH_PROFILE,
+    TASK_SWEEP,
+    app,
+    broker_dir,
+)
+from workers.locks import person_lock
+
+log = structlog.get_logger(__name__)
+
+RETRY = {
+    "autoretry_for": (Exception,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "acks_late": True,
+}
+
+
+class PersonBusy(Exception):
+    """Another worker is consolidating this person; try again shortly."""
+
+
+def settings() -> Settings:
+    return app.confidante_settings if hasattr(app, "confidante_settings") else get_settings()
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    """One store per worker process, opened on first use (after a prefork fork)."""
+    from core.memory.embed import default_embedder
+
+    s = settings()
+    s.ensure_data_dir()
+    return Store(s.data_dir / "lancedb", default_embedder())
+
+
+@lru_cache(maxsize=1)
+def extractor() -> Extractor:
+    """Rules for the bundled model (too small for reliable JSON); an LLM for a capable one."""
+    s = settings()
+    if s.extractor == "rules" or (s.extractor == "auto" and s.model == BUNDLED_MODEL):
+        return RuleExtractor()
+    try:
+        return LLMExtractor(_model_completion(s))
+    except Exception as exc:
+        log.warning(
+            "LLM extractor unavailable, using rules; set CONFIDANTE_EXTRACTOR=rules to silence",
+            error=str(exc)[:200],
+        )
+        return RuleExtractor()
+
+
+def _model_completion(s: Settings) -> Callable[[list[dict[str, str]]], str]:
+    from core.llm.engine import Engine
+    from core.llm.model import load_model
+
+    engine = Engine(load_model(s), s)
+
+    def complete(messages: list[dict[str, str]]) -> str:
+        async def collect() -> str:
+            return "".join([d async for d in engine.stream(messages, max_new_tokens=512)])
+
+        return asyncio.run(collect())
+
+    return complete
+
+
+def consolidator() -> Consolidator:
+    return Consolidator(
+        store(), extractor(), pause_after_first_write=settings().consolidate_write_delay_seconds
+    )
+
+
+@app.task(bind=True, name=TASK_CONSOLIDATE, **RETRY)
+def consolidate(self: Task, person_id: str) -> dict[str, int]:
+    """Read the person's new turns and revise their memories and profile."""
+    with person_lock(settings(), person_id) as held:
+        if not held:
+            raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
+        result = consolidator().run(person_id)
+    return {"turns": result.turns_read, **result.summary()}
+
+
+@app.task(bind=True, name=TASK_REFRESH_PROFILE, **RETRY)
+def refresh_profile(self: Task, person_id: str) -> str:
+    """Something was forgotten: the profile must not keep it."""
+    with person_lock(settings(), person_id) as held:
+        if not held:
+            raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
+        c = consolidator()
+        c.drop_orphans(person_id)
+        return c.refresh_profile(person_id)
+
+
+@app.task(bind=True, name=TASK_FORGET_PERSON, **RETRY)
+def forget_person(self: Task, person_id: str) -> None:
+    """The person was erased: drop what workers derived and keep outside the tables."""
+    s = settings()
+    # after any consolidation of this person that was running when they were erased
+    with person_lock(s, person_id, wait=30) as held:
+        if not held:
+            raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
+        store().refresh_person(person_id)
+        consolidator().drop_orphans(person_id)
+        for path in (s.data_dir / "adapters" / person_id,):
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+    log.info("person's derived data dropped", person=person_id)
+
+
+@app.task(name=TASK_SWEEP, acks_late=True)
+def sweep() -> int:
+    """Beat: consolidate people whose unread turns went quiet (fewer than the per-turn trigger,
+    or work lost while a broker or worker was down). Returns how many were queued."""
+    s = settings()
+    st = store()
+    quiet = datetime.now(UTC) - timedelta(seconds=s.consolidate_idle_seconds)
+    queued = 0
+    checker = Consolidator(st, RuleExtractor())
+    for person in st.refresh_people():
+        pending = checker.pending(person)
+        if pending and pending[-1].ts <= quiet:
+            consolidate.delay(person.person_id)
+            queued += 1
+    if queued:
+        log.info("sweep queued consolidations", people=queued)
+    return queued
+
+
+@app.task(name=TASK_COMPACT, acks_late=True)
+def compact() -> None:
+    """Beat: scalar indexes and table compaction, so per-person filters stay fast."""
+    store().ensure_indexes()
+    log.info("tables compacted")
+
+
+@app.task(name=TASK_DRAINED)
+def drained(token: str) -> None:
+    """Embedded mode: a marker queued last; when it runs, everything queued before it ran."""
+    folder = broker_dir(settings()) / "drained"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / Path(token).name).touch()
