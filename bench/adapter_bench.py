@@ -257,10 +257,10 @@ def serving(args, settings) -> None:
     del module
     t2 = Table(title="Adapters: loading and size (rank 8, q/k/v/o)")
     for col in (
-        "adapter load p50 ms",
+        "adapter load = swap p50 ms",
         "first token, adapter not loaded s",
         "first token, adapter resident s",
-        "swap cost ms",
+        "cold - resident first token ms (noisy)",
         "bytes on disk",
         "bytes per serving slot",
     ):
