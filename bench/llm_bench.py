@@ -1,6 +1,6 @@
 """Base model benchmarks: cold start from the cache, time to first token, tokens/s.
 
-Usage: python bench/llm_bench.py [--data-dir DIR] [--dtypes bfloat16,float32] [--prompt-tokens 1000]
+Usage: python bench/llm_bench.py [--data-dir DIR] [--dtypes auto,bfloat16,float32] [--prompt-tokens 1000]
 Prints a rich table. The first run converts the bundled GGUF (once, ~20-60 s).
 """
 
@@ -82,7 +82,7 @@ async def time_generation(engine, messages: list[dict], new_tokens: int) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
-    parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--dtypes", default="auto", help="comma list, e.g. auto,bfloat16,float32")
     parser.add_argument("--prompt-tokens", type=int, default=1000)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
@@ -107,7 +107,7 @@ def main() -> None:
         runs = [asyncio.run(time_generation(engine, messages, args.new_tokens)) for _ in range(3)]
         engine.close()
         table.add_row(
-            dtype,
+            f"{dtype} ({str(engine.loaded.dtype).removeprefix('torch.')})",
             f"{imports:.2f}",
             f"{load:.2f}",
             str(prompt_tokens),

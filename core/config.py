@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     adapters_enabled: bool = True
     adapter_cache_count: int = 16
     adapter_cache_bytes: int = 256 * 2**20
-    adapter_max_rank: int = 16
+    adapter_max_rank: int = 8  # serving slots; every extra rank costs time in each mixed batch
     adapter_rank: int = 8
     adapter_min_new_items: int = 10
     adapter_include_group_memories: bool = False

@@ -200,6 +200,8 @@ class _RowContext:
     def __init__(self) -> None:
         self.index: Any = None
         self.single: int | None = None
+        # bumped when the rows' slots or a slot's weights change: wrapped layers re-gather then
+        self.version = 0
 
 
 class BatchedLoRALinear(nn.Module):
@@ -213,6 +215,7 @@ class BatchedLoRALinear(nn.Module):
         # slot 0 stays zero: the base model, for rows without an adapter
         self.register_buffer("lora_a", torch.zeros(slots, rank, w.shape[1], dtype=w.dtype, device=w.device))
         self.register_buffer("lora_b", torch.zeros(slots, w.shape[0], rank, dtype=w.dtype, device=w.device))
+        self._gathered: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -222,9 +225,13 @@ class BatchedLoRALinear(nn.Module):
         if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
             s = self.ctx.single
             return y + (x @ self.lora_a[s].transpose(0, 1)) @ self.lora_b[s].transpose(0, 1)
-        a = self.lora_a.index_select(0, index)  # (batch, rank, in)
-        b = self.lora_b.index_select(0, index)  # (batch, out, rank)
-        return y + torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
+        if self._gathered is None or self._gathered[0] != self.ctx.version:
+            # gather each row's A and B once per batch composition, not once per token
+            a = self.lora_a.index_select(0, index).transpose(1, 2).contiguous()  # (batch, in, rank)
+            b = self.lora_b.index_select(0, index).transpose(1, 2).contiguous()  # (batch, rank, out)
+            self._gathered = (self.ctx.version, a, b)
+        _, a, b = self._gathered
+        return y + torch.bmm(torch.bmm(x, a), b)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -293,6 +300,7 @@ class AdapterRegistry:
         self._bytes: dict[int, int] = {}
         self._pins: dict[int, int] = {}
         self._free = list(range(self.max_loaded, 0, -1))
+        self._last_rows: list[int] | None = None
         self.loads = 0
         self.load_seconds: list[float] = []
 
@@ -321,9 +329,13 @@ class AdapterRegistry:
         import torch
 
         if not self._modules or all(s < 0 for s in slots):
-            self._ctx.index, self._ctx.single = None, None
+            self._ctx.index, self._ctx.single, self._last_rows = None, None, None
             return
         mapped = [max(s, 0) for s in slots]
+        if self._ctx.index is not None and self._last_rows == mapped:
+            return  # same rows as the last step: keep the gathered weights
+        self._last_rows = mapped
+        self._ctx.version += 1
         self._ctx.single = mapped[0] if len(set(mapped)) == 1 else None
         device = next(iter(self._modules.values())).lora_a.device
         self._ctx.index = torch.tensor(mapped, dtype=torch.long, device=device)
@@ -365,6 +377,11 @@ class AdapterRegistry:
         return False
 
     def _load(self, key: tuple[str, str], path: Path) -> int:
+        # slots are always created and written in inference mode, whichever thread loads them
+        with torch.inference_mode():
+            return self._load_inner(key, path)
+
+    def _load_inner(self, key: tuple[str, str], path: Path) -> int:
         start = time.perf_counter()
         config, tensors = read_adapter(path)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -403,6 +420,8 @@ class AdapterRegistry:
                 b_buf[:, :rank].copy_((pair["B"].float() * scale).to(b_buf.dtype))
         self._lru[key] = slot
         self._bytes[slot] = size
+        self._ctx.version += 1  # a slot's weights changed under any gathered copy
+        self._last_rows = None
         self.loads += 1
         self.load_seconds.append(time.perf_counter() - start)
         return slot

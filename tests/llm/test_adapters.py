@@ -175,3 +175,27 @@ def test_damaged_adapter_serves_the_base_model(fresh, tmp_path):
     reg = AdapterRegistry(copy.deepcopy(fresh.model), Settings(data_dir=tmp_path))
     reg.register("p", bad)
     assert reg.acquire("p") == -1
+
+
+@pytest.mark.gpu
+async def test_mixed_adapter_batch_on_cuda(fresh, adapter_dirs, tmp_path):
+    """The same engine and batched LoRA on a GPU (run on a lent GPU machine; CI skips it)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import copy
+
+    loaded = copy.copy(fresh)
+    loaded.model = copy.deepcopy(fresh.model).to("cuda")
+    loaded.device = "cuda"
+    engine = Engine(loaded, Settings(data_dir=tmp_path, temperature=0))
+    for i, d in enumerate(adapter_dirs):
+        engine.adapters.register(f"p{i}", d)
+    people = ["p0", None, "p1", "p2"]
+    try:
+        solo = [await engine.generate(HELLO, adapter=p, max_new_tokens=12) for p in people]
+        together = await asyncio.gather(
+            *[engine.generate(HELLO, adapter=p, max_new_tokens=12) for p in people]
+        )
+        assert together == solo and len(set(solo)) == 4
+    finally:
+        engine.close()

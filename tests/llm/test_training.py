@@ -249,3 +249,26 @@ def test_two_refreshes_at_once_cannot_both_promote(store, settings, model):
     assert results["first"].status == "promoted"
     assert results["second"].status == "busy"
     assert len(list_versions("dana", settings)) == 1
+
+
+def test_adapter_cli_lists_versions_and_explains_a_refused_rollback(store, settings, model, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    import bots.adapter_cli as cli
+    import bots.cli
+
+    monkeypatch.setattr(bots.cli, "_store", lambda _settings: store)
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    app = typer.Typer()
+    app.add_typer(cli.adapter_app, name="adapter")
+    runner = CliRunner()
+    empty = runner.invoke(app, ["adapter", "list", "--person", "dana"])
+    assert empty.exit_code == 0 and "No adapter yet" in empty.output
+    assert refresh_adapter("dana", store, settings, loaded=model).status == "promoted"
+    listed = runner.invoke(app, ["adapter", "list", "--person", "dana"], terminal_width=200)
+    assert listed.exit_code == 0 and "v0001" in listed.output and "current" in listed.output
+    refused = runner.invoke(app, ["adapter", "rollback", "--person", "dana"])
+    assert refused.exit_code == 1
+    missing = runner.invoke(app, ["adapter", "list", "--person", "nobody"])
+    assert missing.exit_code == 1
