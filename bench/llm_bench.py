@@ -97,7 +97,14 @@ def main() -> None:
     console = Console()
     load_model(Settings(data_dir=args.data_dir))  # converts on the very first run
     table = Table(title=f"Bundled SmolLM2-135M-Instruct, {torch.get_num_threads()} CPU threads")
-    for col in ("dtype", "import torch+transformers s", "load_model s (cached)", "prompt tok", "first token s", "decode tok/s"):
+    for col in (
+        "dtype",
+        "import torch+transformers s",
+        "load_model s (cached)",
+        "prompt tok",
+        "first token s",
+        "decode tok/s",
+    ):
         table.add_column(col, justify="right")
     for dtype in args.dtypes.split(","):
         imports, load = cold_start(args.data_dir, dtype)

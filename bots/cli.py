@@ -17,11 +17,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bots.adapter_cli import adapter_app
 from core.config import Settings, get_settings
 
 app = typer.Typer(help="Confidante: a personal assistant that remembers you.", no_args_is_help=True)
 memory_app = typer.Typer(help="See, export and forget what is remembered about a person.")
 app.add_typer(memory_app, name="memory")
+app.add_typer(adapter_app, name="adapter")
 
 err = Console(stderr=True)
 out = Console(highlight=False)

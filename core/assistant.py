@@ -235,7 +235,9 @@ class Assistant:
         parts: list[str] = []
         room = self.settings.reply_limit(msg.platform)
         try:
-            async for delta in self.engine.stream(messages, adapter=person.adapter_version or None):
+            # a private adapter holds private facts: never in a group
+            adapter = person.person_id if chat.kind == "direct" else None
+            async for delta in self.engine.stream(messages, adapter=adapter):
                 if len(delta) >= room:  # the platform's reply limit: cut here, stop generating
                     parts.append(delta[:room])
                     yield delta[:room]

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     adapter_max_rank: int = 8  # serving slots; every extra rank costs time in each mixed batch
     adapter_rank: int = 8
     adapter_min_new_items: int = 10
+    adapter_auto_refresh: bool = True  # queue a refresh after each consolidation
     adapter_include_group_memories: bool = False
     adapter_ppl_tolerance: float = 0.05
     adapter_train_epochs: int = 3

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Adapter training after each consolidation takes minutes of CPU; the training tests call it
+# directly instead (worker subprocesses inherit this).
+os.environ.setdefault("CONFIDANTE_ADAPTER_AUTO_REFRESH", "0")
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ TASK_FORGET_PERSON = "confidante.forget_person"
 TASK_SWEEP = "confidante.sweep"
 TASK_COMPACT = "confidante.compact"
 TASK_DRAINED = "confidante.drained"
+TASK_REFRESH_ADAPTER = "confidante.refresh_adapter"
 
 
 def is_embedded(settings: Settings) -> bool:

@@ -5,7 +5,6 @@ retries are safe."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -18,11 +17,13 @@ from core.config import BUNDLED_MODEL, Settings, get_settings
 from core.memory.consolidate import Consolidator
 from core.memory.extract import Extractor, LLMExtractor, RuleExtractor
 from core.memory.store import Store
+from workers import training
 from workers.app import (
     TASK_COMPACT,
     TASK_CONSOLIDATE,
     TASK_DRAINED,
     TASK_FORGET_PERSON,
+    TASK_REFRESH_ADAPTER,
     TASK_REFRESH_PROFILE,
     TASK_SWEEP,
     app,
@@ -104,6 +105,8 @@ def consolidate(self: Task, person_id: str) -> dict[str, int]:
         if not held:
             raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
         result = consolidator().run(person_id)
+    if settings().adapter_auto_refresh and settings().adapters_enabled:
+        refresh_adapter.delay(person_id)  # skips cheaply until there is enough new material
     return {"turns": result.turns_read, **result.summary()}
 
 
@@ -115,7 +118,21 @@ def refresh_profile(self: Task, person_id: str) -> str:
             raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
         c = consolidator()
         c.drop_orphans(person_id)
-        return c.refresh_profile(person_id)
+        profile = c.refresh_profile(person_id)
+    training.memory_changed(person_id, store(), settings())  # weights trained on it go too
+    if settings().adapter_auto_refresh and settings().adapters_enabled:
+        refresh_adapter.delay(person_id)
+    return profile
+
+
+@app.task(bind=True, name=TASK_REFRESH_ADAPTER, **RETRY)
+def refresh_adapter(self: Task, person_id: str) -> str:
+    """Train, gate and maybe promote this person's adapter (see workers/training.py)."""
+    result = training.refresh_adapter(person_id, store(), settings())
+    if result.status == "busy":
+        raise self.retry(exc=PersonBusy(person_id), countdown=min(300, 2 ** (self.request.retries + 3)))
+    log.info("adapter refresh", person=person_id, status=result.status)
+    return result.status
 
 
 @app.task(bind=True, name=TASK_FORGET_PERSON, **RETRY)
@@ -128,9 +145,7 @@ def forget_person(self: Task, person_id: str) -> None:
             raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
         store().refresh_person(person_id)
         consolidator().drop_orphans(person_id)
-        for path in (s.data_dir / "adapters" / person_id,):
-            if path.exists():
-                shutil.rmtree(path, ignore_errors=True)
+        training.forget_person(person_id, s)
     log.info("person's derived data dropped", person=person_id)
 
 
