@@ -126,6 +126,7 @@ class Hit:
 EXACT_SEARCH_ROWS = 20_000
 # The IVF vector index is trained once a table holds this many rows, and retrained (replaced)
 # when the table has grown to twice the rows it was trained on; `optimize` folds new rows in between.
+COMPACT_EVERY_WRITES = 64
 VECTOR_INDEX_MIN_ROWS = 50_000
 VECTOR_INDEX_NPROBES = 32
 _TIME_COLUMN = {"turns": "ts", "memories": "valid_from"}
@@ -196,6 +197,8 @@ class Store:
         self._identities: dict[tuple[str, str], str] = {}
         self._chats: dict[tuple[str, str], ChatSettings] = {}
         self._row_counts: dict[tuple[str, str], int] = {}
+        self._writes: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self._compacting = threading.Lock()
         self._fts_ready: set[str] = set()
         self._load_small_tables()
 
@@ -361,6 +364,7 @@ class Store:
             result = self._tables["turns"].merge_insert("id").when_not_matched_insert_all().execute(data)
             for turn in unique.values():
                 self._row_counts.pop(("turns", turn.person_id), None)
+        self._wrote("turns")
         return int(getattr(result, "num_inserted_rows", len(unique)))
 
     def has_turn(self, platform: str, chat_id: str, message_id: str) -> bool:
@@ -464,6 +468,7 @@ class Store:
             ).when_matched_update_all().when_not_matched_insert_all().execute(data)
             for memory in memories:
                 self._row_counts.pop(("memories", memory.person_id), None)
+        self._wrote("memories")
 
     def memories_of(
         self,
@@ -587,7 +592,8 @@ class Store:
 
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""
-        with self._write_lock, warnings.catch_warnings():
+        # no background compaction may be writing files while unreferenced files are deleted
+        with self._compacting, self._write_lock, warnings.catch_warnings():
             # Removing every old version is the point here; a reader on an old version retries.
             warnings.simplefilter("ignore", UserWarning)
             for name, table in self._tables.items():
@@ -602,6 +608,21 @@ class Store:
             table.create_fts_index(
                 "text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True
             )
+
+    def _wrote(self, name: str) -> None:
+        """Every write adds a small fragment that each later query opens; fold them together
+        in the background every COMPACT_EVERY_WRITES writes instead of waiting for the upkeep."""
+        self._writes[name] += 1
+        if self._writes[name] % COMPACT_EVERY_WRITES == 0 and self._compacting.acquire(blocking=False):
+            threading.Thread(target=self._compact, args=(name,), daemon=True, name="compact").start()
+
+    def _compact(self, name: str) -> None:
+        try:
+            self._tables[name].optimize()
+        except Exception as exc:  # a concurrent delete won the commit; the next round retries
+            log.warning("background compaction skipped", table=name, error=str(exc))
+        finally:
+            self._compacting.release()
 
     def ensure_indexes(self) -> None:
         """Create the indexes recall needs, and fold rows added since into them.
