@@ -9,6 +9,7 @@ embeddings) runs in threads so one person's recall never stalls another's stream
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -154,7 +155,7 @@ class Assistant:
             message_id=msg.message_id,
             role="user",
             text=text,
-            ts=msg.ts,
+            ts=await asyncio.to_thread(self._next_ts, person, chat, msg.ts),
             visibility=chat.scope,
         )
         if record:
@@ -300,6 +301,12 @@ class Assistant:
                 )
             self._recent[key] = deque(turns, maxlen=RECENT_TURNS)
         return self._recent[key]
+
+    def _next_ts(self, person: Person, chat: ChatContext, ts: datetime) -> datetime:
+        """The platform's time, but never before what this chat already holds: platform clocks
+        count whole seconds, our replies microseconds, and the stored order is the conversation."""
+        last = max((t.ts for t in self._recent_for(person, chat)), default=None)
+        return ts if last is None or ts > last else last + timedelta(microseconds=1)
 
     def _remember(self, person: Person, chat: ChatContext, turn: Turn) -> None:
         """Add a turn to the chat's recent window once (a window loaded after the turn was

@@ -176,11 +176,16 @@ class Homeserver:
         self._stderr = open(self.workdir / "stderr.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=self._stderr, stderr=self._stderr)
 
-    def wait_ready(self, timeout: float = 240.0) -> None:
+    def wait_ready(self, timeout: float = 240.0, stall: float = 60.0) -> None:
+        """Wait until the client API answers. A first start on a fresh install has been seen to
+        stall silently after its banner; a server that says nothing for `stall` seconds is
+        relaunched once (new port, new database) before giving up."""
         if self.proc is None:
             self.launch()
         assert self.proc is not None
-        while time.monotonic() - self._launched < timeout:
+        started = self._launched
+        relaunched = False
+        while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"Synapse exited with {self.proc.returncode}; see {self.workdir}/stderr.log and homeserver.log"
@@ -188,10 +193,17 @@ class Homeserver:
             try:
                 if httpx.get(f"{self.url}/_matrix/client/versions", timeout=1).status_code == 200:
                     if not self.start_seconds:
-                        self.start_seconds = time.monotonic() - self._launched
+                        self.start_seconds = time.monotonic() - started
                     return
             except httpx.HTTPError:
                 pass
+            if not relaunched and time.monotonic() - self._launched > stall:
+                relaunched = True
+                self.stop()
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                self.launch()
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Synapse did not answer within {timeout:.0f}s; see {self.workdir}/homeserver.log")
