@@ -9,9 +9,9 @@ embeddings) runs in threads so one person's recall never stalls another's stream
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
