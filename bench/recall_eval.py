@@ -92,7 +92,7 @@ async def main(limit: int, model_dir: Path) -> None:
         table.add_column("configuration")
         table.add_column("score", justify="right")
         table.add_column("seconds", justify="right")
-        configs = [("no recall", "user_turn", False)] + [
+        configs = [("no recall", "inline", False)] + [
             (f"recall, layout={name}", name, True) for name in LAYOUTS
         ]
         for label, layout, use_recall in configs:

@@ -1,8 +1,8 @@
 """Turn persona, profile, recalled items and the recent thread into chat messages.
 
-The bundled model is small: it uses facts it is handed in an earlier user turn far better than
-facts in the system message (bench/recall_eval.py measures the layouts), so the default layout
-replays what is known as something the person said, followed by a short acknowledgement.
+The bundled model is small: it uses facts placed in the person's own message far better than
+facts in the system message or in an earlier replayed turn (bench/recall_eval.py scores the
+layouts), so the default layout puts what is known just before the new message.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from core.memory.records import Turn
 
 Layout = Literal["system", "user_turn", "inline"]
 LAYOUTS: tuple[Layout, ...] = ("system", "user_turn", "inline")
-DEFAULT_LAYOUT: Layout = "user_turn"
+DEFAULT_LAYOUT: Layout = "inline"
 
 ACK = "Thanks, I'll keep that in mind."
 
