@@ -1,5 +1,5 @@
-"""Fixtures for the workers: real LanceDB in a temp dir, the real embedder, real Redis (DB 9,
-flushed before and after), real worker processes, and the core's Engine on the tiny random Llama."""
+"""Fixtures for the workers: real LanceDB in a temp dir, the real embedder, real Redis (DB 9 or
+CONFIDANTE_TEST_REDIS_DB, so two checkouts can test side by side; flushed before and after), real worker processes, and the core's Engine on the tiny random Llama."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from core.memory.embed import default_embedder
 from core.memory.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('CONFIDANTE_TEST_REDIS_DB', '9')}"
 
 
 @pytest.fixture(scope="session")
