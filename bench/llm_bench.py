@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -23,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.config import Settings  # noqa: E402
+from core.llm.prompt import PromptParts, build_messages  # noqa: E402
+from core.memory.recall import Recalled  # noqa: E402
+from core.memory.records import Turn  # noqa: E402
 
 _COLD = """
 import json, time, sys
@@ -81,6 +85,58 @@ async def time_generation(engine, messages: list[dict], new_tokens: int) -> tupl
     return (first or end) - start, decode_rate, produced
 
 
+def conversation_turns(tokens: int, count_tokens) -> list[Turn]:
+    """An earlier conversation of about `tokens` tokens, oldest first."""
+    said = [
+        (
+            "user",
+            "I went running by the river this morning and then worked on my thesis about urban gardens.",
+        ),
+        ("assistant", "That sounds like a full morning. How far did you run, and how is the thesis going?"),
+        ("user", "Eight kilometres. The thesis chapter on soil quality in Hamburg is nearly done."),
+        ("assistant", "Nice pace. Finishing the soil chapter is a big step; what comes after it?"),
+        ("user", "My sister Mia visits next week, and I still need to book the train to Hamburg."),
+        ("assistant", "Book it soon: weekend trains fill up. Do you want me to remind you tomorrow?"),
+    ]
+    turns: list[Turn] = []
+    used, i = 0, 0
+    start = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    while used < tokens:
+        role, text = said[i % len(said)]
+        turns.append(Turn("bench", "console", "bench", f"m{i}", role, text, ts=start + timedelta(minutes=i)))
+        used += count_tokens(text) + 4
+        i += 1
+    return turns
+
+
+async def next_message_ttft(engine, tokens: int) -> tuple[float, int]:
+    """Time to first token of the next message in a conversation whose prompt is ~`tokens` long.
+
+    Prompts come from the real prompt builder (persona, recent turns, recalled facts inline
+    before the new message); the message before it ran first, so its prompt's prefix is cached.
+    """
+    recalled = [
+        Recalled("I am training for the Berlin marathon.", "turn", 1.0, datetime(2026, 4, 2, tzinfo=UTC)),
+        Recalled("prefers concise answers", "preference", 1.0, datetime(2026, 3, 9, tzinfo=UTC)),
+    ]
+    settings = engine.settings
+    recent = conversation_turns(tokens - 120, engine.count_tokens)
+
+    def prompt(message: str, turns: list[Turn]) -> list[dict]:
+        parts = PromptParts(settings.persona, message, recalled=recalled, recent=turns)
+        return build_messages(parts, budget_tokens=4 * tokens, count_tokens=engine.count_tokens)
+
+    first = "Can you remind me what I said about the train?"
+    reply = await engine.generate(prompt(first, recent), max_new_tokens=24, temperature=0)
+    after = recent + [
+        Turn("bench", "console", "bench", "q", "user", first, ts=recent[-1].ts + timedelta(minutes=1)),
+        Turn("bench", "console", "bench", "a", "assistant", reply, ts=recent[-1].ts + timedelta(minutes=2)),
+    ]
+    messages = prompt("And what should I eat the week before the marathon?", after)
+    ttft, _, _ = await time_generation(engine, messages, 2)
+    return ttft, engine.count_tokens(engine.render(messages))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
@@ -102,7 +158,9 @@ def main() -> None:
         "import torch+transformers s",
         "load_model s (cached)",
         "prompt tok",
-        "first token s",
+        "first token s, new chat",
+        "next message: prompt tok",
+        "first token s, next message",
         "decode tok/s",
     ):
         table.add_column(col, justify="right")
@@ -113,7 +171,14 @@ def main() -> None:
         messages = prompt_of(engine, args.prompt_tokens)
         prompt_tokens = engine.count_tokens(engine.render(messages))
         asyncio.run(time_generation(engine, [{"role": "user", "content": "Hi"}], 4))  # warm up
-        runs = [asyncio.run(time_generation(engine, messages, args.new_tokens)) for _ in range(3)]
+        runs = []
+        for _ in range(3):
+            engine.prefixes.clear()  # a new chat: nothing of this prompt was seen before
+            runs.append(asyncio.run(time_generation(engine, messages, args.new_tokens)))
+        follow = []
+        for _ in range(3):
+            engine.prefixes.clear()
+            follow.append(asyncio.run(next_message_ttft(engine, args.prompt_tokens)))
         engine.close()
         table.add_row(
             f"{dtype} ({str(engine.loaded.dtype).removeprefix('torch.')})",
@@ -121,10 +186,16 @@ def main() -> None:
             f"{load:.2f}",
             str(prompt_tokens),
             f"{statistics.median(r[0] for r in runs):.2f}",
+            str(follow[0][1]),
+            f"{statistics.median(f[0] for f in follow):.2f}",
             f"{statistics.median(r[1] for r in runs):.1f}",
         )
     console.print(table)
     console.print("Targets: load_model from the cache < 2 s; first token for a 1k-token prompt < 1.5 s.")
+    console.print(
+        "new chat: the whole prompt is prefilled. next message: the conversation's earlier prompt is"
+        " in the engine's prefix cache, so only the new tokens are prefilled."
+    )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
 
     # batching and per-person adapters (core/llm/engine.py, core/llm/adapters.py, workers/training.py)
     max_batch: int = 16
+    prefix_cache_mb: int = 256  # KV of recent prompts, so a conversation's next message prefills less
     adapters_enabled: bool = True
     adapter_cache_count: int = 16
     adapter_cache_bytes: int = 256 * 2**20

@@ -361,6 +361,13 @@ class AdapterRegistry:
         self._pins[slot] = self._pins.get(slot, 0) + 1
         return slot
 
+    def slot_key(self, slot: int) -> str:
+        """Which adapter version a slot holds (what a cached prompt prefix was computed under)."""
+        for (name, path), held in self._lru.items():
+            if held == slot:
+                return f"{name}@{path}"
+        return f"slot{slot}"
+
     def release(self, slot: int) -> None:
         if slot in self._pins:
             self._pins[slot] -= 1

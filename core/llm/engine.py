@@ -25,6 +25,7 @@ import structlog
 
 from core.config import Settings
 from core.llm.model import LoadedModel
+from core.llm.prefix_cache import PrefixCache, kv_layers
 
 if TYPE_CHECKING:
     from core.llm.adapters import AdapterRegistry
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _DONE = object()
+_CLEAR_PREFIXES = object()  # queued, so the cache is only touched by the generation thread
 
 
 @dataclass
@@ -92,7 +94,8 @@ class Engine:
         self.adapters = adapters
         self.max_batch = max_batch or getattr(settings, "max_batch", 16)
         self.stats = StreamStats()
-        self._pending: queue.Queue[_Request | None] = queue.Queue()
+        self.prefixes = PrefixCache(int(getattr(settings, "prefix_cache_mb", 256) * 2**20))
+        self._pending: queue.Queue[_Request | object | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopping = False
@@ -172,6 +175,10 @@ class Engine:
         """The whole reply as one string (evals, training data checks)."""
         return "".join([delta async for delta in self.stream(messages, **kwargs)])
 
+    def forget_prefixes(self) -> None:
+        """Drop every cached prompt prefix (a person asked to be forgotten)."""
+        self._pending.put(_CLEAR_PREFIXES)
+
     def close(self) -> None:
         """Stop the generation thread (requests still running get an error)."""
         with self._lock:
@@ -218,6 +225,9 @@ class Engine:
                 req = self._pending.get(block=not self._rows)
             except queue.Empty:
                 return True
+            if req is _CLEAR_PREFIXES:
+                self.prefixes.clear()
+                continue
             if req is None:
                 for row in self._rows:
                     row.send(RuntimeError("The engine was closed."))
@@ -243,16 +253,22 @@ class Engine:
         if req.adapter and self.adapters is not None:
             req.slot = self.adapters.acquire(req.adapter)
         device = self.model.device
-        ids = torch.tensor([req.ids], dtype=torch.long, device=device)
-        cache = DynamicCache()
+        key = self.adapters.slot_key(req.slot) if req.slot >= 0 and self.adapters else "base"
+        hit = self.prefixes.lookup(key, req.ids)
+        done, cache = 0, DynamicCache()
+        if hit is not None:
+            done, layers = hit
+            cache = DynamicCache(ddp_cache_data=layers)
+        ids = torch.tensor([req.ids[done:]], dtype=torch.long, device=device)
         self._set_rows([req.slot])
         out = self.model(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=torch.ones((1, len(req.ids)), dtype=torch.long, device=device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
+        self.prefixes.store(key, req.ids, kv_layers(cache))
         token = self._sample(out.logits[:, -1, :], [req])[0]
         if self._emit(req, token):
             self._release(req)
