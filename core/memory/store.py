@@ -153,6 +153,9 @@ EXACT_SEARCH_ROWS = 2_000
 COMPACT_EVERY_WRITES = 64
 VECTOR_INDEX_MIN_ROWS = 50_000
 VECTOR_INDEX_NPROBES = 32
+# Up to this many rows, a person's time-span lists are cut from one ranking of all their rows
+# (which reads each row's time); above it, each span is its own query.
+WHOLE_LIST_ROWS = 1_000
 _TIME_COLUMN = {"turns": "ts", "memories": "valid_from"}
 # Every column a recall filter names has a scalar index, so LanceDB answers the whole prefilter
 # from indexes (row-id sets intersected) instead of reading the column for each of a person's
@@ -177,6 +180,22 @@ def _ts_literal(value: datetime) -> str:
 
 def _roles(roles: Iterable[str] | None) -> tuple[str, ...] | None:
     return tuple(roles) if roles is not None else None
+
+
+def _twins(span: Search, whole: Search) -> bool:
+    """Whether `whole` is the same list as `span` without its time span."""
+    same_query = (
+        span.vector is not None
+        and whole.vector is not None
+        and np.array_equal(np.asarray(span.vector), np.asarray(whole.vector))
+    ) or (span.vector is None and whole.vector is None and span.text == whole.text)
+    return (
+        same_query
+        and whole.since is None
+        and whole.until is None
+        and span.table == whole.table
+        and span.roles == whole.roles
+    )
 
 
 def _with_vectors(search: Search, with_vectors: bool) -> Search:
@@ -816,22 +835,59 @@ class Store:
         columns cost a random read each, and most candidates recur in several lists); then each
         table's candidates are read once. Row ids are addresses within one table version, so
         both steps must have read the same versions: if a write or a compaction landed in
-        between, the batch runs again."""
+        between, the batch runs again.
+
+        A list restricted to a time span is cut from its unrestricted twin when the person has
+        at most WHOLE_LIST_ROWS rows: that twin then ranks all their matching rows exactly
+        (BM25 scores do not depend on the filter), so the span's top k are the twin's first k
+        rows inside the span, and one query serves both."""
         names = sorted({s.table for s in searches})
+        small = dict(
+            zip(
+                names,
+                await asyncio.gather(*(self._person_rows(n, person_id) for n in names)),
+                strict=True,
+            )
+        )
+        twins: dict[int, int] = {}  # span list -> its unrestricted twin
+        for i, span in enumerate(searches):
+            if (span.since or span.until) and small[span.table] <= WHOLE_LIST_ROWS:
+                j = next((j for j, whole in enumerate(searches) if _twins(span, whole)), None)
+                if j is not None:
+                    twins[i] = j
         for _ in range(3):
             before = [await self._async[name].version() for name in names]
-            ranked = await asyncio.gather(
-                *(self._ranked_rows(person_id, visibilities, s, fts.get(s.table, False)) for s in searches)
+            ranked = list(
+                await asyncio.gather(
+                    *(
+                        self._ranked_rows(
+                            person_id, visibilities, s, fts.get(s.table, False), whole=i in twins.values()
+                        )
+                        for i, s in enumerate(searches)
+                        if i not in twins
+                    )
+                )
             )
+            by_index = dict(zip([i for i in range(len(searches)) if i not in twins], ranked, strict=True))
+            for i, j in twins.items():
+                span = searches[i]
+                by_index[i] = [
+                    r
+                    for r in by_index[j]
+                    if r[2] is not None
+                    and (span.since is None or r[2] >= span.since)
+                    and (span.until is None or r[2] < span.until)
+                ][: span.k]
+            lists = [by_index[i][: s.k] for i, s in enumerate(searches)]
             fetched = await asyncio.gather(
                 *(
                     self._take(
                         name,
                         {
-                            r
-                            for s, rows in zip(searches, ranked, strict=True)
+                            r[0]
+                            for s, rows in zip(searches, lists, strict=True)
                             if s.table == name
-                            for r, _ in rows
+                            for r in rows
                         },
                         with_vectors=any(s.with_vectors for s in searches if s.table == name),
                     )
@@ -844,11 +900,11 @@ class Store:
             raise RuntimeError("the tables kept changing during a search")
         rows = dict(zip(names, fetched, strict=True))
         out: list[list[Hit]] = []
-        for search, ranked_rows in zip(searches, ranked, strict=True):
+        for search, ranked_rows in zip(searches, lists, strict=True):
             convert = _turn if search.table == "turns" else _memory
             table_rows = rows[search.table]
             hits = []
-            for row_id, distance in ranked_rows:
+            for row_id, distance, _ in ranked_rows:
                 row = table_rows.get(row_id)
                 # the filter was applied by the ranking step; checked again, as nothing else may
                 # ever reach a prompt: this person's, visible here, current
@@ -861,15 +917,17 @@ class Store:
         return out
 
     async def _ranked_rows(
-        self, person_id: str, visibilities: list[str], search: Search, fts: bool
-    ) -> list[tuple[int, float]]:
-        """(row id, distance) of one list, best first; full-text scores as -BM25 (smaller is
-        closer)."""
+        self, person_id: str, visibilities: list[str], search: Search, fts: bool, *, whole: bool = False
+    ) -> list[tuple[int, float, datetime | None]]:
+        """(row id, distance, time) of one list, best first; full-text scores as -BM25 (smaller
+        is closer). `whole`: every matching row of a small person, with its time (else None)."""
         name = search.table
         table = self._async[name]
         where = self._search_filter(
             name, person_id, visibilities, since=search.since, until=search.until, roles=search.roles
         )
+        limit = WHOLE_LIST_ROWS if whole else search.k
+        times = [_TIME_COLUMN[name]] if whole else []
         if search.vector is not None:
             query = (
                 table.query()
@@ -877,23 +935,24 @@ class Store:
                 .distance_type("cosine")
                 .where(where)
                 .with_row_id()
-                .select(["_distance"])
-                .limit(search.k)
+                .select([*times, "_distance"])
+                .limit(limit)
             )
             if await self._exact(name, person_id, where, search):
                 query = query.bypass_vector_index()
             else:
                 query = query.nprobes(VECTOR_INDEX_NPROBES)
             result = await query.to_arrow()
-            return list(zip(result["_rowid"].to_pylist(), result["_distance"].to_pylist(), strict=True))
-        terms = " ".join(_WORD.findall(search.text or ""))
-        if not terms.strip() or not fts:
-            return []
-        query = table.query().nearest_to_text(terms, columns="text").where(where).with_row_id()
-        result = await query.select(["_score"]).limit(search.k).to_arrow()
-        return [
-            (r, -s) for r, s in zip(result["_rowid"].to_pylist(), result["_score"].to_pylist(), strict=True)
-        ]
+            scores = result["_distance"].to_pylist()
+        else:
+            terms = " ".join(_WORD.findall(search.text or ""))
+            if not terms.strip() or not fts:
+                return []
+            query = table.query().nearest_to_text(terms, columns="text").where(where).with_row_id()
+            result = await query.select([*times, "_score"]).limit(limit).to_arrow()
+            scores = [-s for s in result["_score"].to_pylist()]
+        ts = result[times[0]].to_pylist() if whole else [None] * result.num_rows
+        return list(zip(result["_rowid"].to_pylist(), scores, ts, strict=True))
 
     async def _take(self, name: str, row_ids: set[int], *, with_vectors: bool) -> dict[int, dict[str, Any]]:
         """The rows at these row ids (of the version just searched), by row id."""
@@ -908,13 +967,17 @@ class Store:
         )
         return {row["_rowid"]: row for row in result.to_pylist()}
 
-    async def _exact(self, name: str, person_id: str, where: str, search: Search) -> bool:
-        """Whether a vector list compares every allowed row instead of probing the IVF index."""
+    async def _person_rows(self, name: str, person_id: str) -> int:
+        """How many rows a person has in a table (cached until a write; it picks exact search)."""
         key = (name, person_id)
         rows = self._row_counts.get(key)
         if rows is None:
             rows = self._row_counts[key] = await self._async[name].count_rows(f.eq("person_id", person_id))
-        if rows <= EXACT_SEARCH_ROWS:
+        return rows
+
+    async def _exact(self, name: str, person_id: str, where: str, search: Search) -> bool:
+        """Whether a vector list compares every allowed row instead of probing the IVF index."""
+        if await self._person_rows(name, person_id) <= EXACT_SEARCH_ROWS:
             return True
         if search.since is None and search.until is None:
             return False
