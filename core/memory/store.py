@@ -965,7 +965,12 @@ class Store:
         result = (
             await self._async[name].take_row_ids(sorted(row_ids)).with_row_id().select(columns).to_arrow()
         )
-        return {row["_rowid"]: row for row in result.to_pylist()}
+        rows = result.drop_columns(["vector"]).to_pylist() if with_vectors else result.to_pylist()
+        if with_vectors:  # one numpy view instead of 384 Python floats per row
+            vectors = result["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+            for row, vector in zip(rows, vectors, strict=True):
+                row["vector"] = vector
+        return {row["_rowid"]: row for row in rows}
 
     async def _person_rows(self, name: str, person_id: str) -> int:
         """How many rows a person has in a table (cached until a write; it picks exact search)."""
