@@ -153,6 +153,7 @@ EXACT_SEARCH_ROWS = 2_000
 COMPACT_EVERY_WRITES = 64
 VECTOR_INDEX_MIN_ROWS = 50_000
 VECTOR_INDEX_NPROBES = 32
+SEARCH_ATTEMPTS = 4  # a batch whose tables changed between its two steps runs again
 # Up to this many rows, a person's time-span lists are cut from one ranking of all their rows
 # (which reads each row's time); above it, each span is its own query.
 WHOLE_LIST_ROWS = 1_000
@@ -835,7 +836,7 @@ class Store:
         columns cost a random read each, and most candidates recur in several lists); then each
         table's candidates are read once. Row ids are addresses within one table version, so
         both steps must have read the same versions: if a write or a compaction landed in
-        between, the batch runs again.
+        between, the batch runs again (up to SEARCH_ATTEMPTS times).
 
         A list restricted to a time span is cut from its unrestricted twin when the person has
         at most WHOLE_LIST_ROWS rows: that twin then ranks all their matching rows exactly
@@ -855,7 +856,7 @@ class Store:
                 j = next((j for j, whole in enumerate(searches) if _twins(span, whole)), None)
                 if j is not None:
                     twins[i] = j
-        for _ in range(3):
+        for attempt in range(SEARCH_ATTEMPTS):
             before = [await self._async[name].version() for name in names]
             ranked = list(
                 await asyncio.gather(
@@ -896,8 +897,10 @@ class Store:
             )
             if before == [await self._async[name].version() for name in names]:
                 break
-        else:
-            raise RuntimeError("the tables kept changing during a search")
+            if attempt == SEARCH_ATTEMPTS - 1:
+                # Still safe (every row is checked below); at worst a moved row is ranked in
+                # place of another of this person's rows.
+                log.warning("tables kept changing during a search", tables=names)
         rows = dict(zip(names, fetched, strict=True))
         out: list[list[Hit]] = []
         for search, ranked_rows in zip(searches, lists, strict=True):
