@@ -18,14 +18,13 @@ paraphrases of one message.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 
 from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
-from core.memory.store import Hit, Store
+from core.memory.store import Hit, Search, Store
 from core.memory.when import When, around_anchor, asks_for_now, parse_when, without
 
 # A memory absorbs a source turn unless the turn matches the query clearly better (cosine).
@@ -42,8 +41,6 @@ MMR_LAMBDA = 0.75  # relevance vs. novelty in the diversity step
 NEAR_DUPLICATE = 0.93  # cosine above which a candidate only repeats a chosen one
 RECALL_ROLES = ("user", "contact")  # what people said; the assistant's own words are not evidence
 
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recall")
-
 
 @dataclass(frozen=True)
 class ChatContext:
@@ -58,13 +55,38 @@ class ChatContext:
 
 @dataclass
 class Recalled:
+    """One recalled item. `source_ids` are the ids the evidence had on its platform or in its
+    import file; for a memory they are looked up (all of one recall's at once) only when first
+    read: a prompt never cites them, the CLI does."""
+
     text: str
     kind: str  # memory kind, or "turn"
     score: float
     ts: datetime
-    source_ids: list[str] = field(default_factory=list)
+    raw_source_ids: list[str] = field(default_factory=list, repr=False)  # a memory's: turn ids until read
     role: str = "user"
     id: str = ""
+    _citations: _Citations | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source_ids(self) -> list[str]:
+        if self._citations is not None:
+            self._citations.resolve()
+        return self.raw_source_ids
+
+
+class _Citations:
+    """Maps the memories of one recall from internal turn ids to platform ids, once."""
+
+    def __init__(self, store: Store, items: list[Recalled], known: dict[str, str]) -> None:
+        self.store, self.items, self.known = store, items, known
+
+    def resolve(self) -> None:
+        missing = {t for i in self.items for t in i.raw_source_ids if t not in self.known}
+        sources = {**self.known, **(self.store.source_ids_for(missing) if missing else {})}
+        for item in self.items:
+            item.raw_source_ids = [sources.get(t, t) for t in item.raw_source_ids]
+            item._citations = None
 
 
 def visible_scopes(person: Person, chat: ChatContext) -> list[str]:
@@ -135,7 +157,9 @@ class Recall:
         if query_text and asks_for_now(query_text):
             self._prefer_recent(list(candidates.values()))
         ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)
-        return self._within_budget(self._to_recalled(ranked), k, budget_tokens)
+        chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
+        seen = {h.item.id: h.item.source_id for _, hits in searches for h in hits if isinstance(h.item, Turn)}
+        return self._with_source_ids(chosen, seen)
 
     # -- the searches -------------------------------------------------------------------------
 
@@ -147,48 +171,37 @@ class Recall:
         scopes: list[str],
         when: When | None,
     ) -> list[tuple[float, list[Hit]]]:
-        """(weight, hits) per ranked list; the store queries run side by side."""
-        jobs: list[tuple[float, Callable[[], list[Hit]]]] = []
+        """(weight, hits) per ranked list; the store runs them side by side in one batch."""
+        weights: list[float] = []
+        searches: list[Search] = []
         spans: list[tuple[float, datetime | None, datetime | None]] = [(1.0, None, None)]
         if when is not None and (when.start or when.end):
             spans.append((SPAN_WEIGHT, when.start, when.end))
         for weight, since, until in spans:
             for name in ("turns", "memories"):
                 w = weight * (MEMORY_WEIGHT if name == "memories" else 1.0)
-                common = {
-                    "visibilities": scopes,
-                    "k": CANDIDATES,
-                    "since": since,
-                    "until": until,
-                    "roles": RECALL_ROLES,
-                    "with_vectors": True,
-                }
-                jobs.append((w, lambda n=name, c=common: self.store.search_vector(n, person_id, vector, **c)))
+                common = {"since": since, "until": until, "roles": RECALL_ROLES, "with_vectors": True}
+                weights.append(w)
+                searches.append(Search(name, CANDIDATES, vector=vector, **common))
                 if text and text.strip():
-                    jobs.append((w, lambda n=name, c=common: self.store.search_text(n, person_id, text, **c)))
-        futures = [(w, _pool.submit(fn)) for w, fn in jobs]
-        return [(w, fut.result()) for w, fut in futures]
+                    weights.append(w)
+                    searches.append(Search(name, CANDIDATES, text=text, **common))
+        return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
         """For "before I moved": find when the person said it, and count from there."""
         assert when.anchor is not None
         [vector] = self.store.embed([when.anchor])
         # an event is named by its rare words ("moved to Porto"): full text counts double here
-        lists = [
-            (
-                1.0,
-                self.store.search_vector(
-                    "turns", person_id, vector, visibilities=scopes, k=10, roles=("user",)
-                ),
-            ),
-            (
-                2.0,
-                self.store.search_text(
-                    "turns", person_id, when.anchor, visibilities=scopes, k=10, roles=("user",)
-                ),
-            ),
-        ]
-        fused = self._fuse(lists, set())
+        by_vector, by_text = self.store.search_many(
+            person_id,
+            scopes,
+            [
+                Search("turns", 10, vector=vector, roles=("user",)),
+                Search("turns", 10, text=when.anchor, roles=("user",)),
+            ],
+        )
+        fused = self._fuse([(1.0, by_vector), (2.0, by_text)], set())
         if not fused:
             return None
         best = max(fused.values(), key=lambda c: c.score)
@@ -237,38 +250,45 @@ class Recall:
 
     @staticmethod
     def _diverse(ranked: list[_Candidate], n: int) -> list[_Candidate]:
-        """Maximal marginal relevance: each next pick is relevant and unlike those picked."""
+        """Maximal marginal relevance: each next pick is relevant and unlike those picked.
+
+        Vectorised: each candidate's highest similarity to anything picked so far is kept in an
+        array and raised with one matrix-vector product per pick (a loop of Python dot products
+        over a few hundred candidates cost more than the searches themselves)."""
         if not ranked:
             return []
         top = ranked[0].score or 1.0
+        dim = next((len(c.vector) for c in ranked if c.vector is not None), 0)
+        has_vector = np.array([c.vector is not None for c in ranked])
+        vectors = np.zeros((len(ranked), dim), dtype=np.float32)
+        for i, c in enumerate(ranked):
+            if c.vector is not None:
+                vectors[i] = c.vector
+        relevance = MMR_LAMBDA * np.array([c.score for c in ranked], dtype=np.float64) / top
+        # similarity to the closest pick; 0 until something with a vector is picked
+        closest = np.full(len(ranked), -np.inf)
+        open_ = np.ones(len(ranked), dtype=bool)
         chosen: list[_Candidate] = []
-        chosen_vectors: list[np.ndarray] = []
-        pool = list(ranked)
-        while pool and len(chosen) < n:
-            best, best_value, best_sim = None, -np.inf, 0.0
-            for c in pool:
-                sim = (
-                    max((float(c.vector @ v) for v in chosen_vectors), default=0.0)
-                    if c.vector is not None
-                    else 0.0
-                )
-                value = MMR_LAMBDA * (c.score / top) - (1 - MMR_LAMBDA) * sim
-                if value > best_value:
-                    best, best_value, best_sim = c, value, sim
-            assert best is not None
-            pool.remove(best)
-            if best_sim >= NEAR_DUPLICATE:
+        any_chosen = False
+        while open_.any() and len(chosen) < n:
+            sim = np.where(has_vector, closest, 0.0) if any_chosen else np.zeros(len(ranked))
+            value = np.where(open_, relevance - (1 - MMR_LAMBDA) * sim, -np.inf)
+            i = int(np.argmax(value))  # the first of equals, as the ranking had them
+            open_[i] = False
+            if sim[i] >= NEAR_DUPLICATE:
                 continue
-            chosen.append(best)
-            if best.vector is not None:
-                chosen_vectors.append(best.vector)
+            chosen.append(ranked[i])
+            if has_vector[i]:
+                closest = np.maximum(closest, vectors @ vectors[i])
+                any_chosen = True
         return chosen
 
     # -- results --------------------------------------------------------------------------------
 
-    def _to_recalled(self, ranked: list[_Candidate]) -> list[Recalled]:
-        memory_sources = {t for c in ranked if isinstance(c.item, Memory) for t in c.item.source_turn_ids}
-        sources = self.store.source_ids_for(memory_sources) if memory_sources else {}
+    @staticmethod
+    def _to_recalled(ranked: list[_Candidate]) -> list[Recalled]:
+        """Memories keep their source turns' internal ids here; `_with_source_ids` arranges for
+        the chosen ones to be mapped to platform ids."""
         out: list[Recalled] = []
         for c in ranked:
             item = c.item
@@ -279,7 +299,7 @@ class Recall:
                         kind="turn",
                         score=c.score,
                         ts=item.ts,
-                        source_ids=[item.source_id],
+                        raw_source_ids=[item.source_id],
                         role=item.role,
                         id=item.id,
                     )
@@ -291,11 +311,21 @@ class Recall:
                         kind=item.kind,
                         score=c.score,
                         ts=item.valid_from,
-                        source_ids=[sources.get(t, t) for t in item.source_turn_ids],
+                        raw_source_ids=list(item.source_turn_ids),
                         id=item.id,
                     )
                 )
         return out
+
+    def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:
+        """A memory cites the ids its source turns had on their platform: turns the searches
+        returned are known already, the store is asked for the rest when they are first read."""
+        memories = [i for i in items if i.kind != "turn"]
+        if memories:
+            citations = _Citations(self.store, memories, known)
+            for item in memories:
+                item._citations = citations
+        return items
 
     def _within_budget(self, items: list[Recalled], k: int, budget: int) -> list[Recalled]:
         chosen: list[Recalled] = []

@@ -8,6 +8,8 @@ older table versions that still hold the deleted rows.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
 import threading
 import warnings
@@ -21,6 +23,9 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import structlog
+from lancedb.background_loop import LOOP
+from lancedb.index import Bitmap, BTree, IvfSq
+from lancedb.table import AsyncTable
 
 from core.memory import filters as f
 from core.memory.embed import DIM, Embedder
@@ -121,19 +126,81 @@ class Hit:
     vector: Any = None
 
 
-# Below this many rows a person's vector search reads their rows exactly (bypassing the ANN
-# index, which could miss a small person's rows in unprobed partitions); above it, the IVF index.
-EXACT_SEARCH_ROWS = 20_000
+@dataclass(frozen=True)
+class Search:
+    """One ranked list that recall wants from one table: the nearest vectors when `vector` is
+    set, else the best full-text (BM25) matches of `text`; optionally only within a time span
+    and only some roles. The person and the visible scopes are given to `search_many` once."""
+
+    table: str  # "turns" | "memories"
+    k: int
+    vector: Sequence[float] | None = None
+    text: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    roles: tuple[str, ...] | None = None
+    with_vectors: bool = False
+
+
+# A vector list compares every allowed row when the filter leaves at most this many (reading
+# their vectors costs about what an IVF probe costs at ~2k rows, and it misses nothing); above
+# it, the IVF index with VECTOR_INDEX_NPROBES partitions probed. An IVF search with a narrow
+# filter finds few allowed rows in the probed partitions (and letting LanceDB probe on until it
+# has k costs 4x), which is why the choice counts the rows the filter leaves, time span included.
+EXACT_SEARCH_ROWS = 2_000
 # The IVF vector index is trained once a table holds this many rows, and retrained (replaced)
 # when the table has grown to twice the rows it was trained on; `optimize` folds new rows in between.
 COMPACT_EVERY_WRITES = 64
 VECTOR_INDEX_MIN_ROWS = 50_000
 VECTOR_INDEX_NPROBES = 32
+SEARCH_ATTEMPTS = 4  # a batch whose tables changed between its two steps runs again
+# Up to this many rows, a person's time-span lists are cut from one ranking of all their rows
+# (which reads each row's time); above it, each span is its own query.
+WHOLE_LIST_ROWS = 1_000
 _TIME_COLUMN = {"turns": "ts", "memories": "valid_from"}
+# Every column a recall filter names has a scalar index, so LanceDB answers the whole prefilter
+# from indexes (row-id sets intersected) instead of reading the column for each of a person's
+# rows. BITMAP where a value stands for many rows (a person, a scope, a role: the index holds
+# the ready row set, where a BTREE would collect 100k row ids for a heavy person on each query),
+# BTREE for ids and times (ranges, and one row per value).
+SCALAR_INDEXES: dict[str, dict[str, Any]] = {
+    "turns": {"person_id": Bitmap, "id": BTree, "visibility": Bitmap, "role": Bitmap, "ts": BTree},
+    "memories": {
+        "person_id": Bitmap,
+        "id": BTree,
+        "visibility": Bitmap,
+        "valid_to": BTree,
+        "valid_from": BTree,
+    },
+}
 
 
 def _ts_literal(value: datetime) -> str:
     return f"CAST({f.quote(value.astimezone(UTC).isoformat())} AS TIMESTAMP)"
+
+
+def _roles(roles: Iterable[str] | None) -> tuple[str, ...] | None:
+    return tuple(roles) if roles is not None else None
+
+
+def _twins(span: Search, whole: Search) -> bool:
+    """Whether `whole` is the same list as `span` without its time span."""
+    same_query = (
+        span.vector is not None
+        and whole.vector is not None
+        and np.array_equal(np.asarray(span.vector), np.asarray(whole.vector))
+    ) or (span.vector is None and whole.vector is None and span.text == whole.text)
+    return (
+        same_query
+        and whole.since is None
+        and whole.until is None
+        and span.table == whole.table
+        and span.roles == whole.roles
+    )
+
+
+def _with_vectors(search: Search, with_vectors: bool) -> Search:
+    return dataclasses.replace(search, with_vectors=with_vectors)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -192,6 +259,11 @@ class Store:
         # interval a LanceDB handle never sees another process's commits.
         self.db = lancedb.connect(self.uri, read_consistency_interval=read_consistency_interval)
         self._tables = {name: self._open(name, schema) for name, schema in SCHEMAS.items()}
+        # The same tables' async handles (one object with the sync ones, so they see every write
+        # at once): recall sends all its searches in one batch on LanceDB's event loop.
+        self._async = {name: table._table for name, table in self._tables.items()}
+        if not all(isinstance(t, AsyncTable) for t in self._async.values()):
+            raise RuntimeError("this lancedb version no longer wraps an AsyncTable in its LanceTable")
         self._write_lock = threading.RLock()
         self._people: dict[str, Person] = {}
         self._identities: dict[tuple[str, str], str] = {}
@@ -210,13 +282,17 @@ class Store:
     def table(self, name: str) -> Any:
         return self._tables[name]
 
-    def _rows(self, name: str, where: str, columns: list[str] | None = None, limit: int | None = None):
-        query = self._tables[name].search().where(where)
+    def _rows(
+        self, name: str, where: str, columns: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows matching a filter. Through the async handle: the sync query builder costs a few
+        round trips to LanceDB's event loop per query (schema look-ups), this one a single one."""
+        query = self._async[name].query().where(where)
         if columns:
             query = query.select(columns)
-        # LanceDB applies a default limit to searches; lift it unless the caller set one.
+        # LanceDB applies a default limit to queries; lift it unless the caller set one.
         query = query.limit(limit if limit is not None else 10_000_000)
-        return query.to_list()
+        return LOOP.run(query.to_arrow()).to_pylist()
 
     def _load_small_tables(self) -> None:
         """People and accounts are few and read on every message: keep them in memory."""
@@ -444,6 +520,7 @@ class Store:
         with self._write_lock:
             for name in ("turns", "memories", "identities"):
                 self._tables[name].update(where=f.eq("person_id", old), values={"person_id": new})
+            self._row_counts.clear()
             for key, pid in list(self._identities.items()):
                 if pid == old:
                     self._identities[key] = new
@@ -549,8 +626,10 @@ class Store:
                 # so that purge_history can drop the transaction that names the person.
                 for index in table.list_indices():
                     if list(index.columns) == ["person_id"]:
-                        table.create_scalar_index("person_id", index_type="BTREE", replace=True)
+                        config = SCALAR_INDEXES.get(name, {}).get("person_id", BTree)
+                        table.create_index("person_id", config=config(), name=index.name, replace=True)
                 table.delete("false")
+                self._row_counts.pop((name, person_id), None)
             self._people.pop(person_id, None)
             for key, pid in list(self._identities.items()):
                 if pid == person_id:
@@ -589,6 +668,7 @@ class Store:
         fragments = self._fragments_of(name, where)
         self._tables[name].delete(where)
         self._rewrite_fragments(name, fragments)
+        self._row_counts.clear()
 
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""
@@ -627,11 +707,23 @@ class Store:
     def ensure_indexes(self) -> None:
         """Create the indexes recall needs, and fold rows added since into them.
 
-        Per table (turns, memories): BTREE on `person_id` (every query's prefilter) and on `id`
-        (merge_insert and re-import checks), a full-text (inverted) index on `text` with English
-        stemming, and from VECTOR_INDEX_MIN_ROWS rows an IVF_SQ cosine index on `vector`,
-        retrained when the table doubled since it was trained. Rows written after an index was
-        built are still searched (flat) until the next call; call this after an import and
+        Which indexes, per table (turns, memories):
+        - scalar indexes on every column a recall filter names (SCALAR_INDEXES): BITMAP on
+          `person_id`, `visibility` and `role`, BTREE on `id` (merge_insert, re-import checks)
+          and on the times (`ts`; `valid_from`, `valid_to`), so a prefilter is a few row-set
+          intersections and never a read of a column;
+        - a full-text (inverted) index on `text` with English stemming;
+        - from VECTOR_INDEX_MIN_ROWS rows, an IVF_SQ cosine index on `vector`.
+
+        When they are (re)built as data grows: scalar and full-text indexes are built once, by
+        the first call that finds rows (an index of another type on the same column, e.g. the
+        BTREE on `person_id` of older stores, is replaced). After that `optimize` folds new rows
+        into every index (incrementally, without retraining): every call here does it, and
+        `_wrote` does it in the background every COMPACT_EVERY_WRITES writes; until then, new
+        rows are searched flat. The IVF index is trained at VECTOR_INDEX_MIN_ROWS rows and
+        retrained (replaced) when the table has grown to twice the rows it was trained on, so
+        its partitions keep fitting the data. /forget_me rebuilds the `person_id` index and the
+        text indexes (they keep deleted values until rebuilt). Call this after an import and
         periodically (the workers' upkeep), not per message.
         """
         with self._write_lock:
@@ -641,9 +733,10 @@ class Store:
                 if rows == 0:
                     continue
                 indexes = {idx.name: idx for idx in table.list_indices()}
-                for column in ("person_id", "id"):
-                    if f"{column}_idx" not in indexes:
-                        table.create_scalar_index(column, index_type="BTREE", replace=True)
+                for column, config in SCALAR_INDEXES[name].items():
+                    existing = indexes.get(f"{column}_idx")
+                    if existing is None or existing.index_type != config.__name__:
+                        table.create_index(column, config=config(), name=f"{column}_idx", replace=True)
                 if "text_idx" not in indexes:
                     table.create_fts_index(
                         "text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True
@@ -658,21 +751,12 @@ class Store:
 
     @staticmethod
     def _build_vector_index(table: Any, rows: int) -> None:
-        from lancedb.index import IvfSq
-
         partitions = max(16, min(1024, int(rows**0.5 / 2)))
         table.create_index(
             "vector", config=IvfSq(distance_type="cosine", num_partitions=partitions), replace=True
         )
 
     # -- hybrid search (recall) ---------------------------------------------------------------
-
-    def _person_rows(self, name: str, person_id: str) -> int:
-        """How many rows a person has in a table (cached; it picks exact vs. indexed search)."""
-        key = (name, person_id)
-        if key not in self._row_counts:
-            self._row_counts[key] = self._tables[name].count_rows(f.eq("person_id", person_id))
-        return self._row_counts[key]
 
     def _search_filter(
         self,
@@ -707,31 +791,9 @@ class Store:
         roles: Iterable[str] | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        """Nearest turns or current memories of one person within the given scopes (and time).
-
-        Everything that limits what may be seen is a prefilter, so a person's top k are taken
-        from their own visible rows only. Small people are searched exactly; people with more
-        than EXACT_SEARCH_ROWS rows go through the IVF index when one exists.
-        """
-        where = self._search_filter(name, person_id, visibilities, since=since, until=until, roles=roles)
-        columns = _TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS
-        query = (
-            self._tables[name]
-            .search(list(vector))
-            .distance_type("cosine")
-            .where(where, prefilter=True)
-            .select([*columns, "_distance", *(["vector"] if with_vectors else [])])
-            .limit(k)
-        )
-        if self._person_rows(name, person_id) <= EXACT_SEARCH_ROWS:
-            query = query.bypass_vector_index()
-        else:
-            query = query.nprobes(VECTOR_INDEX_NPROBES)
-        convert = _turn if name == "turns" else _memory
-        return [
-            Hit(convert(r), float(r["_distance"]), r.get("vector") if with_vectors else None)
-            for r in query.to_list()
-        ]
+        """Nearest turns or current memories of one person within the given scopes (and time)."""
+        search = Search(name, k, vector=vector, since=since, until=until, roles=_roles(roles))
+        return self.search_many(person_id, visibilities, [_with_vectors(search, with_vectors)])[0]
 
     def search_text(
         self,
@@ -746,26 +808,189 @@ class Store:
         roles: Iterable[str] | None = None,
         with_vectors: bool = False,
     ) -> list[Hit]:
-        """Full-text (BM25) matches among one person's visible turns or current memories.
+        """Full-text (BM25) matches among one person's visible turns or current memories."""
+        search = Search(name, k, text=text, since=since, until=until, roles=_roles(roles))
+        return self.search_many(person_id, visibilities, [_with_vectors(search, with_vectors)])[0]
 
-        Needs the inverted index (`ensure_indexes`); without one there is nothing to search
-        and this returns no hits rather than failing a reply.
+    def search_many(
+        self, person_id: str, visibilities: Iterable[str], searches: Sequence[Search]
+    ) -> list[list[Hit]]:
+        """Several ranked lists of one person's visible rows, run side by side in one batch.
+
+        Everything that limits what may be seen is a prefilter answered from scalar indexes, so
+        a person's top k are taken from their own visible rows only. Vector lists are exact
+        (every candidate row compared) when the filter leaves at most EXACT_SEARCH_ROWS rows,
+        and go through the IVF index otherwise: an IVF search with a selective prefilter probes
+        partitions that hold few of the allowed rows and misses some. Full-text lists need the
+        inverted index (`ensure_indexes`); without one they are empty rather than failing a reply.
         """
-        terms = " ".join(_WORD.findall(text))
-        if not terms.strip() or not self._has_fts(name):
-            return []
-        where = self._search_filter(name, person_id, visibilities, since=since, until=until, roles=roles)
-        columns = _TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS
-        rows = (
-            self._tables[name]
-            .search(terms, query_type="fts", fts_columns="text")
-            .where(where, prefilter=True)
-            .select([*columns, "_score", *(["vector"] if with_vectors else [])])
-            .limit(k)
-            .to_list()
+        visibilities = list(visibilities)
+        # list_indices is a sync call: ask before entering LanceDB's event loop
+        fts = {s.table: self._has_fts(s.table) for s in searches if s.vector is None}
+        return LOOP.run(self._search_all(person_id, visibilities, searches, fts))
+
+    async def _search_all(
+        self, person_id: str, visibilities: list[str], searches: Sequence[Search], fts: dict[str, bool]
+    ) -> list[list[Hit]]:
+        """Two steps. First every list is ranked reading only row ids and scores (a row's other
+        columns cost a random read each, and most candidates recur in several lists); then each
+        table's candidates are read once. Row ids are addresses within one table version, so
+        both steps must have read the same versions: if a write or a compaction landed in
+        between, the batch runs again (up to SEARCH_ATTEMPTS times).
+
+        A list restricted to a time span is cut from its unrestricted twin when the person has
+        at most WHOLE_LIST_ROWS rows: that twin then ranks all their matching rows exactly
+        (BM25 scores do not depend on the filter), so the span's top k are the twin's first k
+        rows inside the span, and one query serves both."""
+        names = sorted({s.table for s in searches})
+        small = dict(
+            zip(
+                names,
+                await asyncio.gather(*(self._person_rows(n, person_id) for n in names)),
+                strict=True,
+            )
         )
-        convert = _turn if name == "turns" else _memory
-        return [Hit(convert(r), -float(r["_score"]), r.get("vector") if with_vectors else None) for r in rows]
+        twins: dict[int, int] = {}  # span list -> its unrestricted twin
+        for i, span in enumerate(searches):
+            if (span.since or span.until) and small[span.table] <= WHOLE_LIST_ROWS:
+                j = next((j for j, whole in enumerate(searches) if _twins(span, whole)), None)
+                if j is not None:
+                    twins[i] = j
+        for attempt in range(SEARCH_ATTEMPTS):
+            before = [await self._async[name].version() for name in names]
+            ranked = list(
+                await asyncio.gather(
+                    *(
+                        self._ranked_rows(
+                            person_id, visibilities, s, fts.get(s.table, False), whole=i in twins.values()
+                        )
+                        for i, s in enumerate(searches)
+                        if i not in twins
+                    )
+                )
+            )
+            by_index = dict(zip([i for i in range(len(searches)) if i not in twins], ranked, strict=True))
+            for i, j in twins.items():
+                span = searches[i]
+                by_index[i] = [
+                    r
+                    for r in by_index[j]
+                    if r[2] is not None
+                    and (span.since is None or r[2] >= span.since)
+                    and (span.until is None or r[2] < span.until)
+                ][: span.k]
+            lists = [by_index[i][: s.k] for i, s in enumerate(searches)]
+            fetched = await asyncio.gather(
+                *(
+                    self._take(
+                        name,
+                        {
+                            r[0]
+                            for s, rows in zip(searches, lists, strict=True)
+                            if s.table == name
+                            for r in rows
+                        },
+                        with_vectors=any(s.with_vectors for s in searches if s.table == name),
+                    )
+                    for name in names
+                )
+            )
+            if before == [await self._async[name].version() for name in names]:
+                break
+            if attempt == SEARCH_ATTEMPTS - 1:
+                # Still safe (every row is checked below); at worst a moved row is ranked in
+                # place of another of this person's rows.
+                log.warning("tables kept changing during a search", tables=names)
+        rows = dict(zip(names, fetched, strict=True))
+        out: list[list[Hit]] = []
+        for search, ranked_rows in zip(searches, lists, strict=True):
+            convert = _turn if search.table == "turns" else _memory
+            table_rows = rows[search.table]
+            hits = []
+            for row_id, distance, _ in ranked_rows:
+                row = table_rows.get(row_id)
+                # the filter was applied by the ranking step; checked again, as nothing else may
+                # ever reach a prompt: this person's, visible here, current
+                if row is None or row["person_id"] != person_id or row["visibility"] not in visibilities:
+                    continue
+                if search.table == "memories" and row["valid_to"] is not None:
+                    continue
+                hits.append(Hit(convert(row), distance, row.get("vector") if search.with_vectors else None))
+            out.append(hits)
+        return out
+
+    async def _ranked_rows(
+        self, person_id: str, visibilities: list[str], search: Search, fts: bool, *, whole: bool = False
+    ) -> list[tuple[int, float, datetime | None]]:
+        """(row id, distance, time) of one list, best first; full-text scores as -BM25 (smaller
+        is closer). `whole`: every matching row of a small person, with its time (else None)."""
+        name = search.table
+        table = self._async[name]
+        where = self._search_filter(
+            name, person_id, visibilities, since=search.since, until=search.until, roles=search.roles
+        )
+        limit = WHOLE_LIST_ROWS if whole else search.k
+        times = [_TIME_COLUMN[name]] if whole else []
+        if search.vector is not None:
+            query = (
+                table.query()
+                .nearest_to(np.asarray(search.vector, dtype=np.float32))
+                .distance_type("cosine")
+                .where(where)
+                .with_row_id()
+                .select([*times, "_distance"])
+                .limit(limit)
+            )
+            if await self._exact(name, person_id, where, search):
+                query = query.bypass_vector_index()
+            else:
+                query = query.nprobes(VECTOR_INDEX_NPROBES)
+            result = await query.to_arrow()
+            scores = result["_distance"].to_pylist()
+        else:
+            terms = " ".join(_WORD.findall(search.text or ""))
+            if not terms.strip() or not fts:
+                return []
+            query = table.query().nearest_to_text(terms, columns="text").where(where).with_row_id()
+            result = await query.select([*times, "_score"]).limit(limit).to_arrow()
+            scores = [-s for s in result["_score"].to_pylist()]
+        ts = result[times[0]].to_pylist() if whole else [None] * result.num_rows
+        return list(zip(result["_rowid"].to_pylist(), scores, ts, strict=True))
+
+    async def _take(self, name: str, row_ids: set[int], *, with_vectors: bool) -> dict[int, dict[str, Any]]:
+        """The rows at these row ids (of the version just searched), by row id."""
+        if not row_ids:
+            return {}
+        columns = [
+            *(_TURN_COLUMNS if name == "turns" else _MEMORY_COLUMNS),
+            *(["vector"] if with_vectors else []),
+        ]
+        result = (
+            await self._async[name].take_row_ids(sorted(row_ids)).with_row_id().select(columns).to_arrow()
+        )
+        rows = result.drop_columns(["vector"]).to_pylist() if with_vectors else result.to_pylist()
+        if with_vectors:  # one numpy view instead of 384 Python floats per row
+            vectors = result["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+            for row, vector in zip(rows, vectors, strict=True):
+                row["vector"] = vector
+        return {row["_rowid"]: row for row in rows}
+
+    async def _person_rows(self, name: str, person_id: str) -> int:
+        """How many rows a person has in a table (cached until a write; it picks exact search)."""
+        key = (name, person_id)
+        rows = self._row_counts.get(key)
+        if rows is None:
+            rows = self._row_counts[key] = await self._async[name].count_rows(f.eq("person_id", person_id))
+        return rows
+
+    async def _exact(self, name: str, person_id: str, where: str, search: Search) -> bool:
+        """Whether a vector list compares every allowed row instead of probing the IVF index."""
+        if await self._person_rows(name, person_id) <= EXACT_SEARCH_ROWS:
+            return True
+        if search.since is None and search.until is None:
+            return False
+        # a time span of a heavy person: usually few rows, which an IVF probe would mostly miss
+        return await self._async[name].count_rows(where) <= EXACT_SEARCH_ROWS
 
     def _has_fts(self, name: str) -> bool:
         if name not in self._fts_ready:

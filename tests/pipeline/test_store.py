@@ -112,3 +112,65 @@ def test_forget_person_removes_text_from_every_file(store: Store) -> None:
     store.forget_person("dana")
     assert _files_containing(root, secret) == []
     assert [t.text for t in store.turns_of("eve")] == ["eve stays"]
+
+
+def _dated(person: str, n: int, visibility: str = PRIVATE) -> list[Turn]:
+    from datetime import UTC, datetime, timedelta
+
+    rng = __import__("random").Random(n)
+    turns = []
+    for i in range(n):
+        t = Turn(
+            person,
+            "console",
+            person,
+            f"{person}-{i}",
+            "user",
+            f"note {i} about the garden",
+            visibility=visibility,
+        )
+        t.ts = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=i)
+        t.vector = [rng.uniform(-1, 1) for _ in range(384)]
+        turns.append(t)
+    return turns
+
+
+def test_span_lists_cut_from_one_ranking_equal_their_own_queries(store: Store) -> None:
+    """A small person's time-span list is cut from the ranking of all their rows; it must be the
+    very list a query restricted to the span returns, for vectors and for full text, and a
+    span list never holds rows from outside the span or from another person."""
+    from datetime import UTC, datetime
+
+    from core.memory.store import Search
+
+    store.add_turns(_dated("ana", 120) + _dated("ben", 60))
+    store.ensure_indexes()
+    since, until = datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)
+    query = [0.5] * 384
+    for kind in ({"vector": query}, {"text": "garden note"}):
+        span = Search("turns", 10, since=since, until=until, **kind)
+        together = store.search_many("ana", [PRIVATE], [Search("turns", 10, **kind), span])[1]
+        alone = store.search_many("ana", [PRIVATE], [span])[0]
+        # the same scores in the same order (rows that tie may come in either order)
+        assert [round(h.distance, 6) for h in together] == [round(h.distance, 6) for h in alone]
+        last = alone[-1].distance - 1e-6
+        assert {h.item.id for h in together if h.distance < last} == {
+            h.item.id for h in alone if h.distance < last
+        }
+        assert len(alone) == 10
+        assert all(h.item.person_id == "ana" and since <= h.item.ts < until for h in alone)
+
+
+def test_filters_are_answered_from_scalar_indexes(store: Store) -> None:
+    """Every column a recall filter names is indexed, with the configured index type (an older
+    store's BTREE on person_id is replaced by a BITMAP)."""
+    from core.memory.store import SCALAR_INDEXES
+
+    store.add_turns(_dated("ana", 5))
+    store.save_memories([Memory("ana", "fact", "Grows tomatoes", "m1")])
+    store.table("turns").create_scalar_index("person_id", index_type="BTREE", replace=True)
+    store.ensure_indexes()
+    for name in ("turns", "memories"):
+        found = {tuple(i.columns): i.index_type for i in store.table(name).list_indices()}
+        for column, config in SCALAR_INDEXES[name].items():
+            assert found.get((column,)) == config.__name__, (name, column, found)
