@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
+import sys
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,7 +123,10 @@ def _export(model_dir: Path, path: Path) -> None:
     model = _pooled(AutoModel.from_pretrained(str(model_dir)))
     ids = torch.tensor([[101, 7592, 2045, 102], [101, 7592, 102, 0]])
     mask = (ids != 0).long()
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger
+    level = quiet.level
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow in BERT
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         with torch.inference_mode():
             torch.onnx.export(
@@ -137,14 +143,18 @@ def _export(model_dir: Path, path: Path) -> None:
                 opset_version=17,
                 dynamo=False,
             )
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        quiet.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            quiet.setLevel(level)
         os.replace(int8, path)
 
 
@@ -162,6 +172,16 @@ def _session(path: Path, threads: int) -> Any:
     # no arena: it would keep the largest batch's activations for the life of the process
     options.enable_cpu_mem_arena = False
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _intra_op_threads() -> int:
+    """One per core, but no more than the process gave PyTorch (workers set one thread so
+    background work leaves the other cores to the chat process)."""
+    threads = os.cpu_count() or 1
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        threads = min(threads, torch.get_num_threads())
+    return max(1, min(threads, 8))
 
 
 class MiniLM:
@@ -182,7 +202,7 @@ class MiniLM:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(MAX_TOKENS)
         path = _onnx_path(model_dir)
-        self._batch = _session(path, threads or max(1, min(os.cpu_count() or 1, 8)))
+        self._batch = _session(path, threads or _intra_op_threads())
         self._single = _session(path, 1)
 
     def embed(self, texts: list[str]) -> np.ndarray:
