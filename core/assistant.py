@@ -421,14 +421,19 @@ def invalid_ids(msg: Incoming) -> str | None:
     return None
 
 
+def open_store(settings: Settings) -> Store:
+    """The chat process's store: LanceDB under the data dir."""
+    from core.memory.embed import default_embedder
+
+    settings.ensure_data_dir()
+    return Store(settings.data_dir / "lancedb", default_embedder())
+
+
 def build_assistant(
     settings: Settings, *, engine: ChatEngine | None = None, jobs: Jobs | None = None
 ) -> Assistant:
     """The default composition: LanceDB under the data dir, the configured model, given jobs."""
-    from core.memory.embed import default_embedder
-
-    settings.ensure_data_dir()
-    store = Store(settings.data_dir / "lancedb", default_embedder())
+    store = open_store(settings)
     if engine is None:
         from core.llm.engine import Engine
         from core.llm.model import load_model
