@@ -190,6 +190,7 @@ def main() -> None:
         asyncio.run(sessions(assistant, warm, args.burst, "warm"))  # the embedder and the query paths
         first, later = asyncio.run(sessions(assistant, timed, args.burst, "run"))
         new = asyncio.run(newcomers(assistant, args.newcomers))
+        assistant.close()  # the last staged turns reach LanceDB before the folder goes
     table = Table(
         title=f"Pipeline overhead per message, ms ({args.turns:,} turns, {args.people:,} people, "
         f"sessions of {args.burst}; store filled in {fill_s:.0f} s; target p95 < 50 ms)"
