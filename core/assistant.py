@@ -290,7 +290,6 @@ class Assistant:
                 self.store.record_turns,
                 [reply],
                 check=False,
-                urgent=True,
                 then=functools.partial(self.jobs.after_turn, person.person_id),
             )
 

@@ -371,38 +371,32 @@ class Store:
             self._commit_staged(left)
             log.info("turns from the journal written", turns=len(left))
         journal.keep_only([])
-        return TurnWriter(journal, self._commit_staged, self._stored_turn_ids)
+        return TurnWriter(journal, self._commit_staged, self.existing_turn_ids)
 
     def _commit_staged(self, turns: list[Turn]) -> None:
         if self.append_new_turns(turns):
             self._wrote("turns")
-
-    def _stored_turn_ids(self, ids: list[str]) -> set[str]:
-        if len(ids) == 1:  # the chat path's case: a count on the id index is the cheapest lookup
-            return set(ids) if self._tables["turns"].count_rows(f.eq("id", ids[0])) else set()
-        return self.existing_turn_ids(ids)
 
     def record_turns(
         self,
         turns: Sequence[Turn],
         *,
         check: bool = True,
-        urgent: bool = False,
         then: Callable[[], None] | None = None,
     ) -> int:
         """The chat path's write: returns how many turns were new (0: a duplicate).
 
         With a journal (the chat process) the turns are durable when this returns and reach
-        LanceDB shortly after in the background (`urgent`: now, not after a short wait for the
-        reply's turn); `then` runs once they are there. Without one, this is `add_turns`.
-        Reads of turns in this process see staged turns (see `settle`).
+        LanceDB within about a second, in the background, in one commit with whatever else was
+        staged meanwhile; `then` runs once they are there. Without a journal this is
+        `add_turns`. turns_of and chat_turns see staged turns; other reads settle first.
         """
         if self._writer is None:
             added = self.add_turns(turns)
             if then is not None:
                 then()
             return added
-        return self._writer.stage(turns, check=check, urgent=urgent, then=then)
+        return self._writer.stage(turns, check=check, then=then)
 
     def settle(self) -> None:
         """Wait until every staged turn is in LanceDB: before deleting, editing, moving or
@@ -906,8 +900,10 @@ class Store:
         ids = list(ids)
         if not ids:
             return set()
-        rows = self._rows("turns", f.is_in("id", ids), ["id"])
-        return {r["id"] for r in rows}
+        where = f.is_in("id", ids)
+        if not self._tables["turns"].count_rows(where):  # the usual answer, from the id index alone
+            return set()
+        return {r["id"] for r in self._rows("turns", where, ["id"])}
 
     def source_ids_for(self, turn_ids: Iterable[str]) -> dict[str, str]:
         """turn id -> the id the message had on its platform or in its import file."""

@@ -34,8 +34,11 @@ from core.memory.records import Turn
 
 log = structlog.get_logger(__name__)
 
-# How long a turn may wait for company (the reply to it) before it is committed alone.
-LINGER_SECONDS = 0.5
+# How long a staged turn waits for company (its reply, other people's turns): one commit for
+# everything staged meanwhile, as one fragment, instead of one per turn. Nothing reads LanceDB
+# for these turns in that second without settling first (see Store.record_turns).
+LINGER_SECONDS = 1.0
+MAX_BATCH = 512  # turns: commit at once beyond this many
 RETRY_SECONDS = 1.0
 
 
@@ -140,13 +143,12 @@ class TurnWriter:
         turns: Sequence[Turn],
         *,
         check: bool = True,
-        urgent: bool = False,
         then: Callable[[], None] | None = None,
     ) -> int:
         """Accept the turns not stored or staged yet; returns how many were new.
 
         `check` asks LanceDB about ids not staged here (a platform redelivering a message after
-        a restart); `urgent` commits now instead of waiting for company; `then` runs in the
+        a restart); `then` runs in the
         writer thread once these turns are committed (a worker reading LanceDB sees them).
         """
         unique = list({t.id: t for t in turns}.values())
@@ -168,7 +170,6 @@ class TurnWriter:
                     self._after.append((waiting, then))
                 else:
                     run_now = True  # nothing of these waits for a commit
-            self._urgent = self._urgent or urgent
             self._cond.notify_all()
         if run_now and then is not None:
             then()
@@ -211,7 +212,7 @@ class TurnWriter:
     def _due(self) -> bool:
         if not self._pending:
             return False
-        if self._urgent or self._stopping:
+        if self._urgent or self._stopping or len(self._pending) >= MAX_BATCH:
             return True
         oldest = next(iter(self._pending))
         return time.monotonic() - self._staged_at[oldest] >= self._linger

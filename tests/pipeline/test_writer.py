@@ -33,7 +33,7 @@ def _journal(settings: Settings) -> Path:
 def test_a_recorded_turn_is_readable_at_once_and_written_with_its_reply(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # only the reply's turn makes it due
+    monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # committed when settled, not before
     store = open_store(settings)
     try:
         user = Turn("dana", "console", "dana", "1", "user", "I am moving to Porto in May.")
@@ -46,8 +46,10 @@ def test_a_recorded_turn_is_readable_at_once_and_written_with_its_reply(
         version = store.table("turns").version
         written = threading.Event()
         reply = Turn("dana", "console", "dana", "1", "assistant", "Porto in May, noted.")
-        store.record_turns([reply], check=False, urgent=True, then=written.set)
-        assert written.wait(60)
+        store.record_turns([reply], check=False, then=written.set)
+        assert not written.is_set() and _stored(store) == 0
+        store.settle()
+        assert written.is_set(), "the callback ran before settle returned"
         assert _stored(store) == 2
         assert store.table("turns").version == version + 1, "both turns in one commit"
         assert _journal(settings).stat().st_size == 0, "the journal keeps nothing LanceDB has"
