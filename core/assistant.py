@@ -176,7 +176,8 @@ class Assistant:
             vector=vector,
         )
         if record:
-            # durable when this returns (the journal); LanceDB gets it with the reply's turn
+            # durable when this returns (the journal); LanceDB gets it within a second, in one
+            # commit with the reply's turn
             inserted = await asyncio.to_thread(self.store.record_turns, [turn])
             if inserted == 0:
                 log.info("duplicate message ignored", platform=msg.platform)
@@ -284,8 +285,8 @@ class Assistant:
                 visibility=chat.scope,
             )
             self._remember(person, chat, reply)
-            # embedded and written after the lock is released; consolidation hears of the turn
-            # once a worker can read it
+            # embedded and written in the background; consolidation hears of the turn once a
+            # worker can read it
             await asyncio.to_thread(
                 self.store.record_turns,
                 [reply],
