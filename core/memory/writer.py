@@ -148,8 +148,8 @@ class TurnWriter:
         """Accept the turns not stored or staged yet; returns how many were new.
 
         `check` asks LanceDB about ids not staged here (a platform redelivering a message after
-        a restart); `then` runs in the
-        writer thread once these turns are committed (a worker reading LanceDB sees them).
+        a restart); `then` runs in the writer thread once these turns are committed (a worker
+        reading LanceDB sees them).
         """
         unique = list({t.id: t for t in turns}.values())
         run_now = False
