@@ -188,6 +188,11 @@ def main() -> None:
         busy = asyncio.run(chat_latencies(assistant, "busy", args.messages))
         busy_time = time.monotonic() - busy_start
         during = sum(1 for p in chat_store.refresh_people() if p.settings.memory_state) - done_before
+        # the chat goes quiet: how long until the worker has done the backlog (it must not starve)
+        quiet_start = time.monotonic()
+        drained = jobs.embedded.drain(jobs.app, 900)
+        drain_time = time.monotonic() - quiet_start
+        done_after = sum(1 for p in chat_store.refresh_people() if p.settings.memory_state) - done_before
         jobs.embedded.stop(timeout=120)  # no worker at all: the baseline again, now
         idle_after = asyncio.run(chat_latencies(assistant, "after", args.messages))
         after_turn = []
@@ -212,6 +217,10 @@ def main() -> None:
         f"\nafter_turn on the chat path: p50 {pct(after_turn, 0.5):.1f} µs, p99 {pct(after_turn, 0.99):.1f} µs"
     )
     print(f"busy phase lasted {busy_time:.1f}s")
+    state = "done" if drained else "NOT done"
+    print(
+        f"once the chat was quiet: backlog {state} after {drain_time:.1f}s ({done_after} people consolidated)"
+    )
 
 
 if __name__ == "__main__":
