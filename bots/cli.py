@@ -102,11 +102,14 @@ def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talk
     settings = get_settings()
     configure_logging(settings)
     jobs = _jobs(settings)
+    assistant = None
     try:
         assistant = _assistant(settings, jobs=jobs)
         _attach(jobs, assistant)
         asyncio.run(console_chat(assistant, person or getpass.getuser()))
     finally:
+        if assistant is not None:
+            assistant.close()  # staged turns reach LanceDB (and their jobs) before the jobs stop
         _close(jobs)
 
 
@@ -118,11 +121,14 @@ def run() -> None:
     settings = get_settings()
     configure_logging(settings)
     jobs = _jobs(settings)
+    assistant = None
     try:
         assistant = _assistant(settings, jobs=jobs)
         _attach(jobs, assistant)
         asyncio.run(run_platforms(assistant, settings, person=getpass.getuser()))
     finally:
+        if assistant is not None:
+            assistant.close()  # staged turns reach LanceDB (and their jobs) before the jobs stop
         _close(jobs)
 
 

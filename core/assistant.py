@@ -9,6 +9,7 @@ embeddings) runs in threads so one person's recall never stalls another's stream
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 RECENT_TURNS = 24
 SEEN_CAPACITY = 50_000
+RECENT_CHATS = 20_000  # recent windows kept warm (24 turns each)
 
 
 class ChatEngine(Protocol):
@@ -65,9 +67,13 @@ class Assistant:
         self.commands = Commands(self)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-        self._recent: dict[tuple[str, str, str], deque[Turn]] = {}
+        self._recent: OrderedDict[tuple[str, str, str], deque[Turn]] = OrderedDict()
 
     # -- public API used by every channel ---------------------------------------------------
+
+    def close(self) -> None:
+        """The process is stopping: write the turns still staged (see Store.record_turns)."""
+        self.store.close()
 
     def command_list(self) -> list[tuple[str, str]]:
         return self.commands.menu()
@@ -147,6 +153,16 @@ class Assistant:
         record = not person.settings.paused and (
             chat.kind == "direct" or self.store.chat(msg.platform, msg.chat_id).record_context
         )
+        limit = self.settings.message_limit(msg.platform)
+        vector = None
+        if msg.addressed and len(text) <= limit:
+            # the query's embedding and the chat's recent window (read on a cold cache) side by side
+            [vector], ts = await asyncio.gather(
+                asyncio.to_thread(self.store.embed, [text]),
+                asyncio.to_thread(self._next_ts, person, chat, msg.ts),
+            )
+        else:
+            ts = await asyncio.to_thread(self._next_ts, person, chat, msg.ts)
         turn = Turn(
             person_id=person.person_id,
             platform=msg.platform,
@@ -155,11 +171,14 @@ class Assistant:
             message_id=msg.message_id,
             role="user",
             text=text,
-            ts=await asyncio.to_thread(self._next_ts, person, chat, msg.ts),
+            ts=ts,
             visibility=chat.scope,
+            vector=vector,
         )
         if record:
-            inserted = await asyncio.to_thread(self.store.add_turns, [turn])
+            # durable when this returns (the journal); LanceDB gets it within a second, in one
+            # commit with the reply's turn
+            inserted = await asyncio.to_thread(self.store.record_turns, [turn])
             if inserted == 0:
                 log.info("duplicate message ignored", platform=msg.platform)
                 return None
@@ -167,7 +186,6 @@ class Assistant:
             if record:
                 self._remember(person, chat, turn)
             return None
-        limit = self.settings.message_limit(msg.platform)
         if len(text) > limit:
             if record:
                 self._remember(person, chat, turn)
@@ -179,18 +197,11 @@ class Assistant:
                     + "Send me the part you want me to look at, or ask about it in smaller pieces."
                 )
             )
-        if turn.vector is None:
-            [turn.vector] = await asyncio.to_thread(self.store.embed, [text])
         recent = [t for t in await asyncio.to_thread(self._recent_list, person, chat) if t.id != turn.id]
         recalled = []
         if self.use_recall:
             recalled = await asyncio.to_thread(
-                self.recall.recall,
-                person,
-                chat,
-                turn.vector,
-                exclude_ids={t.id for t in recent} | {turn.id},
-                query_text=text,
+                self._recall, person, chat, turn.vector, {t.id for t in recent} | {turn.id}, text
             )
         messages = self.prompt_for(person, chat, text, recalled, recent)
         if record:
@@ -200,6 +211,14 @@ class Assistant:
             thread_id=msg.thread_id,
             reply_to=msg.message_id,
         )
+
+    def _recall(
+        self, person: Person, chat: ChatContext, vector: list[float], exclude_ids: set[str], text: str
+    ) -> list[Recalled]:
+        # Searches read LanceDB only: what the person said elsewhere a moment ago (still staged)
+        # must be findable. This chat's staged turns are in the recent window, excluded anyway.
+        self.store.settle_turns_of(person.person_id, besides=exclude_ids)
+        return self.recall.recall(person, chat, vector, exclude_ids=exclude_ids, query_text=text)
 
     def prompt_for(
         self,
@@ -265,9 +284,15 @@ class Assistant:
                 text=text,
                 visibility=chat.scope,
             )
-            await asyncio.to_thread(self.store.add_turns, [reply])
             self._remember(person, chat, reply)
-            self.jobs.after_turn(person.person_id)
+            # embedded and written in the background; consolidation hears of the turn once a
+            # worker can read it
+            await asyncio.to_thread(
+                self.store.record_turns,
+                [reply],
+                check=False,
+                then=functools.partial(self.jobs.after_turn, person.person_id),
+            )
 
     @staticmethod
     async def _release_after(stream: AsyncIterator[str], lock: asyncio.Lock) -> AsyncIterator[str]:
@@ -289,8 +314,11 @@ class Assistant:
         return (owner, chat.platform, chat.chat_id)
 
     def _recent_for(self, person: Person, chat: ChatContext) -> deque[Turn]:
+        """The chat's last turns, kept in memory for the RECENT_CHATS chats used last."""
         key = self._recent_key(person, chat)
-        if key not in self._recent:
+        if key in self._recent:
+            self._recent.move_to_end(key)
+        else:
             if chat.kind == "direct":
                 turns = self.store.turns_of(
                     person.person_id, platform=chat.platform, chat_id=chat.chat_id, limit=RECENT_TURNS
@@ -300,6 +328,8 @@ class Assistant:
                     chat.platform, chat.chat_id, scope=chat.scope, limit=RECENT_TURNS
                 )
             self._recent[key] = deque(turns, maxlen=RECENT_TURNS)
+            while len(self._recent) > RECENT_CHATS:
+                self._recent.popitem(last=False)
         return self._recent[key]
 
     def _next_ts(self, person: Person, chat: ChatContext, ts: datetime) -> datetime:
@@ -421,14 +451,24 @@ def invalid_ids(msg: Incoming) -> str | None:
     return None
 
 
+def open_store(settings: Settings) -> Store:
+    """The chat process's store: LanceDB under the data dir, with the journal that lets it
+    record turns off the reply path (close it when the process stops)."""
+    from core.memory.embed import default_embedder
+
+    settings.ensure_data_dir()
+    return Store(
+        settings.data_dir / "lancedb",
+        default_embedder(),
+        journal=settings.data_dir / "journal" / "turns.jsonl",
+    )
+
+
 def build_assistant(
     settings: Settings, *, engine: ChatEngine | None = None, jobs: Jobs | None = None
 ) -> Assistant:
     """The default composition: LanceDB under the data dir, the configured model, given jobs."""
-    from core.memory.embed import default_embedder
-
-    settings.ensure_data_dir()
-    store = Store(settings.data_dir / "lancedb", default_embedder())
+    store = open_store(settings)
     if engine is None:
         from core.llm.engine import Engine
         from core.llm.model import load_model

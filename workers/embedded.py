@@ -1,8 +1,9 @@
 """The embedded broker's worker: a subprocess of `confidante run`/`chat` that consumes the
 filesystem queue in the data dir, with beat, exactly like `confidante worker` does for Redis.
 
-It runs at a lower CPU priority than the chat, dies with its parent (PR_SET_PDEATHSIG on
-Linux), logs to `<data_dir>/broker/worker.log`,
+It runs only on CPU time the chat does not want (SCHED_IDLE on Linux, else nice 19, and one
+thread per math library), dies with its parent (PR_SET_PDEATHSIG on Linux), logs to
+`<data_dir>/broker/worker.log`,
 and queued work that it did not reach stays on disk for the next start.
 """
 
@@ -45,20 +46,35 @@ WORKER_SETTINGS = (
 )
 
 
+# torch sets its own thread count in the worker (workers/worker.py); these cover BLAS and OpenMP.
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDANTE_")}
     for name in WORKER_SETTINGS:
         value = getattr(settings, name)
         env[f"CONFIDANTE_{name.upper()}"] = str(value.resolve() if isinstance(value, Path) else value)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    for name in _ONE_THREAD:  # a second busy thread would take the core the chat is waiting for
+        env.setdefault(name, "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
 
 
 def _child_setup() -> None:
-    """In the worker before exec: die with the parent, and yield the CPU to the chat process
-    (background work on the same machine must not slow replies: a lower priority, nice 10)."""
+    """In the worker before exec: die with the parent, and yield the CPU to the chat process.
+
+    Background work on the same machine must not slow replies. A nice value only shares the
+    CPU unevenly (nice 10 still takes a tenth of a contended core, and wakes up to run its
+    slice while a reply waits); SCHED_IDLE runs the worker only when no normal process wants
+    the CPU, and every thread it starts inherits that. Consolidation then waits for quiet
+    moments, which is what background work is for.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     with contextlib.suppress(OSError):
-        os.nice(10)
+        os.nice(19)  # where SCHED_IDLE is missing; the lowest priority there is
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)

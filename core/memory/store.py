@@ -13,7 +13,7 @@ import dataclasses
 import re
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from lancedb.table import AsyncTable
 from core.memory import filters as f
 from core.memory.embed import DIM, Embedder
 from core.memory.records import Identity, Memory, Person, PersonSettings, Turn
+from core.memory.writer import Journal, JournalBusy, TurnWriter
 
 log = structlog.get_logger(__name__)
 
@@ -227,6 +228,14 @@ def _turn(row: dict[str, Any]) -> Turn:
     )
 
 
+def _with_staged(stored: list[Turn], staged: list[Turn]) -> list[Turn]:
+    """Stored turns plus staged ones not committed yet (each once), in conversation order."""
+    ids = {t.id for t in stored}
+    turns = stored + [t for t in staged if t.id not in ids]
+    turns.sort(key=lambda t: (t.ts, t.role != "user"))
+    return turns
+
+
 def _memory(row: dict[str, Any]) -> Memory:
     return Memory(
         id=row["id"],
@@ -252,6 +261,7 @@ class Store:
         embedder: Embedder,
         *,
         read_consistency_interval: timedelta | None = timedelta(seconds=1),
+        journal: Path | None = None,
     ) -> None:
         self.uri = str(uri)
         self.embedder = embedder
@@ -273,6 +283,7 @@ class Store:
         self._compacting = threading.Lock()
         self._fts_ready: set[str] = set()
         self._load_small_tables()
+        self._writer: TurnWriter | None = self._open_writer(journal) if journal is not None else None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -423,6 +434,67 @@ class Store:
 
     # -- turns ------------------------------------------------------------------------------
 
+    def _open_writer(self, path: Path) -> TurnWriter | None:
+        """The chat process's deferred turn writes (core/memory/writer.py); first write what a
+        previous run left in the journal."""
+        try:
+            journal = Journal(path)
+        except JournalBusy:
+            log.warning("another process owns the turn journal; recording turns synchronously")
+            return None
+        left = journal.read()
+        if left:
+            self._commit_staged(left)
+            log.info("turns from the journal written", turns=len(left))
+        journal.keep_only([])
+        return TurnWriter(journal, self._commit_staged, self.existing_turn_ids)
+
+    def _commit_staged(self, turns: list[Turn]) -> None:
+        if self.append_new_turns(turns):
+            self._wrote("turns")
+
+    def record_turns(
+        self,
+        turns: Sequence[Turn],
+        *,
+        check: bool = True,
+        then: Callable[[], None] | None = None,
+    ) -> int:
+        """The chat path's write: returns how many turns were new (0: a duplicate).
+
+        With a journal (the chat process) the turns are durable when this returns and reach
+        LanceDB within about a second, in the background, in one commit with whatever else was
+        staged meanwhile; `then` runs once they are there. Without a journal this is
+        `add_turns`. turns_of and chat_turns see staged turns; other reads settle first.
+        """
+        if self._writer is None:
+            added = self.add_turns(turns)
+            if then is not None:
+                then()
+            return added
+        return self._writer.stage(turns, check=check, then=then)
+
+    def settle(self) -> None:
+        """Wait until every staged turn is in LanceDB: before deleting, editing, moving or
+        counting turns, and before anything reads them from another process's point of view."""
+        if self._writer is not None:
+            self._writer.settle()
+
+    def settle_turns_of(self, person_id: str, *, besides: Collection[str] = ()) -> None:
+        """Wait only if the person has staged turns other than `besides` (searches read LanceDB,
+        so a turn said in another chat a moment ago must be there first)."""
+        if self._staged(lambda t: t.person_id == person_id and t.id not in besides):
+            self.settle()
+
+    def _staged(self, keep: Callable[[Turn], bool]) -> list[Turn]:
+        return self._writer.pending(keep) if self._writer is not None else []
+
+    def close(self) -> None:
+        """Write what is staged and release the journal (the process is stopping)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def add_turns(self, turns: Sequence[Turn]) -> int:
         """Insert turns not stored yet (by id); returns how many were new."""
         if not turns:
@@ -444,11 +516,13 @@ class Store:
         return int(getattr(result, "num_inserted_rows", len(unique)))
 
     def has_turn(self, platform: str, chat_id: str, message_id: str) -> bool:
+        self.settle()
         where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("message_id", message_id))
         return self._tables["turns"].count_rows(where) > 0
 
     def count_turns(self, person_id: str, *, role: str | None = None) -> int:
         """How many turns a person has (consolidation notices history imported with old dates)."""
+        self.settle()
         where = f.all_of(f.eq("person_id", person_id), f.eq("role", role) if role is not None else None)
         return self._tables["turns"].count_rows(where)
 
@@ -456,6 +530,7 @@ class Store:
         ids = list(ids)
         if not ids:
             return []
+        self.settle()
         return [_turn(r) for r in self._rows("turns", f.is_in("id", ids), _TURN_COLUMNS)]
 
     def turns_of(
@@ -476,18 +551,31 @@ class Store:
             f.is_in("visibility", visibilities) if visibilities is not None else None,
             f"ts > {f.quote(since.astimezone(UTC).isoformat())}::timestamp" if since else None,
         )
-        turns = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
-        turns.sort(key=lambda t: (t.ts, t.role != "user"))
+        turns = _with_staged(
+            [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)],
+            self._staged(
+                lambda t: (
+                    t.person_id == person_id
+                    and (platform is None or t.platform == platform)
+                    and (chat_id is None or t.chat_id == chat_id)
+                    and (visibilities is None or t.visibility in visibilities)
+                    and (since is None or t.ts > since)
+                )
+            ),
+        )
         return turns[-limit:] if limit else turns
 
     def chat_turns(self, platform: str, chat_id: str, *, scope: str, limit: int = 20) -> list[Turn]:
         """What was said in one group by anyone, within the group's scope, oldest first."""
         where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("visibility", scope))
-        turns = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
-        turns.sort(key=lambda t: (t.ts, t.role != "user"))
+        turns = _with_staged(
+            [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)],
+            self._staged(lambda t: (t.platform, t.chat_id, t.visibility) == (platform, chat_id, scope)),
+        )
         return turns[-limit:]
 
     def edit_turn(self, platform: str, chat_id: str, message_id: str, text: str) -> bool:
+        self.settle()
         where = f.all_of(
             f.eq("platform", platform),
             f.eq("chat_id", chat_id),
@@ -506,17 +594,20 @@ class Store:
 
     def turns_by_message(self, platform: str, chat_id: str, message_id: str) -> list[Turn]:
         """The person's message and the assistant's reply to it."""
+        self.settle()
         where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("message_id", message_id))
         return [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]
 
     def delete_turns(self, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
+            self.settle()
             with self._write_lock:
                 self._delete("turns", f.is_in("id", ids))
 
     def reassign_person(self, old: str, new: str) -> None:
         """Move every row of `old` to `new` (account linking), scopes untouched."""
+        self.settle()
         with self._write_lock:
             for name in ("turns", "memories", "identities"):
                 self._tables[name].update(where=f.eq("person_id", old), values={"person_id": new})
@@ -617,6 +708,7 @@ class Store:
     def forget_person(self, person_id: str) -> None:
         """Delete every row of a person, then purge old versions so the text leaves the disk."""
         where = f.eq("person_id", person_id)
+        self.settle()
         with self._write_lock:
             for name in ("turns", "memories", "identities", "people"):
                 table = self._tables[name]
@@ -672,6 +764,7 @@ class Store:
 
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""
+        self.settle()  # and a journal keeps no forgotten text
         # no background compaction may be writing files while unreferenced files are deleted
         with self._compacting, self._write_lock, warnings.catch_warnings():
             # Removing every old version is the point here; a reader on an old version retries.
@@ -1015,10 +1108,11 @@ class Store:
             new = [t for t in unique if t.id not in existing]
             if not new:
                 return 0
-            if any(t.vector is None for t in new):
-                vectors = np.asarray(self.embedder.embed([t.text for t in new]), dtype=np.float32)
-            else:
-                vectors = np.asarray([t.vector for t in new], dtype=np.float32)
+            missing = [t.text for t in new if t.vector is None]
+            embedded = iter(self.embedder.embed(missing) if missing else [])
+            vectors = np.asarray(
+                [next(embedded) if t.vector is None else t.vector for t in new], dtype=np.float32
+            )
             columns = {c: [getattr(t, c) for t in new] for c in _TURN_COLUMNS}
             columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)
             self._tables["turns"].add(pa.table(columns, schema=SCHEMAS["turns"]))
@@ -1031,8 +1125,10 @@ class Store:
         ids = list(ids)
         if not ids:
             return set()
-        rows = self._rows("turns", f.is_in("id", ids), ["id"])
-        return {r["id"] for r in rows}
+        where = f.is_in("id", ids)
+        if not self._tables["turns"].count_rows(where):  # the usual answer, from the id index alone
+            return set()
+        return {r["id"] for r in self._rows("turns", where, ["id"])}
 
     def source_ids_for(self, turn_ids: Iterable[str]) -> dict[str, str]:
         """turn id -> the id the message had on its platform or in its import file."""
@@ -1040,4 +1136,5 @@ class Store:
         return {r["id"]: r["source_id"] or r["message_id"] for r in rows}
 
     def counts(self) -> dict[str, int]:
+        self.settle()
         return {name: table.count_rows() for name, table in self._tables.items()}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from core.assistant import Assistant
+from core.assistant import Assistant, open_store
 from core.config import Settings
 from core.memory.embed import default_embedder
 from core.memory.store import Store
@@ -24,9 +25,11 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings, embedder) -> Store:
-    settings.ensure_data_dir()
-    return Store(settings.data_dir / "lancedb", embedder)
+def store(settings: Settings, embedder) -> Iterator[Store]:
+    """The chat process's store (`open_store`): turns are journaled and written in the background."""
+    store = open_store(settings)
+    yield store
+    store.close()
 
 
 @pytest.fixture

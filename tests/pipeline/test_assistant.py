@@ -179,6 +179,7 @@ async def test_generation_failure_is_told_and_message_kept(assistant: Assistant)
 async def test_recall_ranks_a_statement_above_the_same_question(assistant: Assistant) -> None:
     await say(assistant, dm("My name is Dana and I am training for the Berlin marathon."))
     await say(assistant, dm("What am I training for?"))
+    assistant.store.settle()  # recall reads LanceDB, and the turns were staged a moment ago
     person = assistant.store.person("dana")
     from core.memory.recall import ChatContext
 
@@ -204,6 +205,7 @@ async def test_memory_from_another_part_of_a_turn_does_not_hide_it(assistant: As
     from core.memory.records import Memory
 
     await say(assistant, dm("My name is Dana and I am reading about volcanoes."))
+    assistant.store.settle()  # recall reads LanceDB, and the turns were staged a moment ago
     [turn] = [t for t in assistant.store.turns_of("dana") if t.role == "user"]
     assistant.store.save_memories([Memory("dana", "fact", "Is called Dana", "m-name", [turn.id])])
     [vector] = assistant.store.embed(["what am I reading about"])

@@ -7,12 +7,13 @@ result depends on what a model happens to say.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.assistant import Assistant
+from core.assistant import Assistant, open_store
 from core.config import Settings
 from core.llm.engine import Engine
 from core.memory.embed import default_embedder
@@ -36,9 +37,11 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings, embedder) -> Store:
-    settings.ensure_data_dir()
-    return Store(settings.data_dir / "lancedb", embedder)
+def store(settings: Settings, embedder) -> Iterator[Store]:
+    """The chat process's store (`open_store`): turns are journaled and written in the background."""
+    store = open_store(settings)
+    yield store
+    store.close()
 
 
 @pytest.fixture

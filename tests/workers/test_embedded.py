@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import getpass
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import bots.cli as cli
-from core.assistant import Assistant
+from core.assistant import Assistant, open_store
 from core.config import get_settings
 from core.memory.store import Store
 from workers.app import broker_dir
+from workers.embedded import EmbeddedWorker
 from workers.jobs import CeleryJobs
 from workers.locks import person_lock
 
@@ -31,8 +34,7 @@ def test_cli_runs_the_same_tasks_through_the_embedded_broker(
 
     def assistant_with_tiny_model(settings, *, jobs=None):
         assert isinstance(jobs, CeleryJobs) and jobs.embedded is not None  # the real wiring
-        settings.ensure_data_dir()
-        built["store"] = Store(settings.data_dir / "lancedb", embedder)
+        built["store"] = open_store(settings)  # the chat process's store: turns go through its journal
         return Assistant(settings, built["store"], tiny_engine, jobs=jobs)
 
     monkeypatch.setattr(cli, "_assistant", assistant_with_tiny_model)
@@ -50,6 +52,22 @@ def test_cli_runs_the_same_tasks_through_the_embedded_broker(
     assert "Lives in Porto" in store.person(person).profile
     assert "celery@" in worker_log and "confidante.consolidate" in worker_log
     assert not list((data / "broker" / "queue").glob("*.msg"))  # nothing left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_embedded_worker_runs_only_on_idle_cpu(settings):
+    """Consolidation must not slow the chat path: the worker takes only CPU nobody else wants."""
+    worker = EmbeddedWorker(settings)
+    worker.start()
+    try:
+        pid = worker.proc.pid
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        environ = dict(
+            item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item
+        )
+        assert environ["OMP_NUM_THREADS"] == "1" and environ["OPENBLAS_NUM_THREADS"] == "1"
+    finally:
+        worker.stop(timeout=60)
 
 
 def test_embedded_person_lock_excludes_a_second_holder(settings):
