@@ -31,9 +31,13 @@ from core.text import clean
 
 log = structlog.get_logger(__name__)
 
-RECENT_TURNS = 24
+RECENT_TURNS = 32
+# A full window slides by half at once rather than by one turn a message: the prompt's start
+# then stays the same for several messages, so the engine reuses its keys/values (prefill is
+# most of the time to first token on a CPU).
+RECENT_KEEP = 16
 SEEN_CAPACITY = 50_000
-RECENT_CHATS = 20_000  # recent windows kept warm (24 turns each)
+RECENT_CHATS = 20_000  # recent windows kept warm (up to RECENT_TURNS turns each)
 
 
 class ChatEngine(Protocol):
@@ -327,7 +331,7 @@ class Assistant:
                 turns = self.store.chat_turns(
                     chat.platform, chat.chat_id, scope=chat.scope, limit=RECENT_TURNS
                 )
-            self._recent[key] = deque(turns, maxlen=RECENT_TURNS)
+            self._recent[key] = deque(turns)
             while len(self._recent) > RECENT_CHATS:
                 self._recent.popitem(last=False)
         return self._recent[key]
@@ -344,6 +348,15 @@ class Assistant:
         recent = self._recent_for(person, chat)
         if all(t.id != turn.id for t in recent):
             recent.append(turn)
+            if len(recent) > RECENT_TURNS:
+                for _ in range(len(recent) - RECENT_KEEP):
+                    recent.popleft()
+
+    def _drop_prompt_prefixes(self) -> None:
+        """The engine keeps keys/values of recent prompts; forgotten text must not stay there."""
+        drop = getattr(self.engine, "forget_prefixes", None)
+        if drop is not None:
+            drop()
 
     def _recent_list(self, person: Person, chat: ChatContext) -> list[Turn]:
         return list(self._recent_for(person, chat))
@@ -352,11 +365,11 @@ class Assistant:
         """Forget cached turns after a deletion, so nothing forgotten reaches a prompt."""
         if person_id is None:
             self._recent.clear()
+            self._drop_prompt_prefixes()
             return
         for key in list(self._recent):
-            self._recent[key] = deque(
-                (t for t in self._recent[key] if t.person_id != person_id), maxlen=RECENT_TURNS
-            )
+            self._recent[key] = deque(t for t in self._recent[key] if t.person_id != person_id)
+        self._drop_prompt_prefixes()
 
     async def _edit(self, msg: Incoming, text: str) -> None:
         owner = self.store.person_for(msg.platform, msg.sender_id)
@@ -372,6 +385,7 @@ class Assistant:
         if changed:
             # People edit to take something back: the old text must leave the disk as well.
             await asyncio.to_thread(self.store.purge_history)
+            self._drop_prompt_prefixes()
             for turns in self._recent.values():
                 for turn in turns:
                     if (turn.platform, turn.chat_id, turn.message_id, turn.role) == (
@@ -399,7 +413,8 @@ class Assistant:
         self.store.purge_history()
         gone = set(turn_ids)
         for key in list(self._recent):
-            self._recent[key] = deque((t for t in self._recent[key] if t.id not in gone), maxlen=RECENT_TURNS)
+            self._recent[key] = deque(t for t in self._recent[key] if t.id not in gone)
+        self._drop_prompt_prefixes()
         for person_id in set(person_ids) | {m.person_id for m in derived}:
             self.jobs.memory_changed(person_id)
 

@@ -15,6 +15,7 @@ class RecordingEngine:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.prompts: list[list[dict[str, str]]] = []
+        self.prefixes_dropped = 0
         self.context_tokens = engine.context_tokens
 
     def count_tokens(self, text: str) -> int:
@@ -24,6 +25,10 @@ class RecordingEngine:
         self.prompts.append(messages)
         async for delta in self.engine.stream(messages, **kwargs):
             yield delta
+
+    def forget_prefixes(self) -> None:
+        self.prefixes_dropped += 1
+        self.engine.forget_prefixes()
 
     def last_prompt_text(self) -> str:
         return "\n".join(m["content"] for m in self.prompts[-1])

@@ -97,7 +97,8 @@ def build_messages(
     tail = [{"role": "user", "content": message}]
 
     def cost(msgs: list[dict[str, str]]) -> int:
-        return sum(count_tokens(m["content"]) + 4 for m in msgs)
+        # ChatML wraps each message in 5 tokens; the reply's header adds 3
+        return sum(count_tokens(m["content"]) + 5 for m in msgs) + 3
 
     recent = list(parts.recent)
     while recent:

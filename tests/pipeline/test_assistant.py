@@ -216,3 +216,23 @@ async def test_memory_from_another_part_of_a_turn_does_not_hide_it(assistant: As
         query_text="what am I reading about",
     )
     assert any("volcanoes" in i.text for i in items), [(i.text, i.score) for i in items]
+
+
+async def test_recent_window_slides_by_half_so_the_prompt_start_stays_put(assistant: Assistant) -> None:
+    from core.assistant import RECENT_KEEP, RECENT_TURNS
+
+    for i in range(30):
+        await say(assistant, dm(f"n{i}", chat_id="long"))
+    firsts = [prompt[1]["content"] for prompt in assistant.engine.prompts]
+    sizes = [len(prompt) - 2 for prompt in assistant.engine.prompts]  # minus system and new message
+    assert max(sizes) <= RECENT_TURNS and min(sizes[20:]) >= RECENT_KEEP - 1
+    # once full, the window's first turn changes only every (RECENT_TURNS - RECENT_KEEP) / 2 messages
+    changes = sum(a != b for a, b in zip(firsts[17:], firsts[18:], strict=False))
+    assert 0 < changes <= 2
+
+
+async def test_forgetting_drops_the_engines_prompt_prefixes(assistant: Assistant) -> None:
+    await say(assistant, dm("My code word is quokka-5521."))
+    await say(assistant, dm("/forget_me"))
+    await say(assistant, dm("/forget_me confirm"))
+    assert assistant.engine.prefixes_dropped >= 1
