@@ -18,7 +18,8 @@ import re
 import resource
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,8 +344,15 @@ def train_lora(
     init_from: Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    min_steps: int = 0,
+    max_steps: int | None = None,
 ) -> Any:
-    """A PEFT LoRA (q/k/v/o) trained on `pairs` (loss on answer tokens only) over a copy of `base`."""
+    """A PEFT LoRA (q/k/v/o) trained on `pairs` (loss on answer tokens only) over a copy of `base`.
+
+    `epochs` passes over the data, but at least `min_steps` optimizer steps (a person with a
+    dozen facts gets more passes: a few steps teach nothing) and at most `max_steps` (a refresh
+    on a large set stays within its time budget; the last pass is then partial).
+    """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -366,11 +374,15 @@ def train_lora(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     encoded = [_encode(tokenizer, system, p, eos_id) for p in pairs]
     rng = random.Random(seed)
-    total_steps = epochs * math.ceil(len(encoded) / batch_size)
+    total_steps = max(epochs * math.ceil(len(encoded) / batch_size), min_steps)
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.05, 1 - s / max(total_steps, 1)))
     step = 0
-    for _ in range(epochs):
+    while step < total_steps:
         for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, rng):
+            if step >= total_steps:
+                break
             logits, target = answer_logits(peft_model, ids, labels, mask)
             loss = torch.nn.functional.cross_entropy(logits.float(), target)
             loss.backward()
@@ -471,6 +483,22 @@ class RefreshResult:
 
 
 _TRAINING_MODEL: dict[str, LoadedModel] = {}
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch on `count` threads inside the block (0: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # base model -> {(system prompt, eos id, general set): its NLL there}; weak, so tests' models go
 _BASE_GENERAL: weakref.WeakKeyDictionary[Any, dict[tuple, float]] = weakref.WeakKeyDictionary()
 
@@ -537,19 +565,22 @@ def refresh_adapter(
         n_replay = min(len(replay), int(len(train) * ratio / max(1e-6, 1 - ratio)))
         mixed = train + random.Random(len(train)).sample(replay, n_replay)
         init_from = previous.path if previous is not None and not stale else None
-        candidate = train_lora(
-            loaded.model, tok, mixed, system=system, eos_id=eos_id, rank=settings.adapter_rank,
-            epochs=settings.adapter_train_epochs, init_from=init_from, progress=progress,
-        )  # fmt: skip
+        with torch_threads(settings.adapter_train_threads):
+            candidate = train_lora(
+                loaded.model, tok, mixed, system=system, eos_id=eos_id, rank=settings.adapter_rank,
+                epochs=settings.adapter_train_epochs, init_from=init_from, progress=progress,
+                min_steps=settings.adapter_min_steps, max_steps=settings.adapter_max_steps,
+            )  # fmt: skip
         if progress:
             progress("evaluating", 0, 1)
         cached = _BASE_GENERAL.setdefault(loaded.model, {})
         general_key = (system, eos_id, tuple(general))
-        gate = evaluate_gate(
-            candidate, tok, heldout, general, system=system, eos_id=eos_id,
-            tolerance=settings.adapter_ppl_tolerance, reference=previous.path if previous and not stale else None,
-            base_general=cached.get(general_key),
-        )  # fmt: skip
+        with torch_threads(settings.adapter_train_threads):
+            gate = evaluate_gate(
+                candidate, tok, heldout, general, system=system, eos_id=eos_id,
+                tolerance=settings.adapter_ppl_tolerance, reference=previous.path if previous and not stale else None,
+                base_general=cached.get(general_key),
+            )  # fmt: skip
         cached[general_key] = math.log(gate.general_ppl_base)
         if gate.passed and not _still_present(person_id, store, data.sources):
             gate.passed, gate.reason = False, "some training data was forgotten during training"

@@ -46,6 +46,7 @@ def settings(tmp_path) -> Settings:
         data_dir=tmp_path / "data",
         temperature=0.0,
         adapter_train_epochs=12,
+        adapter_max_steps=1000,  # all 12 epochs: the tiny random model needs them to learn or harm
         adapter_min_new_items=1,
         persona="Be brief.",
         _env_file=None,
