@@ -106,6 +106,8 @@ class Engine:
         self._mask: Any = None
         self._next: Any = None
         self._decoder, self._head = _split_head(loaded.model)
+        # SDPA takes a ready boolean (rows, 1, 1, keys) mask; other attention kernels build their own
+        self._sdpa = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
 
     # --- text helpers ---------------------------------------------------------------------
 
@@ -331,7 +333,7 @@ class Engine:
         self._set_rows([r.slot for r in self._rows])
         hidden = self._decoder(
             input_ids=self._next[:, None],
-            attention_mask=mask.bool()[:, None, None, :],
+            attention_mask=mask.bool()[:, None, None, :] if self._sdpa else mask,
             position_ids=positions,
             cache=self._cache,
             use_cache=True,
