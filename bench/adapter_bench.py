@@ -9,6 +9,7 @@ Tables:
    same batch with adapters off (the ceiling); optionally PEFT's own `adapter_names` batch.
 2. Adapter load from disk (p50), swap cost, bytes per adapter.
 3. A refresh on 200 Q->A pairs (training + gate) in a fresh process: time and peak memory.
+4. A second refresh continuing from the previous version vs. training from scratch: gate scores, time.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.config import Settings  # noqa: E402
 
-console = Console()
+console = Console(width=170)
 
 
 def p95(values: list[float]) -> float:
@@ -100,7 +101,14 @@ async def one(engine, messages, adapter, new_tokens) -> tuple[float, int]:
     return (first or time.perf_counter()) - start, count
 
 
+def _fresh(engine) -> None:
+    """Every mode pays its prefills: no prompt KV kept from an earlier round or mode."""
+    if hasattr(engine, "forget_prefixes"):
+        engine.forget_prefixes()
+
+
 async def run_concurrent(engine, chats, adapters, new_tokens) -> tuple[float, float, float]:
+    _fresh(engine)
     before = engine.stats.tokens
     start = time.perf_counter()
     results = await asyncio.gather(
@@ -111,6 +119,7 @@ async def run_concurrent(engine, chats, adapters, new_tokens) -> tuple[float, fl
 
 
 async def run_sequential(engine, chats, adapters, new_tokens) -> tuple[float, float, float]:
+    _fresh(engine)
     before = engine.stats.tokens
     start = time.perf_counter()
     ttfts = []
@@ -152,6 +161,9 @@ def peft_batch(loaded, paths, chats, new_tokens, device) -> tuple[float, float]:
 
 def serving(args, settings) -> None:
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from core.llm.adapters import AdapterRegistry
     from core.llm.engine import Engine
@@ -242,8 +254,11 @@ def serving(args, settings) -> None:
         reg._lru.clear()
         reg._free = list(range(reg.max_loaded, 0, -1))
         reg._bytes.clear()
-        cold = [await one(engine, chats[0], f"person{i}", 1) for i in range(args.people)]
-        warm_ = [await one(engine, chats[0], f"person{i}", 1) for i in range(args.people)]
+        cold, warm_ = [], []
+        for out in (cold, warm_):
+            for i in range(args.people):
+                _fresh(engine)  # a full prefill each time: only the adapter's residency differs
+                out.append(await one(engine, chats[0], f"person{i}", 1))
         return statistics.median(c[0] for c in cold), statistics.median(w[0] for w in warm_)
 
     cold, warm_ttft = asyncio.run(swap_cost())
@@ -277,13 +292,15 @@ def serving(args, settings) -> None:
 
 
 _TRAIN = """
-import json, random, resource, sys, time
+import json, random, resource, sys, tempfile, time
+from pathlib import Path
 from core.config import Settings
 from core.llm.model import load_model
 from workers.replay import replay_sets
-from workers.training import Pair, evaluate_gate, questions_for, to_second_person, train_lora
+from workers.training import Pair, evaluate_gate, questions_for, to_second_person, torch_threads, train_lora
 from bench.personal_cases import FACTS
 settings = Settings(dtype="float32")
+mode, n = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter()
 loaded = load_model(settings)
 pairs = []
@@ -294,36 +311,78 @@ for template, _, values in FACTS:
             pairs.append(Pair(q, to_second_person(statement)))
             pairs.append(Pair("Quick question: " + q[0].lower() + q[1:], to_second_person(statement)))
 random.Random(0).shuffle(pairs)
-n = int(sys.argv[2])
-train, held = pairs[:n], pairs[n : n + 40]
+held = pairs[n : n + 40]
 replay, general = replay_sets()
-mixed = train + random.Random(1).sample(replay, min(len(replay), int(len(train) * settings.adapter_replay_ratio / (1 - settings.adapter_replay_ratio))))
-t1 = time.perf_counter()
-cand = train_lora(loaded.model, loaded.tokenizer, mixed, system=settings.persona, eos_id=loaded.tokenizer.eos_token_id,
-                  rank=settings.adapter_rank, epochs=int(sys.argv[1]))
-t2 = time.perf_counter()
-gate = evaluate_gate(cand, loaded.tokenizer, held, general, system=settings.persona, eos_id=loaded.tokenizer.eos_token_id, tolerance=settings.adapter_ppl_tolerance)
-t3 = time.perf_counter()
-print(json.dumps({"pairs": len(train), "replay": len(mixed) - len(train), "train_s": t2 - t1, "gate_s": t3 - t2,
-                  "total_s": t3 - t0, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "gate": gate.as_dict()}))
+ratio = settings.adapter_replay_ratio
+tok, system, eos = loaded.tokenizer, settings.persona, loaded.tokenizer.eos_token_id
+
+
+def mix(train):
+    k = min(len(replay), int(len(train) * ratio / (1 - ratio)))
+    return train + random.Random(1).sample(replay, k)
+
+
+def train(data, init_from=None, max_steps=settings.adapter_max_steps):
+    start = time.perf_counter()
+    with torch_threads(settings.adapter_train_threads):
+        cand = train_lora(loaded.model, tok, data, system=system, eos_id=eos, rank=settings.adapter_rank,
+                          epochs=settings.adapter_train_epochs, min_steps=settings.adapter_min_steps,
+                          max_steps=max_steps, init_from=init_from)
+    return cand, time.perf_counter() - start
+
+
+def gate(cand, reference=None):
+    start = time.perf_counter()
+    with torch_threads(settings.adapter_train_threads):
+        g = evaluate_gate(cand, tok, held, general, system=system, eos_id=eos,
+                          tolerance=settings.adapter_ppl_tolerance, reference=reference)
+    return g.as_dict(), time.perf_counter() - start
+
+
+out = {}
+if mode == "refresh":
+    mixed = mix(pairs[:n])
+    t1 = time.perf_counter()
+    cand, train_s = train(mixed)
+    g, gate_s = gate(cand)
+    out = {"pairs": n, "replay": len(mixed) - n, "train_s": train_s, "gate_s": gate_s,
+           "total_s": time.perf_counter() - t0,
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gate": g}
+else:  # continue vs scratch: v1 on the first half, then v2 on everything
+    half = n // 2
+    v1, v1_s = train(mix(pairs[:half]))
+    prev = Path(tempfile.mkdtemp()) / "v1"
+    v1.save_pretrained(prev)
+    out["v1"] = {"pairs": half, "train_s": v1_s, "gate": gate(v1)[0]}
+    for label, init, steps in (("scratch", None, settings.adapter_max_steps),
+                               ("continue", prev, settings.adapter_max_steps),
+                               ("continue, half the steps", prev, settings.adapter_max_steps // 2)):
+        cand, train_s = train(mix(pairs[:n]), init_from=init, max_steps=steps)
+        out[label] = {"pairs": n, "train_s": train_s, "gate": gate(cand)[0], "vs_v1": gate(cand, prev)[0]}
+print(json.dumps(out))
 """
 
 
-def training(args) -> None:
+def _run_training(args, mode: str) -> dict | None:
     env = {**os.environ, "CONFIDANTE_DATA_DIR": str(args.data_dir), "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", _TRAIN, str(args.epochs), str(args.pairs)],
-        env=env,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", _TRAIN, mode, str(args.pairs)], env=env, capture_output=True, text=True
     )
     if out.returncode != 0:
         console.print(f"[red]training run failed[/]\n{out.stderr[-2000:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def training(args) -> None:
+    s = Settings()
+    r = _run_training(args, "refresh")
+    if r is None:
         return
-    r = json.loads(out.stdout.strip().splitlines()[-1])
     table = Table(
-        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), {args.epochs} epochs, fresh process"
+        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), fresh process, "
+        f"{s.adapter_train_epochs} epochs capped at {s.adapter_max_steps} steps, "
+        f"{s.adapter_train_threads} torch thread(s)"
     )
     for col in (
         "train s",
@@ -345,6 +404,38 @@ def training(args) -> None:
     console.print("Targets: under 5 minutes and under 4 GB on 2 cores.")
 
 
+def continue_or_scratch(args) -> None:
+    r = _run_training(args, "continue")
+    if r is None:
+        return
+    v1 = r["v1"]
+    table = Table(
+        title=f"Second refresh: continue from the previous version or train from scratch "
+        f"(v1 trained on {v1['pairs']} pairs, v2 on {args.pairs})"
+    )
+    for col in (
+        "v2 trained",
+        "train s",
+        "held-out NLL (base -> v2)",
+        "held-out NLL (v1 -> v2)",
+        "general ppl change vs base",
+    ):
+        table.add_column(col, justify="right")
+    g1 = v1["gate"]
+    table.add_row(
+        f"(v1, scratch on {v1['pairs']})", f"{v1['train_s']:.0f}",
+        f"{g1['heldout_nll_before']:.3f} -> {g1['heldout_nll_after']:.3f}", "", f"{g1['general_ppl_change']:+.1%}",
+    )  # fmt: skip
+    for label in ("scratch", "continue", "continue, half the steps"):
+        x = r[label]
+        g, vs = x["gate"], x["vs_v1"]
+        table.add_row(
+            label, f"{x['train_s']:.0f}", f"{g['heldout_nll_before']:.3f} -> {g['heldout_nll_after']:.3f}",
+            f"{vs['heldout_nll_before']:.3f} -> {vs['heldout_nll_after']:.3f}", f"{g['general_ppl_change']:+.1%}",
+        )  # fmt: skip
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
@@ -352,20 +443,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=200, help="personal Q->A pairs to train on")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads for serving (0: torch's default)"
+    )
     parser.add_argument("--random-weights", action="store_true", help="random SmolLM2-shaped weights")
     parser.add_argument("--peft", action="store_true", help="also time PEFT's adapter_names batch")
     parser.add_argument("--skip-serving", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-continue", action="store_true", help="skip continue-vs-scratch (3 trainings)")
     args = parser.parse_args()
     settings = Settings(data_dir=args.data_dir, device=args.device, dtype=args.dtype)
     if not args.skip_serving:
         serving(args, settings)
     if not args.skip_training:
         training(args)
+    if not args.skip_continue:
+        continue_or_scratch(args)
 
 
 if __name__ == "__main__":

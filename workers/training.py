@@ -17,7 +17,9 @@ import random
 import re
 import resource
 import time
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,6 +266,50 @@ def _batches(
     return out
 
 
+def answer_logits(model: Any, ids: Any, labels: Any, mask: Any) -> tuple[Any, Any]:
+    """Logits at the answer positions only, and their target tokens.
+
+    Two things a plain `model(input_ids, labels=...)` would waste on this data are skipped, with
+    the same result: every row starts with the same system prompt (about 60% of its tokens), so
+    that shared prefix runs once, as one row, and its keys and values are shared by the batch
+    (gradients flow back through them); and the output projection over the whole vocabulary runs
+    only where there is an answer token to score, not on the prompt and the padding.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = core.get_decoder(), core.get_output_embeddings()
+    rows, width = ids.shape
+    answer = labels != -100
+    # the shared prefix: identical, unmasked, unlabelled in every row, and ending before the
+    # position whose output predicts the first answer token
+    same = (ids == ids[:1]).all(dim=0) & mask.bool().all(dim=0) & ~answer.any(dim=0)
+    prefix = int(same.long().cumprod(dim=0).sum())
+    first_answer = int(answer.long().argmax(dim=1).min()) if bool(answer.any()) else width
+    prefix = max(0, min(prefix, first_answer - 1, width - 1))
+    if rows > 1 and prefix >= 2:
+        cache = DynamicCache()
+        decoder(input_ids=ids[:1, :prefix], cache=cache, use_cache=True)
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(rows, -1, -1, -1)
+            layer.values = layer.values.expand(rows, -1, -1, -1)
+        positions = torch.arange(prefix, width, device=ids.device).expand(rows, -1)
+        hidden = decoder(
+            input_ids=ids[:, prefix:],
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
+    else:
+        prefix = 0
+        hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, prefix + 1 :]
+    keep = target != -100
+    return head(hidden[:, :-1][keep]), target[keep]
+
+
 def answer_nll(
     model: Any, tokenizer: Any, pairs: list[Pair], system: str, eos_id: int, batch_size: int = 16
 ) -> float:
@@ -278,13 +324,9 @@ def answer_nll(
     model.eval()
     with torch.no_grad():
         for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, None):
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            target = labels[:, 1:]
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += float(loss)
-            count += int((target != -100).sum())
+            logits, target = answer_logits(model, ids, labels, mask)
+            total += float(F.cross_entropy(logits.float(), target, reduction="sum"))
+            count += int(target.numel())
     return total / max(count, 1)
 
 
@@ -302,8 +344,15 @@ def train_lora(
     init_from: Path | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    min_steps: int = 0,
+    max_steps: int | None = None,
 ) -> Any:
-    """A PEFT LoRA (q/k/v/o) trained on `pairs` (loss on answer tokens only) over a copy of `base`."""
+    """A PEFT LoRA (q/k/v/o) trained on `pairs` (loss on answer tokens only) over a copy of `base`.
+
+    `epochs` passes over the data, but at least `min_steps` optimizer steps (a person with a
+    dozen facts gets more passes: a few steps teach nothing) and at most `max_steps` (a refresh
+    on a large set stays within its time budget; the last pass is then partial).
+    """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -325,13 +374,18 @@ def train_lora(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     encoded = [_encode(tokenizer, system, p, eos_id) for p in pairs]
     rng = random.Random(seed)
-    total_steps = epochs * math.ceil(len(encoded) / batch_size)
+    total_steps = max(epochs * math.ceil(len(encoded) / batch_size), min_steps)
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.05, 1 - s / max(total_steps, 1)))
     step = 0
-    for _ in range(epochs):
+    while step < total_steps:
         for ids, labels, mask in _batches(encoded, batch_size, tokenizer.pad_token_id or 0, rng):
-            out = peft_model(input_ids=ids, attention_mask=mask, labels=labels)
-            out.loss.backward()
+            if step >= total_steps:
+                break
+            logits, target = answer_logits(peft_model, ids, labels, mask)
+            loss = torch.nn.functional.cross_entropy(logits.float(), target)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -378,12 +432,20 @@ def evaluate_gate(
     eos_id: int,
     tolerance: float,
     reference: Path | None = None,
+    base_general: float | None = None,
 ) -> GateResult:
     """Held-out personal Q->A must improve over what is served now (the current adapter, else the
-    base); general perplexity must stay within `tolerance` of the base model's."""
-    with candidate.disable_adapter():
-        base_general = answer_nll(candidate, tokenizer, general, system, eos_id)
-        before = answer_nll(candidate, tokenizer, heldout, system, eos_id)
+    base); general perplexity must stay within `tolerance` of the base model's.
+
+    `base_general` is the base model's NLL on `general` when already known (it only depends on
+    the base model and the system prompt, so a worker computes it once, not per refresh).
+    """
+    if base_general is None or reference is None:
+        with candidate.disable_adapter():
+            if base_general is None:
+                base_general = answer_nll(candidate, tokenizer, general, system, eos_id)
+            if reference is None:
+                before = answer_nll(candidate, tokenizer, heldout, system, eos_id)
     if reference is not None:
         active = candidate.active_adapter
         candidate.load_adapter(reference, adapter_name="reference")
@@ -421,6 +483,24 @@ class RefreshResult:
 
 
 _TRAINING_MODEL: dict[str, LoadedModel] = {}
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run torch on `count` threads inside the block (0: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# base model -> {(system prompt, eos id, general set): its NLL there}; weak, so tests' models go
+_BASE_GENERAL: weakref.WeakKeyDictionary[Any, dict[tuple, float]] = weakref.WeakKeyDictionary()
 
 
 def training_model(settings: Settings) -> LoadedModel:
@@ -485,16 +565,23 @@ def refresh_adapter(
         n_replay = min(len(replay), int(len(train) * ratio / max(1e-6, 1 - ratio)))
         mixed = train + random.Random(len(train)).sample(replay, n_replay)
         init_from = previous.path if previous is not None and not stale else None
-        candidate = train_lora(
-            loaded.model, tok, mixed, system=system, eos_id=eos_id, rank=settings.adapter_rank,
-            epochs=settings.adapter_train_epochs, init_from=init_from, progress=progress,
-        )  # fmt: skip
+        with torch_threads(settings.adapter_train_threads):
+            candidate = train_lora(
+                loaded.model, tok, mixed, system=system, eos_id=eos_id, rank=settings.adapter_rank,
+                epochs=settings.adapter_train_epochs, init_from=init_from, progress=progress,
+                min_steps=settings.adapter_min_steps, max_steps=settings.adapter_max_steps,
+            )  # fmt: skip
         if progress:
             progress("evaluating", 0, 1)
-        gate = evaluate_gate(
-            candidate, tok, heldout, general, system=system, eos_id=eos_id,
-            tolerance=settings.adapter_ppl_tolerance, reference=previous.path if previous and not stale else None,
-        )  # fmt: skip
+        cached = _BASE_GENERAL.setdefault(loaded.model, {})
+        general_key = (system, eos_id, tuple(general))
+        with torch_threads(settings.adapter_train_threads):
+            gate = evaluate_gate(
+                candidate, tok, heldout, general, system=system, eos_id=eos_id,
+                tolerance=settings.adapter_ppl_tolerance, reference=previous.path if previous and not stale else None,
+                base_general=cached.get(general_key),
+            )  # fmt: skip
+        cached[general_key] = math.log(gate.general_ppl_base)
         if gate.passed and not _still_present(person_id, store, data.sources):
             gate.passed, gate.reason = False, "some training data was forgotten during training"
         name, tmp = adapters.new_version_dir(person_id)

@@ -14,6 +14,7 @@ The event loop never blocks: the thread hands text deltas back with `call_soon_t
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 import time
@@ -104,6 +105,9 @@ class Engine:
         self._cache: Any = None
         self._mask: Any = None
         self._next: Any = None
+        self._decoder, self._head = _split_head(loaded.model)
+        # SDPA takes a ready boolean (rows, 1, 1, keys) mask; other attention kernels build their own
+        self._sdpa = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
 
     # --- text helpers ---------------------------------------------------------------------
 
@@ -278,7 +282,6 @@ class Engine:
     def _merge(self, req: _Request, cache: Any, token: int) -> None:
         """Add one prefilled row to the running batch, left-padding whichever side is shorter."""
         import torch
-        from transformers import DynamicCache
 
         new_kv = [(layer.keys, layer.values) for layer in cache.layers]
         new_len = new_kv[0][0].shape[-2]
@@ -286,25 +289,25 @@ class Engine:
         new_mask = torch.ones((1, new_len), dtype=torch.long, device=device)
         new_next = torch.tensor([token], dtype=torch.long, device=device)
         if not self._rows:
-            self._cache, self._mask, self._next = cache, new_mask, new_next
+            self._cache = _batch_cache(new_kv)
+            self._mask, self._next = new_mask, new_next
             self._rows.append(req)
             return
         old_len = self._mask.shape[1]
         target = max(old_len, new_len)
-
-        def pad(t: Any, length: int) -> Any:
-            if length == target:
-                return t
-            shape = list(t.shape)
-            shape[-2] = target - length
-            return torch.cat([t.new_zeros(shape), t], dim=-2)
-
+        rows = len(self._rows) + 1
         layers = []
         for layer, (k_new, v_new) in zip(self._cache.layers, new_kv, strict=True):
-            k = torch.cat([pad(layer.keys, old_len), pad(k_new, new_len)], dim=0)
-            v = torch.cat([pad(layer.values, old_len), pad(v_new, new_len)], dim=0)
-            layers.append((k, v))
-        self._cache = DynamicCache(ddp_cache_data=layers)
+            # one copy of the batch into a buffer with room for the new row and for the next tokens
+            merged = []
+            for old, new in ((layer.keys, k_new), (layer.values, v_new)):
+                b, h, _, d = old.shape
+                out = old.new_zeros((rows, h, target + _SPARE_TOKENS, d))
+                out[:b, :, target - old_len : target] = old
+                out[b:, :, target - new_len : target] = new
+                merged.append(out)
+            layers.append((merged[0], merged[1], target))
+        self._cache = _slab_cache(layers)
 
         def pad_mask(m: Any, length: int) -> Any:
             if length == target:
@@ -316,24 +319,29 @@ class Engine:
         self._rows.append(req)
 
     def _step(self) -> None:
-        """One decode step for every row in the batch."""
+        """One decode step for every row in the batch.
+
+        The step's cost is mostly weight traffic, so what is avoidable per token is kept out: keys and
+        values are written in place into preallocated buffers (no copy of the whole cache per layer),
+        the 4-D attention mask is built once here instead of by the model, and the tied output
+        projection over the whole vocabulary runs as one matmul laid out for a few rows.
+        """
         import torch
 
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
         positions = self._mask.sum(dim=1, keepdim=True)
         self._set_rows([r.slot for r in self._rows])
-        out = self.model(
+        hidden = self._decoder(
             input_ids=self._next[:, None],
-            attention_mask=mask,
+            attention_mask=mask.bool()[:, None, None, :] if self._sdpa else mask,
             position_ids=positions,
             cache=self._cache,
             use_cache=True,
-        )
-        self._cache = out.cache if out.cache is not None else self._cache
+        ).last_hidden_state[:, -1, :]
         self._mask = mask
         self.stats.steps += 1
         self.stats.max_batch = max(self.stats.max_batch, len(self._rows))
-        tokens = self._sample(out.logits[:, -1, :], self._rows)
+        tokens = self._sample(self._logits(hidden), self._rows)
         keep: list[int] = []
         for i, (req, token) in enumerate(zip(self._rows, tokens, strict=True)):
             if req.cancelled or self._emit(req, token):
@@ -353,9 +361,30 @@ class Engine:
         # drop columns that are padding for every remaining row
         first = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min().item())
         self._mask = self._mask[:, first:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, first:, :]
-            layer.values = layer.values.index_select(0, index)[:, :, first:, :]
+        self._cache = _batch_cache(
+            [
+                (
+                    layer.keys.index_select(0, index)[:, :, first:],
+                    layer.values.index_select(0, index)[:, :, first:],
+                )
+                for layer in self._cache.layers
+            ]
+        )
+
+    def _logits(self, hidden: Any) -> Any:
+        """Next-token logits for the last position of every row, (rows, vocab)."""
+        import torch
+
+        head = self._head
+        if head is None:  # the fallback decoder returned the model's logits already
+            return hidden
+        # (vocab, hidden) @ (hidden, rows): for a few rows this layout streams the 49k-row matrix
+        # once without repacking it; linear() was about 2x slower at 8 rows here
+        return (
+            torch.mm(head, hidden.t()).t()
+            if hidden.shape[0] > 1
+            else torch.nn.functional.linear(hidden, head)
+        )
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask, self._next = [], None, None, None
@@ -415,3 +444,94 @@ class Engine:
         if done:
             req.send(_DONE)
         return done
+
+
+# --- the running batch's KV cache -------------------------------------------------------------
+
+_SPARE_TOKENS = 64  # room left after the longest row, so decode steps append without copying
+
+
+def _split_head(model: Any) -> tuple[Any, Any]:
+    """The decoder stack and the output projection's weight (None when it is not a plain Linear:
+    then the whole model runs and its own head computes the logits)."""
+    import torch
+
+    decoder = getattr(model, "model", None)
+    head = getattr(model, "lm_head", None)
+    if decoder is None or not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return _WholeModel(model), None
+    return decoder, head.weight
+
+
+class _WholeModel:
+    """Fallback decoder: the full model, returning its logits as `last_hidden_state`."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, **kwargs: Any) -> Any:
+        from types import SimpleNamespace
+
+        out = self.model(**kwargs)
+        return SimpleNamespace(last_hidden_state=out.logits)
+
+
+@functools.cache
+def _slab_layer_type() -> Any:
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(DynamicLayer):
+        """A layer's keys/values in a buffer with spare room: a decode step writes its one new
+        position in place, where DynamicLayer concatenates (copies) the whole cache every token."""
+
+        def __init__(self, keys: Any, values: Any, length: int) -> None:
+            super().__init__()
+            self._k, self._v, self.length = keys, values, length
+            self.device = keys.device
+            self.is_initialized = True
+            self._views()
+
+        def _views(self) -> None:
+            self.keys = self._k[:, :, : self.length]
+            self.values = self._v[:, :, : self.length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            n = key_states.shape[-2]
+            if self.length + n > self._k.shape[-2]:
+                grow = max(n, _SPARE_TOKENS, self.length // 2)
+                for name in ("_k", "_v"):
+                    old = getattr(self, name)
+                    b, h, cap, d = old.shape
+                    new = old.new_empty((b, h, cap + grow, d))
+                    new[:, :, : self.length] = old[:, :, : self.length]
+                    setattr(self, name, new)
+            self._k[:, :, self.length : self.length + n] = key_states
+            self._v[:, :, self.length : self.length + n] = value_states
+            self.length += n
+            self._views()
+            return self.keys, self.values
+
+    return SlabLayer
+
+
+def _slab_cache(layers: list[tuple[Any, Any, int]]) -> Any:
+    """A DynamicCache whose layers are (buffer keys, buffer values, filled length) slabs."""
+    from transformers import DynamicCache
+
+    slab = _slab_layer_type()
+    cache = DynamicCache()
+    cache.layers = [slab(k, v, n) for k, v, n in layers]
+    return cache
+
+
+def _batch_cache(kv: list[tuple[Any, Any]]) -> Any:
+    """A cache holding these (keys, values) per layer, with spare room for the next tokens."""
+    layers = []
+    for keys, values in kv:
+        b, h, n, d = keys.shape
+        k = keys.new_empty((b, h, n + _SPARE_TOKENS, d))
+        v = values.new_empty((b, h, n + _SPARE_TOKENS, d))
+        k[:, :, :n] = keys
+        v[:, :, :n] = values
+        layers.append((k, v, n))
+    return _slab_cache(layers)

@@ -46,6 +46,7 @@ def settings(tmp_path) -> Settings:
         data_dir=tmp_path / "data",
         temperature=0.0,
         adapter_train_epochs=12,
+        adapter_max_steps=1000,  # all 12 epochs: the tiny random model needs them to learn or harm
         adapter_min_new_items=1,
         persona="Be brief.",
         _env_file=None,
@@ -272,3 +273,34 @@ def test_adapter_cli_lists_versions_and_explains_a_refused_rollback(store, setti
     assert refused.exit_code == 1
     missing = runner.invoke(app, ["adapter", "list", "--person", "nobody"])
     assert missing.exit_code == 1
+
+
+def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(model):
+    """Training runs the common system prompt once per batch and scores answer tokens only: the
+    loss and the LoRA gradients must be those of a plain full forward with labels."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from core.llm.adapters import plain_copy
+    from workers.training import _batches, _encode, answer_logits
+
+    tok = model.tokenizer
+    pairs = replay_sets()[0][:6]
+    encoded = [_encode(tok, "Be brief and kind.", p, tok.eos_token_id) for p in pairs]
+    ids, labels, mask = _batches(encoded, 6, tok.pad_token_id, None)[0]
+    assert ids.shape[0] == 6 and (mask == 0).any()  # rows of different lengths, padded
+    config = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(plain_copy(model.model), config)
+    peft_model.train()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+
+    full = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    full_grads = torch.autograd.grad(full, params)
+    logits, target = answer_logits(peft_model, ids, labels, mask)
+    assert logits.shape[0] == int((labels[:, 1:] != -100).sum())  # answer positions only
+    ours = torch.nn.functional.cross_entropy(logits, target)
+    our_grads = torch.autograd.grad(ours, params)
+
+    assert abs(float(full) - float(ours)) < 1e-4
+    for a, b in zip(full_grads, our_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
