@@ -92,8 +92,11 @@ def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..
     from tests.helpers import RecordingEngine
 
     engines: list[Any] = []
+    assistants: list[Any] = []
 
     def make(settings: Any) -> Any:
+        for old in assistants:
+            old.close()  # the previous process has exited
         engine = Engine(tiny_model, settings)
         engines.append(engine)
         import core.memory.embed as embed_mod
@@ -101,10 +104,13 @@ def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..
         original = embed_mod.default_embedder
         embed_mod.default_embedder = lambda: embedder  # share the session's loaded embedder
         try:
-            return build_assistant(settings, engine=RecordingEngine(engine))
+            assistants.append(build_assistant(settings, engine=RecordingEngine(engine)))
+            return assistants[-1]
         finally:
             embed_mod.default_embedder = original
 
     yield make
+    for assistant in assistants:
+        assistant.close()
     for engine in engines:
         engine.close()

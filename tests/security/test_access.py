@@ -142,6 +142,6 @@ def test_data_dir_is_private(tmp_path, base_engine) -> None:
     existing.mkdir(mode=0o755)
     for path in (tmp_path / "new" / "data", existing):
         settings = Settings(data_dir=path, _env_file=None)
-        build_assistant(settings, engine=base_engine)
+        build_assistant(settings, engine=base_engine).close()
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
         assert (path / "lancedb").exists()

@@ -29,13 +29,19 @@ def settings(fake_api: FakeBotAPI, tmp_path):
 def make(tiny_model, settings):
     """Build the Assistant as `confidante run` does, on the tiny random Llama; a new call is a new process."""
     engines: list[Engine] = []
+    assistants = []
 
     def build(settings):
+        for old in assistants:
+            old.close()  # the previous process has exited
         engines.append(Engine(tiny_model, settings))
         engine = RecordingEngine(engines[-1])
-        return build_assistant(settings, engine=engine), engine
+        assistants.append(build_assistant(settings, engine=engine))
+        return assistants[-1], engine
 
     yield build
+    for assistant in assistants:
+        assistant.close()
     for engine in engines:
         engine.close()
 
