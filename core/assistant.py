@@ -476,6 +476,8 @@ def open_store(settings: Settings) -> Store:
         settings.data_dir / "lancedb",
         default_embedder(),
         journal=settings.data_dir / "journal" / "turns.jsonl",
+        search_cache_bytes=settings.search_cache_mb * 2**20,
+        search_cache_sync_rows=settings.search_cache_sync_rows,
     )
 
 

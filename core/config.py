@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         "told you before and use it when it helps."
     )
 
+    # recall's in-memory search cache (core/memory/hot.py): rows of people who talk now, in all
+    # at most this many MiB (a person with 100k turns takes ~200 MiB); 0 turns it off
+    search_cache_mb: int = 768
+    # people with at most this many turns load on their first recall; bigger ones in the background
+    search_cache_sync_rows: int = 5_000
+
     # batching and per-person adapters (core/llm/engine.py, core/llm/adapters.py, workers/training.py)
     max_batch: int = 16
     prefix_cache_mb: int = 256  # KV of recent prompts, so a conversation's next message prefills less

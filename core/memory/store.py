@@ -22,6 +22,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from lancedb.background_loop import LOOP
 from lancedb.index import Bitmap, BTree, IvfSq
@@ -29,6 +30,7 @@ from lancedb.table import AsyncTable
 
 from core.memory import filters as f
 from core.memory.embed import DIM, Embedder
+from core.memory.hot import TABLES, Entry, Rows, SearchCache, terms_of, unit
 from core.memory.records import Identity, Memory, Person, PersonSettings, Turn
 from core.memory.writer import Journal, JournalBusy, TurnWriter
 
@@ -104,6 +106,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _KEY_COLUMN = {"people": "person_id", "identities": "key", "chats": "key", "turns": "id", "memories": "id"}
 _TURN_COLUMNS = [n for n in SCHEMAS["turns"].names if n != "vector"]
 _MEMORY_COLUMNS = [n for n in SCHEMAS["memories"].names if n != "vector"]
+_META = {name: pa.schema([f for f in SCHEMAS[name] if f.name != "vector"]) for name in TABLES}
+_COLUMNS = {"turns": _TURN_COLUMNS, "memories": _MEMORY_COLUMNS}
 
 
 @dataclass
@@ -155,6 +159,13 @@ COMPACT_EVERY_WRITES = 64
 VECTOR_INDEX_MIN_ROWS = 50_000
 VECTOR_INDEX_NPROBES = 32
 SEARCH_ATTEMPTS = 4  # a batch whose tables changed between its two steps runs again
+# The search cache (core/memory/hot.py): people with at most this many turns are loaded on
+# their first recall (a few LanceDB reads, about what the searches cost); bigger ones load in
+# a background thread while LanceDB answers. A re-read after another process's write fetches
+# the changed rows' vectors when at most VERIFY_FETCH_ROWS changed, else the person again.
+SEARCH_CACHE_BYTES = 768 * 2**20
+SEARCH_CACHE_SYNC_ROWS = 5_000
+VERIFY_FETCH_ROWS = 2_000
 # Up to this many rows, a person's time-span lists are cut from one ranking of all their rows
 # (which reads each row's time); above it, each span is its own query.
 WHOLE_LIST_ROWS = 1_000
@@ -236,6 +247,13 @@ def _with_staged(stored: list[Turn], staged: list[Turn]) -> list[Turn]:
     return turns
 
 
+def _vectors(result: pa.Table) -> np.ndarray:
+    """A result's vector column as one (rows, DIM) float32 array, without Python floats."""
+    if result.num_rows == 0:
+        return np.zeros((0, DIM), dtype=np.float32)
+    return result["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+
+
 def _memory(row: dict[str, Any]) -> Memory:
     return Memory(
         id=row["id"],
@@ -262,6 +280,8 @@ class Store:
         *,
         read_consistency_interval: timedelta | None = timedelta(seconds=1),
         journal: Path | None = None,
+        search_cache_bytes: int = SEARCH_CACHE_BYTES,
+        search_cache_sync_rows: int = SEARCH_CACHE_SYNC_ROWS,
     ) -> None:
         self.uri = str(uri)
         self.embedder = embedder
@@ -282,6 +302,10 @@ class Store:
         self._writes: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self._compacting = threading.Lock()
         self._fts_ready: set[str] = set()
+        # recall's searches for people who talk now, in memory (0 bytes: always LanceDB)
+        self._hot = SearchCache(search_cache_bytes) if search_cache_bytes > 0 else None
+        self._hot_sync_rows = search_cache_sync_rows
+        self._loading: set[str] = set()
         self._load_small_tables()
         self._writer: TurnWriter | None = self._open_writer(journal) if journal is not None else None
 
@@ -510,6 +534,8 @@ class Store:
         )
         with self._write_lock:
             result = self._tables["turns"].merge_insert("id").when_not_matched_insert_all().execute(data)
+            if result.num_inserted_rows == data.num_rows:  # else which ones is unknown: entries re-read
+                self._log_added("turns", result.version, data)
             for turn in unique.values():
                 self._row_counts.pop(("turns", turn.person_id), None)
         self._wrote("turns")
@@ -586,9 +612,24 @@ class Store:
         if not rows:
             return False
         [vector] = self.embed([text])
+        edited = pa.Table.from_pylist(
+            [{**row, "text": text, "vector": vector} for row in rows], schema=SCHEMAS["turns"]
+        )
         with self._write_lock:
             fragments = self._fragments_of("turns", where)
-            self._tables["turns"].update(where=where, values={"text": text, "vector": vector})
+            result = self._tables["turns"].update(where=where, values={"text": text, "vector": vector})
+            ids = [row["id"] for row in rows]
+            if self._hot is not None:
+                self._hot.remove_everywhere("turns", ids)  # the old text leaves memory now
+
+                def replace(entry: Entry) -> bool:
+                    part = entry.parts["turns"]
+                    part.remove(ids)
+                    mine = edited.filter(pc.equal(edited["person_id"], entry.person_id))
+                    part.add(mine.drop_columns(["vector"]), _vectors(mine))
+                    return True
+
+                self._hot.record("turns", result.version, replace)
             self._rewrite_fragments("turns", fragments)  # the old text leaves with the old file
         return True
 
@@ -603,14 +644,19 @@ class Store:
         if ids:
             self.settle()
             with self._write_lock:
-                self._delete("turns", f.is_in("id", ids))
+                self._delete("turns", f.is_in("id", ids), ids=ids)
 
     def reassign_person(self, old: str, new: str) -> None:
         """Move every row of `old` to `new` (account linking), scopes untouched."""
         self.settle()
         with self._write_lock:
             for name in ("turns", "memories", "identities"):
-                self._tables[name].update(where=f.eq("person_id", old), values={"person_id": new})
+                result = self._tables[name].update(where=f.eq("person_id", old), values={"person_id": new})
+                if self._hot is not None and name in TABLES:
+                    self._hot.record(name, result.version, lambda e: e.person_id not in (old, new))
+            if self._hot is not None:
+                self._hot.drop(old)
+                self._hot.drop(new)
             self._row_counts.clear()
             for key, pid in list(self._identities.items()):
                 if pid == old:
@@ -631,9 +677,25 @@ class Store:
             schema=SCHEMAS["memories"],
         )
         with self._write_lock:
-            self._tables["memories"].merge_insert(
-                "id"
-            ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            result = (
+                self._tables["memories"]
+                .merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
+            if self._hot is not None:
+                ids = [m.id for m in memories]
+                current = data.filter(pc.is_null(data["valid_to"]))
+
+                def upsert(entry: Entry) -> bool:
+                    part = entry.parts["memories"]
+                    part.remove(i for i in ids if i in part.position)
+                    mine = current.filter(pc.equal(current["person_id"], entry.person_id))
+                    part.add(mine.drop_columns(["vector"]), _vectors(mine))
+                    return True
+
+                self._hot.record("memories", result.version, upsert)
             for memory in memories:
                 self._row_counts.pop(("memories", memory.person_id), None)
         self._wrote("memories")
@@ -667,7 +729,7 @@ class Store:
         ids = list(ids)
         if ids:
             with self._write_lock:
-                self._delete("memories", f.is_in("id", ids))
+                self._delete("memories", f.is_in("id", ids), ids=ids)
 
     # -- search -------------------------------------------------------------------------------
 
@@ -710,9 +772,11 @@ class Store:
         where = f.eq("person_id", person_id)
         self.settle()
         with self._write_lock:
+            if self._hot is not None:
+                self._hot.drop(person_id)
             for name in ("turns", "memories", "identities", "people"):
                 table = self._tables[name]
-                self._delete(name, where)
+                self._delete(name, where, person_id=person_id)
                 # A scalar index keeps deleted values until rebuilt, and the latest transaction
                 # records the delete's predicate (the person id): rebuild, then commit a no-op
                 # so that purge_history can drop the transaction that names the person.
@@ -720,7 +784,9 @@ class Store:
                     if list(index.columns) == ["person_id"]:
                         config = SCALAR_INDEXES.get(name, {}).get("person_id", BTree)
                         table.create_index("person_id", config=config(), name=index.name, replace=True)
-                table.delete("false")
+                noop = table.delete("false")
+                if self._hot is not None and name in TABLES:
+                    self._hot.record(name, noop.version, lambda e: True)
                 self._row_counts.pop((name, person_id), None)
             self._people.pop(person_id, None)
             for key, pid in list(self._identities.items()):
@@ -753,12 +819,24 @@ class Store:
         for fragment in sorted(fragments):
             where = f"_rowid >= {fragment << 32} AND _rowid < {(fragment + 1) << 32}"
             if table.count_rows(where):
-                table.update(where=where, values_sql={key: key})
+                result = table.update(where=where, values_sql={key: key})
+                if self._hot is not None and name in TABLES:  # the same rows, rewritten
+                    self._hot.record(name, result.version, lambda e: True)
 
-    def _delete(self, name: str, where: str) -> None:
-        """Delete rows so that a purge removes their bytes from disk (see _rewrite_fragments)."""
+    def _delete(
+        self, name: str, where: str, *, ids: list[str] | None = None, person_id: str | None = None
+    ) -> None:
+        """Delete rows so that a purge removes their bytes from disk (see _rewrite_fragments).
+        `ids` or `person_id` say which rows `where` names, for the search cache."""
         fragments = self._fragments_of(name, where)
-        self._tables[name].delete(where)
+        result = self._tables[name].delete(where)
+        if self._hot is not None and name in TABLES:
+            if ids is not None:
+                self._hot.remove_everywhere(name, ids)
+                self._hot.record(name, result.version, lambda e: e.parts[name].remove(ids) >= 0)
+            elif person_id is not None:
+                self._hot.drop(person_id)
+                self._hot.record(name, result.version, lambda e: e.person_id != person_id)
         self._rewrite_fragments(name, fragments)
         self._row_counts.clear()
 
@@ -918,6 +996,10 @@ class Store:
         inverted index (`ensure_indexes`); without one they are empty rather than failing a reply.
         """
         visibilities = list(visibilities)
+        if self._hot is not None:
+            hits = self._hot_search(person_id, visibilities, searches)
+            if hits is not None:
+                return hits
         # list_indices is a sync call: ask before entering LanceDB's event loop
         fts = {s.table: self._has_fts(s.table) for s in searches if s.vector is None}
         return LOOP.run(self._search_all(person_id, visibilities, searches, fts))
@@ -1085,6 +1167,203 @@ class Store:
         # a time span of a heavy person: usually few rows, which an IVF probe would mostly miss
         return await self._async[name].count_rows(where) <= EXACT_SEARCH_ROWS
 
+    # -- the search cache (core/memory/hot.py) ---------------------------------------------------
+
+    def _log_added(self, name: str, version: int | None, data: pa.Table) -> None:
+        """This process appended `data` (with vectors) at `version`: entries replay it."""
+        if self._hot is None:
+            return
+
+        def add(entry: Entry) -> bool:
+            mine = data.filter(pc.equal(data["person_id"], entry.person_id))
+            if mine.num_rows:
+                entry.parts[name].add(mine.drop_columns(["vector"]), _vectors(mine))
+            return True
+
+        self._hot.record(name, version, add)
+
+    def _versions(self) -> dict[str, int]:
+        """The current version of turns and memories (a cheap look at the handle's state)."""
+
+        async def both() -> list[int]:
+            return list(await asyncio.gather(*(self._async[t].version() for t in TABLES)))
+
+        return dict(zip(TABLES, LOOP.run(both()), strict=True))
+
+    def _hot_search(
+        self, person_id: str, visibilities: list[str], searches: Sequence[Search]
+    ) -> list[list[Hit]] | None:
+        """The lists from the person's cache entry, brought up to the tables' current versions
+        first; None when the person is not held (yet): LanceDB answers then."""
+        hot = self._hot
+        assert hot is not None
+        entry = hot.get(person_id) or self._hot_load(person_id)
+        if entry is None:
+            return None
+        for _ in range(SEARCH_ATTEMPTS):
+            stale = hot.catch_up(entry, self._versions())
+            if not stale:
+                with hot.lock:
+                    if hot.get(person_id) is not entry:  # dropped meanwhile (forgotten, evicted)
+                        return None
+                    return self._search_entry(entry, visibilities, searches)
+            for table in stale:
+                self._sync(entry, table)
+        return None
+
+    def _hot_load(self, person_id: str) -> Entry | None:
+        """Load a person now if they are small, else in the background (None: not held yet)."""
+        assert self._hot is not None
+        if LOOP.run(self._person_rows("turns", person_id)) > self._hot_sync_rows:
+            self._load_later(person_id)
+            return None
+        entry = self._load_entry(person_id)
+        return entry if self._hot.put(entry) else None
+
+    def _load_later(self, person_id: str) -> None:
+        with self._hot.lock:  # type: ignore[union-attr]
+            if person_id in self._loading:
+                return
+            self._loading.add(person_id)
+
+        def load() -> None:
+            try:
+                entry = self._load_entry(person_id)
+                for part in entry.parts.values():
+                    part.text.prepare()
+                self._hot.put(entry)  # type: ignore[union-attr]
+            except Exception as exc:  # LanceDB answers until a later try works
+                log.warning("search cache load failed", error=str(exc))
+            finally:
+                with self._hot.lock:  # type: ignore[union-attr]
+                    self._loading.discard(person_id)
+
+        threading.Thread(target=load, name="search-cache-load", daemon=True).start()
+
+    def _hot_where(self, name: str, person_id: str) -> str:
+        return f.all_of(f.eq("person_id", person_id), f.is_null("valid_to") if name == "memories" else None)
+
+    async def _read_rows(self, name: str, where: str, columns: list[str]) -> pa.Table:
+        return await self._async[name].query().where(where).select(columns).limit(10_000_000).to_arrow()
+
+    def _part(self, name: str, result: pa.Table) -> Rows:
+        rows = Rows(name, _META[name], DIM)
+        rows.add(result.drop_columns(["vector"]), _vectors(result))
+        return rows
+
+    def _load_entry(self, person_id: str) -> Entry:
+        """Every turn and current memory of a person, exact as of the versions read first."""
+        versions = self._versions()
+
+        async def both() -> list[pa.Table]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self._read_rows(t, self._hot_where(t, person_id), [*_COLUMNS[t], "vector"])
+                        for t in TABLES
+                    )
+                )
+            )
+
+        results = LOOP.run(both())
+        parts = {t: self._part(t, r) for t, r in zip(TABLES, results, strict=True)}
+        return Entry(person_id, parts, dict(versions))
+
+    def _sync(self, entry: Entry, name: str) -> None:
+        """Bring one table of an entry to the current version after writes the log does not
+        know (another process's, a compaction's). Memories (few per person) are read again;
+        turns are compared by id, text and visibility, and only changed rows' vectors fetched."""
+        hot = self._hot
+        assert hot is not None
+        version = self._versions()[name]
+        where = self._hot_where(name, entry.person_id)
+        if name == "memories":
+            part = self._part(name, LOOP.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"])))
+            with hot.lock:
+                entry.parts[name], entry.versions[name] = part, version
+                hot.resized(entry)
+            return
+        now = LOOP.run(self._read_rows(name, where, ["id", "text", "visibility"]))
+        ids, texts, scopes = (now[c].combine_chunks() for c in ("id", "text", "visibility"))
+        with hot.lock:
+            part = entry.parts[name]
+            same = part.same(ids, texts, scopes)
+            gone = part.ids().filter(pc.invert(pc.is_in(part.ids(), value_set=ids))).to_pylist()
+        changed = ids.filter(pa.array(~same)).to_pylist()
+        fetched = None
+        if len(changed) > VERIFY_FETCH_ROWS:
+            whole = LOOP.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"]))
+        else:
+            whole = None
+            if changed:
+                fetched = LOOP.run(
+                    self._read_rows(
+                        name,
+                        f.all_of(where, f.is_in("id", changed)),
+                        [*_COLUMNS[name], "vector"],
+                    )
+                )
+        with hot.lock:
+            if whole is not None:
+                entry.parts[name] = self._part(name, whole)
+            else:
+                part = entry.parts[name]
+                part.remove([*gone, *changed])
+                if fetched is not None:
+                    part.add(fetched.drop_columns(["vector"]), _vectors(fetched))
+            entry.versions[name] = version
+            hot.resized(entry)
+
+    def _search_entry(
+        self, entry: Entry, visibilities: list[str], searches: Sequence[Search]
+    ) -> list[list[Hit]]:
+        """Each list from memory: exact cosine over the allowed rows, BM25 over them."""
+        # a time span's list shares its query with the whole list: score each query once
+        scored: dict[tuple[str, bytes | str], np.ndarray] = {}
+        lists: list[list[tuple[int, float]]] = []
+        for search in searches:
+            part = entry.parts[search.table]
+            common = {"roles": search.roles, "since": search.since, "until": search.until}
+            if search.vector is not None:
+                query = unit(np.asarray(search.vector, dtype=np.float32))
+                key: tuple[str, bytes | str] = (search.table, query.tobytes())
+                if key not in scored:
+                    scored[key] = part.similarity(query)
+                lists.append(part.nearest(scored[key], query, search.k, visibilities, **common))
+            else:
+                key = (search.table, search.text or "")
+                if key not in scored:
+                    scored[key] = part.scores(terms_of(search.text))
+                lists.append(part.matching(scored[key], search.k, visibilities, **common))
+        # each table's rows built once, however many lists found them
+        items: dict[str, dict[int, Turn | Memory | None]] = {}
+        vectors: dict[str, dict[int, np.ndarray]] = {}
+        for name in {s.table for s in searches}:
+            positions = sorted(
+                {i for s, ranked in zip(searches, lists, strict=True) if s.table == name for i, _ in ranked}
+            )
+            convert = _turn if name == "turns" else _memory
+            built: dict[int, Turn | Memory | None] = {}
+            for position, row in zip(positions, entry.parts[name].rows(positions), strict=True):
+                # as on the LanceDB path: nothing but this person's visible, current rows
+                allowed = row["person_id"] == entry.person_id and row["visibility"] in visibilities
+                if name == "memories" and row["valid_to"] is not None:
+                    allowed = False
+                built[position] = convert(row) if allowed else None
+            items[name] = built
+            if any(s.with_vectors for s in searches if s.table == name):
+                vectors[name] = dict(zip(positions, entry.parts[name].vectors(positions), strict=True))
+        out: list[list[Hit]] = []
+        for search, ranked in zip(searches, lists, strict=True):
+            hits = []
+            for position, distance in ranked:
+                item = items[search.table][position]
+                if item is not None:
+                    vector = vectors[search.table][position] if search.with_vectors else None
+                    hits.append(Hit(item, distance, vector))
+            out.append(hits)
+        return out
+
     def _has_fts(self, name: str) -> bool:
         if name not in self._fts_ready:
             indexes = self._tables[name].list_indices()
@@ -1115,7 +1394,9 @@ class Store:
             )
             columns = {c: [getattr(t, c) for t in new] for c in _TURN_COLUMNS}
             columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM)
-            self._tables["turns"].add(pa.table(columns, schema=SCHEMAS["turns"]))
+            data = pa.table(columns, schema=SCHEMAS["turns"])
+            result = self._tables["turns"].add(data)
+            self._log_added("turns", result.version, data)
             for person_id in {t.person_id for t in new}:
                 self._row_counts.pop(("turns", person_id), None)
         return len(new)
