@@ -63,6 +63,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 # significant bits (at most 2^-7 over a dot product of unit vectors, by Cauchy-Schwarz), and the
 # result rounded once more (2^-8): 2^-6 bounds both.
 COARSE_ERROR = 2.0**-6
+SMALL_ROWS = 8_192  # up to this many rows a person's vectors are scored exactly, in numpy
 
 
 class Vectors:
@@ -93,23 +94,31 @@ class Vectors:
             setattr(self, name, new)
 
     def put(self, start: int, vectors: np.ndarray) -> None:
-        exact = torch.from_numpy(np.ascontiguousarray(unit(vectors)))
-        hi = exact.to(torch.bfloat16)  # round to nearest
-        lo = (exact - hi.float()).to(torch.bfloat16)
-        self.hi[start : start + len(exact)] = hi.view(torch.int16).numpy().view(np.uint16)
-        self.lo[start : start + len(exact)] = lo.view(torch.int16).numpy().view(np.uint16)
+        exact = np.ascontiguousarray(unit(vectors))
+        hi = _bf16(exact)
+        self.hi[start : start + len(exact)] = hi
+        self.lo[start : start + len(exact)] = _bf16(exact - _float(hi))
 
     def keep(self, rows: np.ndarray) -> None:
         self.hi, self.lo = self.hi[rows], self.lo[rows]
 
     def coarse(self, query: np.ndarray, n: int) -> np.ndarray:
-        """Cosines of rows 0..n-1 to a unit query, each within COARSE_ERROR."""
+        """Cosines of rows 0..n-1 to a unit query, each within COARSE_ERROR. A few thousand
+        rows are scored exactly in numpy: torch's thread pool costs more than such a product."""
+        if n <= SMALL_ROWS:
+            return self.exact(np.arange(n)) @ np.asarray(query, dtype=np.float32)
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
         rows = torch.from_numpy(self.hi[:n].view(np.int16)).view(torch.bfloat16)
         return _float(torch.mv(rows, q).view(torch.int16).numpy().view(np.uint16))
 
     def exact(self, rows: np.ndarray) -> np.ndarray:
         return _float(self.hi[rows]) + _float(self.lo[rows])
+
+
+def _bf16(values: np.ndarray) -> np.ndarray:
+    """float32 rounded to the nearest bf16 (ties to even), as bit patterns."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def _float(bits: np.ndarray) -> np.ndarray:

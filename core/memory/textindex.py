@@ -46,10 +46,21 @@ def _stemmer() -> Stemmer.Stemmer:
     return stemmer
 
 
+def _words(text: str) -> list[str]:
+    folded = unicodedata.normalize("NFKD", text.lower()).translate(_COMBINING)
+    return [w for w in _WORD.findall(folded) if w not in _STOP]
+
+
 def analyse(text: str) -> list[str]:
     """The terms of a text: folded, lower-cased words of 2+ characters, stop words out, stemmed."""
-    folded = unicodedata.normalize("NFKD", text.lower()).translate(_COMBINING)
-    return _stemmer().stemWords([w for w in _WORD.findall(folded) if w not in _STOP])
+    return _stemmer().stemWords(_words(text))
+
+
+def analyse_many(texts: Sequence[str]) -> list[list[str]]:
+    """`analyse` for many texts, with one call into the stemmer for all their words."""
+    words = [_words(t or "") for t in texts]
+    stems = iter(_stemmer().stemWords([w for ws in words for w in ws]))
+    return [[next(stems) for _ in ws] for ws in words]
 
 
 class TextIndex:
@@ -81,10 +92,9 @@ class TextIndex:
 
     def add(self, texts: Sequence[str]) -> None:
         """Append rows (their order continues the entry's)."""
-        for text in texts:
-            ids = np.fromiter(
-                (self._vocab.setdefault(t, len(self._vocab)) for t in analyse(text or "")), dtype=np.int32
-            )
+        vocab = self._vocab
+        for terms in analyse_many(texts):
+            ids = np.array([vocab.setdefault(t, len(vocab)) for t in terms], dtype=np.int32)
             self._docs.append(ids)
             self._doc_bytes += ids.nbytes
             if self._base is not None:
