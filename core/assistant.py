@@ -324,8 +324,8 @@ class Assistant:
             self._recent.move_to_end(key)
         else:
             if chat.kind == "direct":
-                turns = self.store.turns_of(
-                    person.person_id, platform=chat.platform, chat_id=chat.chat_id, limit=RECENT_TURNS
+                turns = self.store.recent_turns(
+                    person.person_id, chat.platform, chat.chat_id, limit=RECENT_TURNS
                 )
             else:
                 turns = self.store.chat_turns(

@@ -312,6 +312,19 @@ class Rows:
         names = list(columns)
         return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
+    def last_in_chat(self, platform: str, chat_id: str, limit: int) -> list[dict]:
+        """The newest `limit` rows of one chat, oldest first (as the turns of a conversation
+        are ordered: by time, a person's message before the reply stamped the same moment)."""
+        meta = self.meta
+        mask = pc.and_(pc.equal(meta["platform"], platform), pc.equal(meta["chat_id"], chat_id))
+        positions = np.flatnonzero(mask.to_numpy())
+        if not len(positions):
+            return []
+        user = self._codes.get("user", -1)
+        times, replies = self._time[positions], self._role[positions] != user
+        order = np.lexsort((replies, times))[-limit:]
+        return self.rows(positions[order].tolist())
+
     def vectors(self, positions: list[int]) -> np.ndarray:
         """The rows' unit vectors (float32, exact to ~2^-16), one row per position."""
         return self._vectors.exact(np.asarray(positions, dtype=np.int64))

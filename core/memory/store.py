@@ -591,6 +591,23 @@ class Store:
         )
         return turns[-limit:] if limit else turns
 
+    def recent_turns(self, person_id: str, platform: str, chat_id: str, *, limit: int) -> list[Turn]:
+        """A direct chat's last turns, oldest first: `turns_of(..., limit=limit)`, read from the
+        search cache when the person is held there (a small person is loaded now: their recall
+        follows), which spares a LanceDB read of the whole chat."""
+        held = None
+        if self._hot is not None:
+            held = self._with_entry(
+                person_id, lambda entry: entry.parts["turns"].last_in_chat(platform, chat_id, limit)
+            )
+        if held is None:
+            return self.turns_of(person_id, platform=platform, chat_id=chat_id, limit=limit)
+        turns = _with_staged(
+            [_turn(r) for r in held],
+            self._staged(lambda t: (t.person_id, t.platform, t.chat_id) == (person_id, platform, chat_id)),
+        )
+        return turns[-limit:]
+
     def chat_turns(self, platform: str, chat_id: str, *, scope: str, limit: int = 20) -> list[Turn]:
         """What was said in one group by anyone, within the group's scope, oldest first."""
         where = f.all_of(f.eq("platform", platform), f.eq("chat_id", chat_id), f.eq("visibility", scope))
@@ -1195,6 +1212,11 @@ class Store:
     ) -> list[list[Hit]] | None:
         """The lists from the person's cache entry, brought up to the tables' current versions
         first; None when the person is not held (yet): LanceDB answers then."""
+        return self._with_entry(person_id, lambda entry: self._search_entry(entry, visibilities, searches))
+
+    def _with_entry(self, person_id: str, read: Callable[[Entry], Any]) -> Any:
+        """`read` of the person's cache entry once it is current (under the cache's lock, so no
+        write changes it meanwhile); None when the person is not held (yet)."""
         hot = self._hot
         assert hot is not None
         entry = hot.get(person_id) or self._hot_load(person_id)
@@ -1206,7 +1228,7 @@ class Store:
                 with hot.lock:
                     if hot.get(person_id) is not entry:  # dropped meanwhile (forgotten, evicted)
                         return None
-                    return self._search_entry(entry, visibilities, searches)
+                    return read(entry)
             for table in stale:
                 self._sync(entry, table)
         return None

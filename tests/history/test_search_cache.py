@@ -254,3 +254,25 @@ def test_compaction_keeps_the_cache_exact(pair) -> None:
     want = plain.search_many("ana", [PRIVATE], searches(plain, "cello"))
     assert set(ids(got)[0]) == set(ids(want)[0])
     assert len(cached._hot.get("ana").parts["turns"].position) == 40 + 6 + 3
+
+
+def test_recent_turns_match_lancedb_with_staged_ones(tmp_path: Path, embedder) -> None:
+    store = Store(tmp_path / "db", embedder, journal=tmp_path / "journal.jsonl")
+    try:
+        older = turns_for("ana", 30)
+        replies = [
+            Turn("ana", "console", "ana", t.message_id, "assistant", f"noted: {t.text}", ts=t.ts)
+            for t in older
+        ]
+        store.add_turns([*older, *replies, *turns_for("ana", 5, scope=chat_scope("tg", "grp"), prefix="g")])
+        store.search_many("ana", [PRIVATE], searches(store, "cat"))  # held
+        [staged] = turns_for("ana", 1, prefix="s")
+        staged.ts = T0 + timedelta(days=400)
+        store.record_turns([staged])
+        held = store.recent_turns("ana", "console", "ana", limit=12)
+        assert [t.id for t in held] == [
+            t.id for t in store.turns_of("ana", platform="console", chat_id="ana", limit=12)
+        ]
+        assert held[-1].id == staged.id and [t.role for t in held[-3:-1]] == ["user", "assistant"]
+    finally:
+        store.close()
