@@ -81,7 +81,12 @@ def _store(settings: Settings):
     from core.memory.store import Store
 
     settings.ensure_data_dir()
-    return Store(settings.data_dir / "lancedb", default_embedder())
+    return Store(
+        settings.data_dir / "lancedb",
+        default_embedder(),
+        search_cache_bytes=settings.search_cache_mb * 2**20,
+        search_cache_sync_rows=settings.search_cache_sync_rows,
+    )
 
 
 def _person_id(store, person: str) -> str:

@@ -69,19 +69,21 @@ SMALL_ROWS = 8_192  # up to this many rows a person's vectors are scored exactly
 class Vectors:
     """Unit vectors as two bf16 halves: `hi` (bf16 of the vector) and `lo` (bf16 of what hi
     missed). A search scans `hi` only, half the bytes of float32, which is what a matrix-vector
-    product over 100k rows is bound by (measured on 2 cores: ~2 ms vs ~7 ms for float32), then
-    re-scores its few best rows with hi + lo, which is float32 to ~2^-16. The two halves take
-    what one float32 copy takes."""
+    product over 100k rows is bound by (measured on 2 cores, one thread: ~3.5 ms vs ~7 ms for
+    float32 on two), then re-scores its few best rows with hi + lo, which is float32 to ~2^-16.
+    The two halves take what one float32 copy takes. Up to SMALL_ROWS rows, a float32 copy is
+    kept besides and scored directly (converting them for each query would cost more)."""
 
     def __init__(self, dim: int) -> None:
         # bf16 bit patterns in numpy (gathers of a few rows are microseconds there, but
         # milliseconds through torch's indexing); torch sees them without a copy for the product
-        self.hi = np.zeros((0, dim), dtype=np.uint16)
-        self.lo = np.zeros((0, dim), dtype=np.uint16)
+        self.hi = _aligned(0, dim)
+        self.lo = _aligned(0, dim)
+        self._small: np.ndarray | None = None  # float32 rows, while there are few
 
     @property
     def nbytes(self) -> int:
-        return self.hi.nbytes + self.lo.nbytes
+        return self.hi.nbytes + self.lo.nbytes + (self._small.nbytes if self._small is not None else 0)
 
     def __len__(self) -> int:
         return self.hi.shape[0]
@@ -89,30 +91,54 @@ class Vectors:
     def grow(self, size: int, used: int) -> None:
         for name in ("hi", "lo"):
             old = getattr(self, name)
-            new = np.zeros((size, old.shape[1]), dtype=np.uint16)
+            new = _aligned(size, old.shape[1])
             new[:used] = old[:used]
             setattr(self, name, new)
+        self._small = None
 
     def put(self, start: int, vectors: np.ndarray) -> None:
         exact = np.ascontiguousarray(unit(vectors))
         hi = _bf16(exact)
         self.hi[start : start + len(exact)] = hi
         self.lo[start : start + len(exact)] = _bf16(exact - _float(hi))
+        self._small = None
 
     def keep(self, rows: np.ndarray) -> None:
-        self.hi, self.lo = self.hi[rows], self.lo[rows]
+        for name in ("hi", "lo"):
+            new = _aligned(len(rows), self.hi.shape[1])
+            new[:] = getattr(self, name)[rows]
+            setattr(self, name, new)
+        self._small = None
 
     def coarse(self, query: np.ndarray, n: int) -> np.ndarray:
         """Cosines of rows 0..n-1 to a unit query, each within COARSE_ERROR. A few thousand
         rows are scored exactly in numpy: torch's thread pool costs more than such a product."""
         if n <= SMALL_ROWS:
-            return self.exact(np.arange(n)) @ np.asarray(query, dtype=np.float32)
+            if self._small is None or len(self._small) != n:
+                self._small = _float(self.hi[:n]) + _float(self.lo[:n])
+            return self._small @ np.asarray(query, dtype=np.float32)
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)).to(torch.bfloat16)
         rows = torch.from_numpy(self.hi[:n].view(np.int16)).view(torch.bfloat16)
-        return _float(torch.mv(rows, q).view(torch.int16).numpy().view(np.uint16))
+        # one thread (for this calling thread only: OpenMP's setting is per thread): a
+        # two-thread product waits for a core the model or another process holds, measured
+        # 8-15 ms instead of 3.5 ms on a busy 2-core machine
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            product = torch.mv(rows, q)
+        finally:
+            torch.set_num_threads(threads)
+        return _float(product.view(torch.int16).numpy().view(np.uint16))
 
     def exact(self, rows: np.ndarray) -> np.ndarray:
         return _float(self.hi[rows]) + _float(self.lo[rows])
+
+
+def _aligned(rows: int, dim: int) -> np.ndarray:
+    """A zeroed uint16 array in memory torch allocated (64-byte aligned): numpy's large arrays
+    start 16 bytes into a page, so every vector load of the product straddles two cache lines
+    (measured ~1.7x slower)."""
+    return torch.zeros((rows, dim), dtype=torch.int16).numpy().view(np.uint16)
 
 
 def _bf16(values: np.ndarray) -> np.ndarray:
