@@ -26,6 +26,7 @@ from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
 from core.memory.recall import ChatContext, Recall, Recalled
 from core.memory.records import Person, Turn
 from core.memory.store import Store
+from core.memory.writer import TurnsNotWritten
 from core.messages import Incoming, Reply
 from core.text import clean
 
@@ -115,6 +116,10 @@ class Assistant:
         await lock.acquire()
         try:
             reply = await self._handle_locked(msg, text, person, chat)
+        except TurnsNotWritten as exc:  # e.g. a full disk: the person hears what to do
+            lock.release()
+            log.error("memory store not writable", person=person.person_id)
+            return Reply(text=str(exc))
         except BaseException:
             lock.release()
             raise

@@ -200,6 +200,7 @@ class _RowContext:
     def __init__(self) -> None:
         self.index: Any = None
         self.single: int | None = None
+        self.rank = 0  # the highest rank among the rows' adapters: columns past it are zero
         # bumped when the rows' slots or a slot's weights change: wrapped layers re-gather then
         self.version = 0
 
@@ -212,9 +213,12 @@ class BatchedLoRALinear(nn.Module):
         self.base = base
         self.ctx = ctx
         w = base.weight
+        # On a CPU the LoRA math runs in float32 whatever the base's dtype: its matrices are tiny
+        # (rank columns), and bf16 batched matmuls that small cost 5-10x their fp32 time there.
+        dtype = torch.float32 if w.device.type == "cpu" else w.dtype
         # slot 0 stays zero: the base model, for rows without an adapter
-        self.register_buffer("lora_a", torch.zeros(slots, rank, w.shape[1], dtype=w.dtype, device=w.device))
-        self.register_buffer("lora_b", torch.zeros(slots, w.shape[0], rank, dtype=w.dtype, device=w.device))
+        self.register_buffer("lora_a", torch.zeros(slots, rank, w.shape[1], dtype=dtype, device=w.device))
+        self.register_buffer("lora_b", torch.zeros(slots, w.shape[0], rank, dtype=dtype, device=w.device))
         self._gathered: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,16 +226,20 @@ class BatchedLoRALinear(nn.Module):
         index = self.ctx.index
         if index is None or x.dim() != 3 or x.shape[0] != index.shape[0]:
             return y
+        x = x.to(self.lora_a.dtype)
         if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
-            s = self.ctx.single
-            return y + (x @ self.lora_a[s].transpose(0, 1)) @ self.lora_b[s].transpose(0, 1)
+            s, r = self.ctx.single, self.ctx.rank
+            return y + ((x @ self.lora_a[s, :r].transpose(0, 1)) @ self.lora_b[s, :, :r].transpose(0, 1)).to(
+                y.dtype
+            )
         if self._gathered is None or self._gathered[0] != self.ctx.version:
             # gather each row's A and B once per batch composition, not once per token
-            a = self.lora_a.index_select(0, index).transpose(1, 2).contiguous()  # (batch, in, rank)
-            b = self.lora_b.index_select(0, index).transpose(1, 2).contiguous()  # (batch, rank, out)
+            r = self.ctx.rank
+            a = self.lora_a.index_select(0, index)[:, :r].transpose(1, 2).contiguous()  # (batch, in, r)
+            b = self.lora_b.index_select(0, index)[:, :, :r].transpose(1, 2).contiguous()  # (batch, r, out)
             self._gathered = (self.ctx.version, a, b)
         _, a, b = self._gathered
-        return y + torch.bmm(torch.bmm(x, a), b)
+        return y + torch.bmm(torch.bmm(x, a), b).to(y.dtype)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -298,6 +306,7 @@ class AdapterRegistry:
         self._modules: dict[str, Any] = {}
         self._lru: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._bytes: dict[int, int] = {}
+        self._ranks: dict[int, int] = {}
         self._pins: dict[int, int] = {}
         self._free = list(range(self.max_loaded, 0, -1))
         self._last_rows: list[int] | None = None
@@ -337,6 +346,7 @@ class AdapterRegistry:
         self._last_rows = mapped
         self._ctx.version += 1
         self._ctx.single = mapped[0] if len(set(mapped)) == 1 else None
+        self._ctx.rank = max((self._ranks.get(s, 0) for s in mapped), default=0) or 1
         device = next(iter(self._modules.values())).lora_a.device
         self._ctx.index = torch.tensor(mapped, dtype=torch.long, device=device)
 
@@ -379,6 +389,7 @@ class AdapterRegistry:
             if slot not in self._pins:
                 del self._lru[key]
                 self._bytes.pop(slot, None)
+                self._ranks.pop(slot, None)
                 self._free.append(slot)
                 return True
         return False
@@ -427,6 +438,7 @@ class AdapterRegistry:
                 b_buf[:, :rank].copy_((pair["B"].float() * scale).to(b_buf.dtype))
         self._lru[key] = slot
         self._bytes[slot] = size
+        self._ranks[slot] = rank
         self._ctx.version += 1  # a slot's weights changed under any gathered copy
         self._last_rows = None
         self.loads += 1

@@ -40,6 +40,9 @@ log = structlog.get_logger(__name__)
 LINGER_SECONDS = 1.0
 MAX_BATCH = 512  # turns: commit at once beyond this many
 RETRY_SECONDS = 1.0
+# A settle gives up after this many failed commits in a row: a deletion or a read that needs
+# every turn in LanceDB fails with the store's error instead of hanging (the turns stay journaled).
+SETTLE_ATTEMPTS = 3
 
 
 def _line(turn: Turn) -> bytes:
@@ -57,6 +60,10 @@ def _turn(line: bytes) -> Turn:
 
 class JournalBusy(Exception):
     """Another live process owns this journal."""
+
+
+class TurnsNotWritten(RuntimeError):
+    """LanceDB keeps rejecting the staged turns (disk full, permissions): they wait in the journal."""
 
 
 class Journal:
@@ -133,6 +140,8 @@ class TurnWriter:
         self._after: list[tuple[set[str], Callable[[], None]]] = []
         self._urgent = False
         self._stopping = False
+        self._failures = 0  # failed commits in a row
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="turn-writer", daemon=True)
         self._thread.start()
 
@@ -182,15 +191,23 @@ class TurnWriter:
 
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until everything staged so far is in LanceDB (reads that must see every turn,
-        deletions, edits). Returns False on timeout."""
+        deletions, edits). Returns False on timeout; raises TurnsNotWritten when the commits
+        keep failing."""
         if threading.current_thread() is self._thread:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = set(self._pending)
             self._urgent = True
+            failed_before = self._failures
             self._cond.notify_all()
             while target & set(self._pending):
+                if self._failures - failed_before >= SETTLE_ATTEMPTS:
+                    raise TurnsNotWritten(
+                        f"Could not write to the memory store ({self._error}). The messages are kept "
+                        "in the journal and written once it works: check free disk space and the "
+                        "data directory's permissions."
+                    )
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -199,7 +216,11 @@ class TurnWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is staged, stop the thread, release the journal."""
-        if not self.settle(timeout):
+        try:
+            settled = self.settle(timeout)
+        except TurnsNotWritten:
+            settled = False
+        if not settled:
             log.warning("turns left in the journal at shutdown; the next start writes them")
         with self._cond:
             self._stopping = True
@@ -235,10 +256,16 @@ class TurnWriter:
             except Exception as exc:  # LanceDB failed: the turns stay staged and journaled
                 log.warning("writing turns failed; retrying", turns=len(batch), error=str(exc))
                 with self._cond:
+                    self._failures += 1
+                    self._error = exc
+                    self._cond.notify_all()
+                    if self._stopping:  # the next start writes them from the journal
+                        return
                     self._cond.wait(RETRY_SECONDS)
                 continue
             committed = {t.id for t in batch}
             with self._cond:
+                self._failures, self._error = 0, None
                 waiting = set(self._pending) - committed
                 ready = [fn for ids, fn in self._after if not ids & waiting]
                 self._after = [(ids, fn) for ids, fn in self._after if ids & waiting]

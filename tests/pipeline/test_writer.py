@@ -141,3 +141,41 @@ async def test_a_message_from_another_chat_a_moment_ago_is_recalled(assistant: A
     await say(assistant, dm("My cat is called Mochi.", chat_id="phone"))
     await say(assistant, dm("What is my cat called?", chat_id="laptop"))
     assert "Mochi" in assistant.engine.last_prompt_text()
+
+
+def test_a_store_that_keeps_failing_makes_settle_fail_with_what_to_do(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "RETRY_SECONDS", 0.01)
+    store = open_store(settings)
+    real_commit = store._writer._commit
+
+    def disk_full(turns: list[Turn]) -> None:
+        raise OSError(28, "No space left on device")
+
+    store._writer._commit = disk_full
+    try:
+        store.record_turns([Turn("dana", "console", "dana", "1", "user", "kept through a full disk")])
+        with pytest.raises(writer.TurnsNotWritten, match="free disk space"):
+            store.settle()
+        assert "kept through a full disk" in _journal(settings).read_text(encoding="utf-8")
+        store._writer._commit = real_commit  # space freed: the next settle writes the turn
+        store.settle()
+        assert _stored(store) == 1
+    finally:
+        store.close()
+
+
+async def test_a_command_that_needs_the_store_answers_when_it_keeps_failing(
+    assistant: Assistant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer, "RETRY_SECONDS", 0.01)
+    await say(assistant, dm("I keep bees on my roof"))
+
+    def disk_full(turns: list[Turn]) -> None:
+        raise OSError(28, "No space left on device")
+
+    assistant.store._writer._commit = disk_full
+    await say(assistant, dm("and two cats"))
+    answer = await say(assistant, dm("/forget bees"))
+    assert "free disk space" in answer
