@@ -5,6 +5,11 @@ index path; the indexes and when they are rebuilt are printed) and times `Recall
 the heavy person and for ordinary people, with and without a time phrase. Query embedding is
 timed separately: it is the same cost whatever the store holds.
 
+With the search cache on (the default; `--cache-mb 0` measures LanceDB alone) the rows are: the
+heavy person's first query (LanceDB answers while their rows load behind it; the load time is
+printed), each ordinary person's first query (their rows load on it: the cold first message of
+a session), then warm queries (rows held).
+
 Embedding a million real messages would take hours on two cores, so rows reuse the vectors of a
 few thousand generated messages (each with small noise) and their texts with two random extra
 words; the index and filter work per query is the same as with distinct vectors.

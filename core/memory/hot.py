@@ -319,8 +319,9 @@ class Rows:
         """(row, -BM25) of the k best allowed rows that contain a query term, best first."""
         if self.n == 0:
             return []
-        mask = self._mask(scopes, roles, since, until) & (scores > 0)
-        return _top(np.where(mask, scores, -np.inf), k, lambda s: -s)
+        matched = np.flatnonzero(scores)  # usually a small part of the rows: rank only those
+        matched = matched[self._mask(scopes, roles, since, until)[matched]]
+        return [(int(matched[i]), d) for i, d in _top(scores[matched], k, lambda s: -s)]
 
     def rows(self, positions: list[int]) -> list[dict]:
         """The rows at these positions as dicts (times as UTC datetimes, converted here from
