@@ -6,7 +6,7 @@ the person has. For a person held here a vector list is one matrix-vector produc
 rows plus a filter mask, and a full-text list is BM25 over their rows (core/memory/textindex.py).
 
 What is held: per person, every turn and every current memory, column-wise: unit vectors
-(float32), times, roles and visibilities as small codes, the ids, and the other columns as an
+(see Vectors), times, roles and visibilities as small codes, the ids, and the other columns as an
 Arrow table the hits are built from. Bounded by bytes, least recently used out first.
 
 Consistency, which is what makes this safe to use for privacy-bearing recall:
