@@ -106,7 +106,12 @@ def markdown_to_telegram_html(text: str) -> str:
             w.block()
             w.parts.append("<b>")
         elif kind == "heading_close":
-            w.parts.append("</b>")
+            while w.parts and not w.parts[-1]:
+                w.parts.pop()
+            if w.parts and w.parts[-1] == "<b>":  # an empty heading ("#") shows nothing
+                w.parts.pop()
+            else:
+                w.parts.append("</b>")
         elif kind in ("bullet_list_open", "ordered_list_open"):
             w.block()
             start = int(tok.attrs.get("start", 1)) if kind == "ordered_list_open" else None

@@ -83,6 +83,10 @@ def test_renders_telegram_tags_and_escapes_the_models_text() -> None:
     parse_html(html)  # Telegram accepts it
 
 
+def test_an_empty_heading_adds_no_blank_lines() -> None:
+    assert parse_html(markdown_to_telegram_html("a\n#\na")) == "a\n\na"
+
+
 def test_unsafe_link_schemes_stay_text() -> None:
     html = markdown_to_telegram_html("[click](javascript:alert(1)) and [f](file:///etc/passwd)")
     assert "<a " not in html
