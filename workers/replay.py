@@ -18,6 +18,7 @@ class Pair:
     question: str
     answer: str
     source: str = "replay"
+    group: str = ""  # personal pairs: the wording they belong to (held out together)
 
 
 CAPITALS = {
