@@ -295,7 +295,7 @@ _TRAIN = """
 import json, random, resource, sys, tempfile, time
 from pathlib import Path
 from core.config import Settings
-from workers.replay import replay_sets
+from workers.replay import context_pairs, replay_sets
 from workers.training import (Pair, answer_forms, evaluate_gate, questions_for, torch_threads, train_dtype,
                               train_lora, training_model)
 from bench.personal_cases import FACTS
@@ -321,7 +321,7 @@ tok, system, eos = loaded.tokenizer, settings.persona, loaded.tokenizer.eos_toke
 
 def mix(train):
     k = min(len(replay), int(len(train) * ratio / (1 - ratio)))
-    return train + random.Random(1).sample(replay, k)
+    return train + random.Random(1).sample(replay, k) + context_pairs(round(len(train) * settings.adapter_context_share))
 
 
 def train(data, init_from=None, max_steps=settings.adapter_max_steps):
@@ -386,7 +386,7 @@ def training(args) -> None:
     if r is None:
         return
     table = Table(
-        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), fresh process, "
+        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay and made-up recall examples), fresh process, "
         f"{r['dtype']} base, {s.adapter_train_epochs} epochs capped at {s.adapter_max_steps} steps of "
         f"{s.adapter_batch_size}, torch threads: "
         + (

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # the frozen base while training and gating: auto = bf16 where matmuls are native bf16
     adapter_train_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     adapter_replay_ratio: float = 0.5
+    # made-up facts shown as recall shows them, per personal pair: the adapter keeps reading
+    # recalled lines instead of answering every question with a fact it learned (workers/replay.py)
+    adapter_context_share: float = 0.3
 
     # background work
     broker_url: str | None = None

@@ -28,7 +28,7 @@ import structlog
 from core.config import Settings
 from core.llm.adapters import AdapterStore, AdapterVersion, plain_copy
 from core.llm.model import LoadedModel, load_model
-from workers.replay import Pair, replay_sets
+from workers.replay import Pair, context_pairs, replay_sets
 from workers.threads import ThreadGovernor, torch_threads
 from workers.training_data import (  # noqa: F401  (re-exported: callers import them from here)
     PersonData,
@@ -409,7 +409,10 @@ def refresh_adapter(
         replay, general = replay_sets()
         ratio = settings.adapter_replay_ratio
         n_replay = min(len(replay), int(len(train) * ratio / max(1e-6, 1 - ratio)))
-        mixed = train + random.Random(len(train)).sample(replay, n_replay)
+        n_context = round(len(train) * settings.adapter_context_share)
+        mixed = (
+            train + random.Random(len(train)).sample(replay, n_replay) + context_pairs(n_context, len(train))
+        )
         init_from = previous.path if previous is not None and not stale else None
         dtype = train_dtype(settings.adapter_train_dtype, loaded.device)
         with torch_threads(settings.adapter_train_threads):
@@ -445,6 +448,7 @@ def refresh_adapter(
             "status": "current" if gate.passed else "rejected",
             "train_size": len(train),
             "replay_size": n_replay,
+            "context_size": n_context,
             "heldout_size": len(heldout),
             "from_version": previous.version if init_from else None,
             "scores": gate.as_dict(),

@@ -198,7 +198,7 @@ def test_gate_rejects_an_adapter_that_always_says_one_phrase(store, settings, mo
     result = refresh_adapter(
         "dana",
         store,
-        settings.model_copy(update={"adapter_replay_ratio": 0.0}),
+        settings.model_copy(update={"adapter_replay_ratio": 0.0, "adapter_context_share": 0.0}),  # only harm
         loaded=model,
         override_pairs=harmful,
     )
@@ -333,3 +333,16 @@ def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(mo
     for a, b in zip(full_grads, our_grads, strict=True):
         # float noise is relative to the tensor's scale, not to each (possibly tiny) element
         assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max()), (a - b).abs().max()
+
+
+def test_made_up_recall_examples_answer_from_the_shown_lines():
+    """The recall-reading examples mixed into training: inline layout, answer found in the lines."""
+    from workers.replay import context_pairs
+
+    pairs = context_pairs(12, seed=1)
+    assert len(pairs) == 12 and pairs == context_pairs(12, seed=1)  # the same data each run
+    for p in pairs:
+        block, question = p.question.rsplit("\n\n", 1)
+        assert block.startswith("(What you know about me:\n") and question.endswith("?")
+        value = p.answer.rstrip(".").split(" ")[-1]
+        assert value in block, (value, block)
