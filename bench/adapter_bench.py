@@ -295,21 +295,23 @@ _TRAIN = """
 import json, random, resource, sys, tempfile, time
 from pathlib import Path
 from core.config import Settings
-from core.llm.model import load_model
-from workers.replay import replay_sets
-from workers.training import Pair, evaluate_gate, questions_for, to_second_person, torch_threads, train_lora
+from workers.replay import context_pairs, replay_sets
+from workers.training import (Pair, answer_forms, evaluate_gate, questions_for, torch_threads, train_dtype,
+                              train_lora, training_model)
 from bench.personal_cases import FACTS
-settings = Settings(dtype="float32")
+settings = Settings()
 mode, n = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter()
-loaded = load_model(settings)
+loaded = training_model(settings)
+dtype = train_dtype(settings.adapter_train_dtype, loaded.device)
 pairs = []
 for template, _, values in FACTS:
     for v in values:
         statement = template.format(v)
-        for q in questions_for(statement):
-            pairs.append(Pair(q, to_second_person(statement)))
-            pairs.append(Pair("Quick question: " + q[0].lower() + q[1:], to_second_person(statement)))
+        answers = answer_forms(statement)
+        for j, q in enumerate(questions_for(statement)):
+            pairs.append(Pair(q, answers[j % 2]))
+            pairs.append(Pair("Quick question: " + q[0].lower() + q[1:], answers[(j + 1) % 2]))
 random.Random(0).shuffle(pairs)
 held = pairs[n : n + 40]
 replay, general = replay_sets()
@@ -319,7 +321,7 @@ tok, system, eos = loaded.tokenizer, settings.persona, loaded.tokenizer.eos_toke
 
 def mix(train):
     k = min(len(replay), int(len(train) * ratio / (1 - ratio)))
-    return train + random.Random(1).sample(replay, k)
+    return train + random.Random(1).sample(replay, k) + context_pairs(round(len(train) * settings.adapter_context_share))
 
 
 def train(data, init_from=None, max_steps=settings.adapter_max_steps):
@@ -327,7 +329,11 @@ def train(data, init_from=None, max_steps=settings.adapter_max_steps):
     with torch_threads(settings.adapter_train_threads):
         cand = train_lora(loaded.model, tok, data, system=system, eos_id=eos, rank=settings.adapter_rank,
                           epochs=settings.adapter_train_epochs, min_steps=settings.adapter_min_steps,
-                          max_steps=max_steps, init_from=init_from)
+                          max_steps=max_steps, init_from=init_from, dtype=dtype,
+                          batch_size=settings.adapter_batch_size, lr=settings.adapter_lr,
+                          adaptive_threads=settings.adapter_train_threads == 0)
+    used = cand.threads_used
+    out["mean_threads"] = sum(used) / len(used) if used else settings.adapter_train_threads
     return cand, time.perf_counter() - start
 
 
@@ -339,15 +345,15 @@ def gate(cand, reference=None):
     return g.as_dict(), time.perf_counter() - start
 
 
-out = {}
+out = {"dtype": str(dtype).replace("torch.", "")}
 if mode == "refresh":
     mixed = mix(pairs[:n])
     t1 = time.perf_counter()
     cand, train_s = train(mixed)
     g, gate_s = gate(cand)
-    out = {"pairs": n, "replay": len(mixed) - n, "train_s": train_s, "gate_s": gate_s,
-           "total_s": time.perf_counter() - t0,
-           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gate": g}
+    out.update({"pairs": n, "replay": len(mixed) - n, "train_s": train_s, "gate_s": gate_s,
+                "total_s": time.perf_counter() - t0,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "gate": g})
 else:  # continue vs scratch: v1 on the first half, then v2 on everything
     half = n // 2
     v1, v1_s = train(mix(pairs[:half]))
@@ -380,9 +386,14 @@ def training(args) -> None:
     if r is None:
         return
     table = Table(
-        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay), fresh process, "
-        f"{s.adapter_train_epochs} epochs capped at {s.adapter_max_steps} steps, "
-        f"{s.adapter_train_threads} torch thread(s)"
+        title=f"Adapter refresh on {r['pairs']} Q->A pairs (+{r['replay']} replay and made-up recall examples), fresh process, "
+        f"{r['dtype']} base, {s.adapter_train_epochs} epochs capped at {s.adapter_max_steps} steps of "
+        f"{s.adapter_batch_size}, torch threads: "
+        + (
+            f"{s.adapter_train_threads}"
+            if s.adapter_train_threads
+            else f"adaptive (mean {r['mean_threads']:.2f})"
+        )
     )
     for col in (
         "train s",
@@ -411,7 +422,8 @@ def continue_or_scratch(args) -> None:
     v1 = r["v1"]
     table = Table(
         title=f"Second refresh: continue from the previous version or train from scratch "
-        f"(v1 trained on {v1['pairs']} pairs, v2 on {args.pairs})"
+        f"(v1 trained on {v1['pairs']} pairs, v2 on {args.pairs}; {r['dtype']} base, "
+        f"mean torch threads {r['mean_threads']:.2f}); held-out and general sets fixed"
     )
     for col in (
         "v2 trained",

@@ -58,6 +58,7 @@ class Case:
     sessions: list[Session]
     question: str
     expected: str
+    facts: list[tuple[str, str]] = field(default_factory=list)  # every (question, expected) told
 
 
 def cases(n_people: int = 48, seed: int = 7) -> list[Case]:
@@ -73,5 +74,6 @@ def cases(n_people: int = 48, seed: int = 7) -> list[Case]:
             said.insert(rng.randrange(3), statement)
             sessions.append(Session(start + timedelta(days=7 * s + i % 5), said))
         _, question, expected = facts[i % 4]
-        out.append(Case(f"eval-{i:03d}", sessions, question, expected))
+        told = [(q, v) for _, q, v in facts]
+        out.append(Case(f"eval-{i:03d}", sessions, question, expected, told))
     return out

@@ -70,12 +70,20 @@ class Settings(BaseSettings):
     adapter_include_group_memories: bool = False
     adapter_ppl_tolerance: float = 0.05
     adapter_train_epochs: int = 3
+    adapter_batch_size: int = 8
+    adapter_lr: float = 2e-3
     adapter_min_steps: int = 30  # a dozen facts still get enough optimizer steps to be learned
     adapter_max_steps: int = 100  # bounds a refresh's time however much data there is
-    # torch threads while training: one leaves the other core to the chat engine, and on a busy
-    # 2-core machine two threads that wait on each other made a refresh 3x slower (measured)
-    adapter_train_threads: int = 1
+    # torch threads while training. On a busy 2-core machine two threads that wait on each other
+    # made a refresh 3x slower (measured), on an idle one two were 1.5x faster: 0 re-decides every
+    # step (workers/threads.py): all cores while nothing else computes, else one
+    adapter_train_threads: int = 0
+    # the frozen base while training and gating: auto = bf16 where matmuls are native bf16
+    adapter_train_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     adapter_replay_ratio: float = 0.5
+    # made-up facts shown as recall shows them, per personal pair: the adapter keeps reading
+    # recalled lines instead of answering every question with a fact it learned (workers/replay.py)
+    adapter_context_share: float = 0.3
 
     # background work
     broker_url: str | None = None

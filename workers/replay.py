@@ -18,6 +18,7 @@ class Pair:
     question: str
     answer: str
     source: str = "replay"
+    group: str = ""  # personal pairs: the wording they belong to (held out together)
 
 
 CAPITALS = {
@@ -176,3 +177,46 @@ def replay_sets(general_every: int = 5) -> tuple[list[Pair], list[Pair]]:
     train = [p for i, p in enumerate(pairs) if i % general_every != 0]
     general = [p for i, p in enumerate(pairs) if i % general_every == 0]
     return train, general
+
+
+# Made-up facts of made-up people (kinds unlike bench/personal_cases.py's), shown the way recall
+# shows them, then asked about: an adapter that knows its person's facts otherwise tends to
+# answer with one of those even when the recalled lines hold the answer (measured: with recall,
+# adapters answered 3 of 13 facts found only in recalled turns, the base model 9).
+CONTEXT_FACTS: list[tuple[str, str, str, list[str]]] = [
+    ("My cat is called {0}.", "What is my cat called?", "Your cat is called {0}.", ["Tom", "Luna", "Miso", "Felix"]),
+    ("My brother lives in {0}.", "Where does my brother live?", "Your brother lives in {0}.", ["Dublin", "Quito", "Perth", "Riga"]),
+    ("My favourite colour is {0}.", "What is my favourite colour?", "Your favourite colour is {0}.", ["green", "orange", "navy blue", "yellow"]),
+    ("I'm reading {0} at the moment.", "What book am I reading?", "You're reading {0}.", ["Dune", "Middlemarch", "The Hobbit", "Beloved"]),
+    ("My manager is called {0}.", "Who is my manager?", "Your manager is {0}.", ["Helen", "Omar", "Keiko", "Bruno"]),
+    ("I go swimming on {0}.", "Which day do I go swimming?", "You go swimming on {0}.", ["Mondays", "Thursdays", "Saturdays", "Sundays"]),
+    ("My flat has {0} rooms.", "How many rooms does my flat have?", "Your flat has {0} rooms.", ["two", "three", "four", "five"]),
+    ("My daughter is {0} years old.", "How old is my daughter?", "Your daughter is {0} years old.", ["six", "nine", "twelve", "fifteen"]),
+]  # fmt: skip
+
+
+def context_pairs(count: int, seed: int = 0) -> list[Pair]:
+    """`count` questions answered from recalled lines (core.llm.prompt's inline layout) about
+    made-up facts: they teach an adapter to read what recall shows, never anyone's data."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.llm.prompt import PromptParts, known_lines, with_known
+    from core.memory.recall import Recalled
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        kinds = rng.sample(CONTEXT_FACTS, 3)
+        items = []
+        for statement, _, _, values in kinds:
+            value = rng.choice(values)
+            ts = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(300))
+            turn = rng.random() < 0.6  # recall shows what was said, or a memory made of it
+            text = statement.format(value)
+            items.append((Recalled(text=text, kind="turn" if turn else "fact", score=1.0, ts=ts), value))
+        (_, question, answer, _), (_, value) = kinds[0], items[0]
+        shown = [r for r, _ in items]
+        rng.shuffle(shown)
+        block = "\n".join(known_lines(PromptParts(persona="", message="", recalled=shown)))
+        out.append(Pair(with_known(block, question), answer.format(value), "context"))
+    return out

@@ -49,6 +49,12 @@ def known_lines(parts: PromptParts) -> list[str]:
     return lines
 
 
+def with_known(facts: str, message: str) -> str:
+    """The inline layout's message: what is known, then what the person just said. Adapter
+    training writes its recall-layout examples with this same function."""
+    return f"(What you know about me:\n{facts})\n\n{message}"
+
+
 def _recent_messages(recent: Sequence[Turn], group: bool) -> list[dict[str, str]]:
     messages = []
     for turn in recent:
@@ -93,7 +99,7 @@ def build_messages(
                 {"role": "assistant", "content": ACK},
             ]
         else:
-            message = f"(What you know about me:\n{facts})\n\n{message}"
+            message = with_known(facts, message)
     tail = [{"role": "user", "content": message}]
 
     def cost(msgs: list[dict[str, str]]) -> int:

@@ -21,6 +21,7 @@ from workers.training import (
     questions_for,
     refresh_adapter,
     rollback,
+    split_heldout,
     to_first_person,
     to_second_person,
 )
@@ -111,6 +112,29 @@ def test_training_data_is_only_this_persons_private_current_data(store, settings
     assert "g1" in allowed.sources
 
 
+def test_each_fact_is_taught_in_several_wordings_and_a_whole_wording_is_held_out(store, settings):
+    data = build_person_pairs("dana", store, settings)
+    marathon = [p for source, p in data.pairs if source == "m1"]
+    wordings = {p.group for p in marathon}
+    assert len(wordings) >= 4, "one wording teaches the string, not the fact"
+    assert {p.answer for p in marathon} >= {
+        "You're training for the Berlin marathon.",
+        "You told me you're training for the Berlin marathon.",
+    }
+    recall_layout = [p for p in marathon if p.source == "memory-recall"]
+    assert len(recall_layout) == 1 and "What you know about me:" in recall_layout[0].question
+    for _, p in data.pairs:  # the recalled block lists this person's private memories only
+        assert "Tokyo" not in p.question and "surprise party" not in p.question
+
+    train, held = split_heldout(data)
+    assert held and all(p.source == "memory" for p in held)
+    held_groups = {p.group for p in held}
+    assert not held_groups & {p.group for p in train}, "a held-out wording (or a variant) was trained on"
+    assert len({p.group.split(":")[0] for p in held}) == len(FACTS), "one wording per fact"
+    # every held-out wording is asked plainly and in a chat-like variant
+    assert all(sum(p.group == g for p in held) == 2 for g in held_groups)
+
+
 def test_accepted_replies_are_used_and_corrected_ones_are_not(store, settings):
     turns = [
         ("1", "user", "Can you suggest a stretch for tight calves?"),
@@ -174,7 +198,7 @@ def test_gate_rejects_an_adapter_that_always_says_one_phrase(store, settings, mo
     result = refresh_adapter(
         "dana",
         store,
-        settings.model_copy(update={"adapter_replay_ratio": 0.0}),
+        settings.model_copy(update={"adapter_replay_ratio": 0.0, "adapter_context_share": 0.0}),  # only harm
         loaded=model,
         override_pairs=harmful,
     )
@@ -275,9 +299,11 @@ def test_adapter_cli_lists_versions_and_explains_a_refused_rollback(store, setti
     assert missing.exit_code == 1
 
 
-def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(model):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(model, attention):
     """Training runs the common system prompt once per batch and scores answer tokens only: the
-    loss and the LoRA gradients must be those of a plain full forward with labels."""
+    loss and the LoRA gradients must be those of a plain full forward with labels (with the
+    serving attention kernel and with the eager one training uses on CPU)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -290,7 +316,9 @@ def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(mo
     ids, labels, mask = _batches(encoded, 6, tok.pad_token_id, None)[0]
     assert ids.shape[0] == 6 and (mask == 0).any()  # rows of different lengths, padded
     config = LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(plain_copy(model.model), config)
+    copy = plain_copy(model.model)
+    copy.set_attn_implementation(attention)
+    peft_model = get_peft_model(copy, config)
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
 
@@ -303,4 +331,18 @@ def test_shared_prefix_answer_logits_give_the_full_forward_loss_and_gradients(mo
 
     assert abs(float(full) - float(ours)) < 1e-4
     for a, b in zip(full_grads, our_grads, strict=True):
-        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+        # float noise is relative to the tensor's scale, not to each (possibly tiny) element
+        assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max()), (a - b).abs().max()
+
+
+def test_made_up_recall_examples_answer_from_the_shown_lines():
+    """The recall-reading examples mixed into training: inline layout, answer found in the lines."""
+    from workers.replay import context_pairs
+
+    pairs = context_pairs(12, seed=1)
+    assert len(pairs) == 12 and pairs == context_pairs(12, seed=1)  # the same data each run
+    for p in pairs:
+        block, question = p.question.rsplit("\n\n", 1)
+        assert block.startswith("(What you know about me:\n") and question.endswith("?")
+        value = p.answer.rstrip(".").split(" ")[-1]
+        assert value in block, (value, block)
