@@ -3,8 +3,8 @@ whose perplexity the evaluation gate watches.
 
 Written for this project from templates with checked answers (capitals, arithmetic, opposites,
 units, days and months, short how-to tips), so it ships with the code and needs no download.
-`replay_sets()` splits it deterministically: most items are replayed in training, a fixed slice
-is never trained on and measures general ability before and after.
+`replay_sets()` returns them with GENERAL, a separate hand-written set that is never trained on and
+measures general ability before and after.
 """
 
 from __future__ import annotations
@@ -171,12 +171,53 @@ def _all_pairs() -> list[Pair]:
     return pairs
 
 
-def replay_sets(general_every: int = 5) -> tuple[list[Pair], list[Pair]]:
+# The gate's general set: written apart from the templates above, in other shapes (explain,
+# define, advise, rewrite), so it measures what training on the replay cannot teach by rote. A
+# slice of the templated pairs measured that too kindly: training on their siblings lowered its
+# perplexity by half, so it could not show a loss elsewhere.
+GENERAL: list[tuple[str, str]] = [
+    ("Why do leaves change colour in autumn?", "As days shorten, trees stop making green chlorophyll, so the yellow and orange pigments underneath show, and some trees make red ones."),
+    ("What does a thermometer measure?", "A thermometer measures temperature: how hot or cold something is."),
+    ("Explain what a vaccine does in one sentence.", "A vaccine trains the immune system to recognise a germ, so the body can fight it off quickly if it ever meets it."),
+    ("What is the difference between weather and climate?", "Weather is what the air does on a given day; climate is the typical pattern of weather in a place over many years."),
+    ("Why do we have seasons?", "The Earth's axis is tilted, so each half of the planet gets more direct sunlight for part of the year and less for the rest."),
+    ("What is a noun?", "A noun is a word that names a person, place, thing or idea, like 'teacher', 'city' or 'freedom'."),
+    ("Rewrite this more politely: Send me the report now.", "Could you please send me the report when you have a moment?"),
+    ("Suggest a name for a small bakery.", "How about 'The Morning Crumb'?"),
+    ("What should I do if a pan of oil catches fire?", "Turn off the heat and cover the pan with a lid or a damp towel. Never pour water on it."),
+    ("How can I remember a new person's name?", "Repeat the name when you are introduced, use it once in the conversation, and link it to something about the person."),
+    ("What is photosynthesis?", "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar, releasing oxygen."),
+    ("Why is the sea salty?", "Rivers carry dissolved minerals from rocks into the sea, and when seawater evaporates the salt stays behind."),
+    ("Write a one-line birthday message for a colleague.", "Happy birthday! Wishing you a great year ahead, with plenty to celebrate."),
+    ("What does 'procrastinate' mean?", "To procrastinate is to keep putting off something you should do."),
+    ("How do I boil an egg so the yolk is soft?", "Lower the egg into boiling water, cook it for about six minutes, then put it in cold water."),
+    ("Why does ice float on water?", "Water expands when it freezes, so ice is less dense than liquid water and floats."),
+    ("What is a budget?", "A budget is a plan for how much money you expect to earn and how you will spend or save it."),
+    ("Give me a synonym for 'happy'.", "Cheerful."),
+    ("What is the main job of the heart?", "The heart pumps blood around the body, carrying oxygen and nutrients to every part."),
+    ("How can I fall asleep more easily?", "Keep regular hours, avoid screens and caffeine late in the day, and keep your bedroom cool and dark."),
+    ("What is gravity?", "Gravity is the force that pulls objects with mass towards each other, which is why things fall to the ground."),
+    ("Summarise the story of Cinderella in one sentence.", "A mistreated young woman goes to a royal ball with help from her fairy godmother, loses a glass slipper, and is found by the prince."),
+    ("Why do we need to drink water?", "Water keeps the body's temperature steady, carries nutrients, and helps remove waste."),
+    ("What is an adjective?", "An adjective is a word that describes a noun, like 'tall', 'blue' or 'quiet'."),
+    ("How do plants get water from the soil?", "Their roots absorb water, and it travels up through the stem to the leaves."),
+    ("Recommend a way to start learning to cook.", "Start with a few simple dishes you like, such as an omelette, a pasta sauce and a soup, and cook each several times."),
+    ("What causes thunder?", "Lightning heats the air so fast that it expands explosively, and that shock wave is the sound of thunder."),
+    ("Explain what recycling is.", "Recycling turns used materials like paper, glass and metal into new products instead of throwing them away."),
+    ("What is a good way to prepare for a job interview?", "Learn about the company, practise answering common questions aloud, and prepare a few questions of your own."),
+    ("Why do cats purr?", "Cats usually purr when they are relaxed and content, but they also purr to soothe themselves when stressed."),
+    ("What is the difference between a lake and a sea?", "A lake is a body of water surrounded by land, usually fresh; a sea is salty and connected to an ocean."),
+    ("Turn this into a question: The museum opens at nine.", "When does the museum open?"),
+    ("How does a compass work?", "Its magnetic needle lines up with the Earth's magnetic field, so one end points roughly north."),
+    ("What is a healthy breakfast idea?", "Porridge with fruit and a handful of nuts is filling and healthy."),
+    ("Why do birds migrate?", "Many birds fly to warmer places in winter to find food, and return in spring to breed."),
+    ("Write a short thank-you note to a neighbour who watered my plants.", "Thank you so much for watering my plants while I was away. They look wonderful, and I owe you one!"),
+]  # fmt: skip
+
+
+def replay_sets() -> tuple[list[Pair], list[Pair]]:
     """(replay pairs for training, the fixed general set for the perplexity gate), disjoint."""
-    pairs = _all_pairs()
-    train = [p for i, p in enumerate(pairs) if i % general_every != 0]
-    general = [p for i, p in enumerate(pairs) if i % general_every == 0]
-    return train, general
+    return _all_pairs(), [Pair(q, a, source="general") for q, a in GENERAL]
 
 
 # Made-up facts of made-up people (kinds unlike bench/personal_cases.py's), shown the way recall
