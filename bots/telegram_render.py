@@ -14,11 +14,14 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from bots.base import utf16_len
+
 _md = MarkdownIt("commonmark", {"html": True}).enable("strikethrough")
 
 _SAFE_SCHEMES = {"http", "https", "tg", "mailto"}
 _INLINE_TAGS = {"strong": "b", "em": "i", "s": "s"}
 _LANG = re.compile(r"[^A-Za-z0-9_+#.-]")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def _esc(text: str) -> str:
@@ -92,7 +95,21 @@ class _Writer:
 
 
 def markdown_to_telegram_html(text: str) -> str:
-    """Render Markdown as Telegram HTML; the result's visible text is never longer than the input."""
+    """Render Markdown as Telegram HTML; the result's visible text is never longer than the input
+    (replies are split by the input's length): where markup would add characters, as empty nested
+    list items do, the text is sent as it was written."""
+    rendered = _render(text)
+    if utf16_len(_visible(rendered)) > utf16_len(text):
+        return _esc(text)
+    return rendered
+
+
+def _visible(rendered: str) -> str:
+    """What Telegram shows of our HTML (every literal '<' in it is escaped, so tags are ours)."""
+    return html.unescape(_TAG.sub("", rendered))
+
+
+def _render(text: str) -> str:
     w = _Writer()
     for tok in _md.parse(text):
         kind = tok.type

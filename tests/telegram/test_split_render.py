@@ -83,8 +83,9 @@ def test_renders_telegram_tags_and_escapes_the_models_text() -> None:
     parse_html(html)  # Telegram accepts it
 
 
-def test_an_empty_heading_adds_no_blank_lines() -> None:
+def test_empty_blocks_add_no_characters() -> None:
     assert parse_html(markdown_to_telegram_html("a\n#\na")) == "a\n\na"
+    assert utf16_len(parse_html(markdown_to_telegram_html("* *"))) <= 3
 
 
 def test_unsafe_link_schemes_stay_text() -> None:
