@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # the frozen base while training and gating: auto = bf16 where matmuls are native bf16
     adapter_train_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     adapter_replay_ratio: float = 0.5
+    # at least this many replay pairs: a person with a dozen facts otherwise gets all the
+    # minimum steps on their own pairs, and general perplexity rose 17-65% (rejected by the gate)
+    adapter_min_replay: int = 160
     # made-up facts shown as recall shows them, per personal pair: the adapter keeps reading
     # recalled lines instead of answering every question with a fact it learned (workers/replay.py)
     adapter_context_share: float = 0.3

@@ -408,7 +408,8 @@ def refresh_adapter(
             train = override_pairs
         replay, general = replay_sets()
         ratio = settings.adapter_replay_ratio
-        n_replay = min(len(replay), int(len(train) * ratio / max(1e-6, 1 - ratio)))
+        by_ratio = int(len(train) * ratio / max(1e-6, 1 - ratio))
+        n_replay = min(len(replay), max(by_ratio, settings.adapter_min_replay))
         n_context = round(len(train) * settings.adapter_context_share)
         mixed = (
             train + random.Random(len(train)).sample(replay, n_replay) + context_pairs(n_context, len(train))

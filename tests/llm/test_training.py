@@ -198,7 +198,9 @@ def test_gate_rejects_an_adapter_that_always_says_one_phrase(store, settings, mo
     result = refresh_adapter(
         "dana",
         store,
-        settings.model_copy(update={"adapter_replay_ratio": 0.0, "adapter_context_share": 0.0}),  # only harm
+        settings.model_copy(  # only harm
+            update={"adapter_replay_ratio": 0.0, "adapter_min_replay": 0, "adapter_context_share": 0.0}
+        ),
         loaded=model,
         override_pairs=harmful,
     )
