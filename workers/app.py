@@ -83,8 +83,10 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "data_folder_in": str(folder),
                 "data_folder_out": str(folder),
                 "store_processed": False,
+                # its fanout exchange table; kombu's default is ./control in the working directory
+                "control_folder": str(folder.parent / "control"),
             },
-            # the filesystem transport has no fanout: no remote control, no events
+            # remote control and events would poll the folder for nothing: no worker needs them here
             worker_enable_remote_control=False,
             worker_send_task_events=False,
         )

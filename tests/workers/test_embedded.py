@@ -29,6 +29,9 @@ def test_cli_runs_the_same_tasks_through_the_embedded_broker(
             monkeypatch.delenv(key)
     monkeypatch.setenv("CONFIDANTE_DATA_DIR", str(data))
     monkeypatch.setenv("CONFIDANTE_WORKER_DRAIN_SECONDS", "300")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     get_settings.cache_clear()
     built: dict = {}
 
@@ -52,6 +55,8 @@ def test_cli_runs_the_same_tasks_through_the_embedded_broker(
     assert "Lives in Porto" in store.person(person).profile
     assert "celery@" in worker_log and "confidante.consolidate" in worker_log
     assert not list((data / "broker" / "queue").glob("*.msg"))  # nothing left behind
+    assert list((data / "broker" / "control").glob("*.exchange"))  # kombu's fanout table, in the data dir
+    assert not list(cwd.iterdir())  # nothing written where the command was started
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
