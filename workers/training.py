@@ -28,6 +28,7 @@ import structlog
 from core.config import Settings
 from core.llm.adapters import AdapterStore, AdapterVersion, plain_copy
 from core.llm.model import LoadedModel, load_model
+from core.llm.served_adapters import ServedAdapters
 from workers.replay import Pair, context_pairs, replay_sets
 from workers.threads import ThreadGovernor, torch_threads
 from workers.training_data import (  # noqa: F401  (re-exported: callers import them from here)
@@ -463,6 +464,7 @@ def refresh_adapter(
             adapters.set_current(person_id, name)
             if previous is not None:
                 adapters.update_meta(previous, status="previous")
+            sync_server(person_id, settings)
             person = store.person(person_id)
             if person is not None:
                 person.adapter_version = name
@@ -508,6 +510,7 @@ def rollback(person_id: str, settings: Settings, to: str | None = None) -> Adapt
                 adapters.update_meta(v, status="rolled_back")
         adapters.set_current(person_id, target.version)
         adapters.update_meta(target, status="current")
+        sync_server(person_id, settings)
         return target
 
 
@@ -543,6 +546,7 @@ def drop_versions(person_id: str, settings: Settings, names: Iterable[str]) -> N
     for v in adapters.versions(person_id):
         if v.version in names:
             shutil.rmtree(v.path, ignore_errors=True)
+    sync_server(person_id, settings)
 
 
 def memory_changed(person_id: str, store: Any, settings: Settings) -> list[str]:
@@ -564,5 +568,14 @@ def memory_changed(person_id: str, store: Any, settings: Settings) -> list[str]:
 
 
 def forget_person(person_id: str, settings: Settings) -> None:
-    """The person was erased: every adapter version goes too."""
+    """The person was erased: every adapter version goes too, on the serving engine as well."""
+    ServedAdapters(settings).withdraw(person_id)
     AdapterStore(settings).drop_person(person_id)
+
+
+def sync_server(person_id: str, settings: Settings) -> None:
+    """With a serving engine: publish what this person's replies should use now (loading it
+    there) and unload every other version of theirs; a no-op without CONFIDANTE_GENERATION_URL."""
+    served = ServedAdapters(settings)
+    if served.mode != "none":
+        served.publish(person_id)
