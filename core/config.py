@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # directory as the server sees it when it is mounted elsewhere
     generation_adapter_dir: Path | None = None
     generation_adapter_server_dir: str | None = None
+    # vLLM: requests without an adapter name an all-zero one, so no batch row runs adapter-less
+    # next to adapters: vLLM's CPU build gives such rows its last LoRA slot (someone else's
+    # adapter). Costs a little throughput; a CUDA server may turn it off.
+    generation_zero_adapter: bool = True
 
     # recall's in-memory search cache (core/memory/hot.py): rows of people who talk now, in all
     # at most this many MiB (a person with 100k turns takes ~200 MiB); 0 turns it off

@@ -27,12 +27,13 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from core.config import Settings
-from core.llm.served_adapters import ServedAdapters, auth_headers, server_root
+from core.llm.served_adapters import ZERO_ADAPTER, ServedAdapters, auth_headers, server_root
 
 log = structlog.get_logger(__name__)
 
 # a name that failed to load is not tried again for this long (the base model answers meanwhile)
 LOAD_RETRY_SECONDS = 60.0
+ZERO_RETRY_SECONDS = 5.0
 # how long the list of adapters on the server is trusted before it is read again
 LOADED_TTL_SECONDS = 30.0
 COUNT_CACHE = 8192
@@ -97,7 +98,9 @@ class RemoteEngine:
         self.settings = settings
         self.root = server_root(settings.generation_url)
         self.adapters = ServedAdapters(settings)
-        self.breaker = CircuitBreaker(settings.generation_breaker_failures, settings.generation_breaker_seconds)
+        self.breaker = CircuitBreaker(
+            settings.generation_breaker_failures, settings.generation_breaker_seconds
+        )
         self.tokenizer = _local_tokenizer(settings.generation_tokenizer)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -194,8 +197,10 @@ class RemoteEngine:
             body["seed"] = seed
         sent = False
         try:
-            await self._ensure_model()
-            body.update(await self._adapter_fields(adapter))
+            async for attempt in self._retrying():
+                with attempt:
+                    await self._ensure_model()
+                    body.update(await self._adapter_fields(adapter))
             async for delta in self._stream_with_retries(body):
                 if not sent:
                     sent = True
@@ -237,15 +242,17 @@ class RemoteEngine:
             self._client_loop = loop
         return self._client
 
-    async def _stream_with_retries(self, body: dict[str, Any]) -> AsyncIterator[str]:
-        """Retries cover opening the stream up to its first delta; later failures end the reply."""
-        retrying = AsyncRetrying(
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
             stop=stop_after_attempt(max(1, self.settings.generation_retries)),
             wait=wait_exponential(multiplier=0.25, max=4.0),
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
-        async for attempt in retrying:
+
+    async def _stream_with_retries(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        """Retries cover opening the stream up to its first delta; later failures end the reply."""
+        async for attempt in self._retrying():
             with attempt:
                 chunks = self._chat(body)
                 first = await anext(chunks, None)
@@ -320,16 +327,17 @@ class RemoteEngine:
         """The request fields that pick this person's adapter, or the base model's."""
         base = {"model": self._model}
         mode = self.settings.generation_adapters
-        if person_id is None or mode == "none":
+        if mode == "none":
             return base
-        name = await asyncio.to_thread(self.adapters.current_name, person_id)
-        if name is None:
-            return base
+        name = None if person_id is None else await asyncio.to_thread(self.adapters.current_name, person_id)
         if mode == "llamacpp":
-            return await self._llamacpp_fields(name) or base
-        if await self._vllm_ready(name):
+            return (await self._llamacpp_fields(name) if name else None) or base
+        zero = self.settings.generation_zero_adapter
+        if zero and not await self._vllm_ready(ZERO_ADAPTER):
+            return base  # no row names an adapter until every row can (see ZERO_ADAPTER)
+        if name is not None and await self._vllm_ready(name):
             return {"model": name}
-        return base
+        return {"model": ZERO_ADAPTER} if zero else base
 
     async def _vllm_ready(self, name: str) -> bool:
         if time.monotonic() - self._loaded_at > LOADED_TTL_SECONDS:
@@ -346,11 +354,15 @@ class RemoteEngine:
             if ok:
                 self._loaded.add(name)
             else:
-                self._load_failed[name] = time.monotonic() + LOAD_RETRY_SECONDS
+                # the zero adapter appears with the first published one: look again soon
+                wait = ZERO_RETRY_SECONDS if name == ZERO_ADAPTER else LOAD_RETRY_SECONDS
+                self._load_failed[name] = time.monotonic() + wait
             return ok
 
     async def _load(self, name: str) -> bool:
         """Load a published adapter (the server restarted, or the worker's load did not reach it)."""
+        if name == ZERO_ADAPTER:
+            return await asyncio.to_thread(self.adapters.zero)
         if not await asyncio.to_thread(self.adapters.is_published, name):
             return False
         try:

@@ -1,10 +1,11 @@
 """Each person's adapter on a serving engine: published where the server reads it, loaded there,
 named per request, and withdrawn on rollback or forgetting.
 
-An adapter's served name is `<person key>-<version>`: the person key is a hash of the person id
-(core/llm/adapters.py), so a name belongs to exactly one person and says nothing about them, and
-a new version, a rollback or a retrain gets a new name, never a reused one. A request for a person
-whose adapter is not on the server is answered by the base model, never by another name.
+An adapter's served name is `<person key>-<version>-<weights digest>`: the person key is a hash
+of the person id (core/llm/adapters.py), so a name belongs to exactly one person and says nothing
+about them, and new weights always get a new name, never a reused one. A request for a person
+whose adapter is not on the server is answered by the base model (or the all-zero adapter, which
+is the same), never by another name.
 
 - vLLM (`generation_adapters = "vllm"`): the version's PEFT files are copied into the publish
   directory (shared storage the server reads) and loaded with `POST /v1/load_lora_adapter` (the
@@ -21,6 +22,7 @@ the chat process loads a published adapter itself when the server lost it (a res
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -48,8 +50,26 @@ def auth_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
 
-def served_name(person_id: str, version: str) -> str:
-    return f"{person_key(person_id)}-{version}"
+# Named in every request that has no adapter of its own (see ServedAdapters.zero): vLLM's CPU build
+# (0.32.0) indexes its LoRA slots with -1 for such rows in a batch that mixes in adapters, which
+# in torch is the LAST slot, so a person without an adapter was answered with whoever's adapter
+# sat there (measured: garbage replies for base rows next to two adapters). An all-zero adapter
+# adds exactly nothing and keeps every row's index valid.
+ZERO_ADAPTER = "confidante-zero"
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def served_name(person_id: str, version_dir: Path) -> str:
+    """`<person key>-<version>-<digest of the weights>`: a retrained v0001 after a forget_me, or a
+    data dir restored from a backup, never reuses a name a server may still hold other weights
+    under."""
+    weights = version_dir / WEIGHTS
+    stat = weights.stat()
+    key = (str(weights), stat.st_mtime_ns, stat.st_size)
+    if key not in _digests:
+        _digests[key] = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
+    return f"{person_key(person_id)}-{version_dir.name}-{_digests[key]}"
 
 
 def gguf_file(name: str) -> str:
@@ -71,7 +91,10 @@ class ServedAdapters:
     def current_name(self, person_id: str) -> str | None:
         """The served name of the adapter this person's replies should use now (None: base)."""
         path = self.store.serving_path(person_id)
-        return None if path is None else served_name(person_id, path.name)
+        try:
+            return None if path is None else served_name(person_id, path)
+        except OSError:  # removed a moment ago (rollback, forgetting): the base model
+            return None
 
     def published_path(self, name: str) -> Path:
         return self.root / name
@@ -99,6 +122,7 @@ class ServedAdapters:
         if source is not None and not self.is_published(name):
             self._copy(source, name)
         if self.mode == "vllm":
+            self.zero()
             self.load(name)
         self.withdraw(person_id, keep=name)
         return name
@@ -124,6 +148,34 @@ class ServedAdapters:
         if gone:
             log.info("adapter.withdrawn", person=prefix[:-1], names=len(gone))
         return gone
+
+    def zero(self) -> bool:
+        """Publish (once) and load the all-zero adapter that requests without an adapter name
+        (see ZERO_ADAPTER). It is made from any published adapter, with every matrix zeroed, so
+        it fits the served model without reading its config; False while none is published."""
+        if self.mode != "vllm" or not self.settings.generation_zero_adapter:
+            return False
+        if not self.is_published(ZERO_ADAPTER):
+            template = next(
+                (p for p in sorted(self.root.glob("*/" + WEIGHTS)) if p.parent.name != ZERO_ADAPTER), None
+            ) if self.root.exists() else None  # fmt: skip
+            if template is None:
+                return False
+            self._write_zero(template.parent)
+        return self.load(ZERO_ADAPTER)
+
+    def _write_zero(self, template: Path) -> None:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".{ZERO_ADAPTER}.", dir=self.root))
+        tensors = {k: torch.zeros_like(v) for k, v in load_file(str(template / WEIGHTS)).items()}
+        save_file(tensors, str(tmp / WEIGHTS))
+        shutil.copy2(template / CONFIG, tmp / CONFIG)
+        try:
+            os.replace(tmp, self.published_path(ZERO_ADAPTER))
+        except OSError:  # another process published it first
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _copy(self, source: Path, name: str) -> None:
         """Written to a hidden sibling and renamed, so the server never reads half an adapter."""

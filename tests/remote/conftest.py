@@ -17,6 +17,11 @@ import pytest
 
 from infra.vllm.server import VLLMServer
 
+# as many LoRA slots as one test batch uses (two people + the zero adapter): every slot is taken,
+# so a row without a valid adapter index would be answered with someone else's (see
+# core/llm/served_adapters.py, ZERO_ADAPTER) and the test would see it
+MAX_LORAS = 3
+
 _server: VLLMServer | None = None
 
 
@@ -28,7 +33,7 @@ def pytest_collection_modifyitems(
     if os.environ.get("CONFIDANTE_TEST_VLLM_URL"):
         return
     if _server is None and any(item.get_closest_marker("vllm") for item in items):
-        _server = VLLMServer()
+        _server = VLLMServer(max_loras=MAX_LORAS)
         _server.launch()
         atexit.register(_server.stop)  # also when the session ends before the fixture ran
 
@@ -40,7 +45,7 @@ def vllm_url() -> Iterator[str]:
         yield os.environ["CONFIDANTE_TEST_VLLM_URL"].rstrip("/")
         return
     global _server
-    server = _server or VLLMServer()
+    server = _server or VLLMServer(max_loras=MAX_LORAS)
     if _server is None:
         server.launch()
     waited = time.monotonic()

@@ -42,7 +42,7 @@ def _make_adapter(model, path: Path, seed: int) -> None:
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_" in name:
-                p.mul_(0.3)
+                p.mul_(0.7)  # changes the answer, still sentences
     peft_model.save_pretrained(path)
 
 
@@ -138,7 +138,7 @@ async def test_rollback_and_forgetting_unload_and_the_base_model_answers(setting
     first = served.publish(person)
     second_version = _promote(settings, local.model, person, 44)
     second = served.publish(person)
-    assert second.endswith(second_version) and second != first
+    assert f"-{second_version}-" in second and second != first
     listed = _listed(settings)
     assert second in listed and first not in listed, "a newer version unloads the older one"
 
