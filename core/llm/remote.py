@@ -331,7 +331,7 @@ class RemoteEngine:
             return base
         name = None if person_id is None else await asyncio.to_thread(self.adapters.current_name, person_id)
         if mode == "llamacpp":
-            return (await self._llamacpp_fields(name) if name else None) or base
+            return await self._llamacpp_fields(name)
         zero = self.settings.generation_zero_adapter
         if zero and not await self._vllm_ready(ZERO_ADAPTER):
             return base  # no row names an adapter until every row can (see ZERO_ADAPTER)
@@ -377,8 +377,10 @@ class RemoteEngine:
             log.warning("adapter.load_failed", name=name, status=response.status_code)
         return ok
 
-    async def _llamacpp_fields(self, name: str) -> dict[str, Any] | None:
-        """llama.cpp picks adapters by id; every adapter not named gets scale 0 explicitly."""
+    async def _llamacpp_fields(self, name: str | None) -> dict[str, Any]:
+        """llama.cpp picks adapters by id. A request without a `lora` field gets every adapter at
+        its global scale (1 unless started with --lora-init-without-apply), so each request lists
+        them all: the person's at 1, every other at 0 (all at 0 for the base model)."""
         if name not in self._lora_ids or time.monotonic() - self._loaded_at > LOADED_TTL_SECONDS:
             try:
                 response = await self._http().get(self.root + "/lora-adapters")
@@ -390,11 +392,10 @@ class RemoteEngine:
                 listing = []
             self._lora_ids = {Path(a["path"]).name.removesuffix(".gguf"): int(a["id"]) for a in listing}
             self._loaded_at = time.monotonic()
-        chosen = self._lora_ids.get(name)
-        if chosen is None:
-            return None
-        others = [{"id": i, "scale": 0.0} for i in self._lora_ids.values() if i != chosen]
-        return {"model": self._model, "lora": [{"id": chosen, "scale": 1.0}, *others]}
+        chosen = self._lora_ids.get(name) if name else None
+        mine = [{"id": chosen, "scale": 1.0}] if chosen is not None else []
+        others = [{"id": i, "scale": 0.0} for i in sorted(self._lora_ids.values()) if i != chosen]
+        return {"model": self._model, "lora": mine + others}
 
 
 def _describe(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ import httpx
 import structlog
 
 from core.config import Settings
-from core.llm.adapters import CONFIG, WEIGHTS, AdapterStore, person_key
+from core.llm.adapters import CONFIG, WEIGHTS, AdapterError, AdapterStore, person_key
 
 log = structlog.get_logger(__name__)
 
@@ -187,8 +187,15 @@ class ServedAdapters:
             if self.mode == "llamacpp":
                 from core.llm.lora_gguf import peft_to_gguf
 
-                peft_to_gguf(source, self.root / f".{gguf_file(name)}.tmp")
-                os.replace(self.root / f".{gguf_file(name)}.tmp", self.root / gguf_file(name))
+                model_config = Path(self.settings.generation_tokenizer or "") / "config.json"
+                if not model_config.exists():
+                    raise AdapterError(
+                        "llama.cpp adapters need the served model's config.json: set "
+                        "CONFIDANTE_GENERATION_TOKENIZER to the model's directory."
+                    )
+                part = self.root / f".{gguf_file(name)}.tmp"
+                peft_to_gguf(source, part, model_config)
+                os.replace(part, self.root / gguf_file(name))
             os.replace(tmp, self.published_path(name))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

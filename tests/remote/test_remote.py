@@ -49,6 +49,7 @@ class FakeServer:
         app.router.add_post("/v1/load_lora_adapter", self.load)
         app.router.add_post("/v1/unload_lora_adapter", self.unload)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/lora-adapters", self.lora_adapters)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -93,6 +94,15 @@ class FakeServer:
     async def unload(self, request: web.Request) -> web.Response:
         self.loaded.discard((await request.json())["lora_name"])
         return web.Response(text="Success")
+
+    async def lora_adapters(self, request: web.Request) -> web.Response:
+        """llama.cpp's server: the adapters it was started with (`--lora`), by id."""
+        return web.json_response(
+            [
+                {"id": i, "path": f"/adapters/{n}.gguf", "scale": 0.0}
+                for i, n in enumerate(sorted(self.loaded))
+            ]
+        )
 
     async def tokenize(self, request: web.Request) -> web.Response:
         words = (await request.json())["prompt"].split()
@@ -316,3 +326,22 @@ async def test_forgetting_withdraws_every_version_and_a_retrain_gets_a_new_name(
     _publish(settings, "ann", 2)  # v0001 again, other weights
     second = await asyncio.to_thread(ServedAdapters(settings).publish, "ann")
     assert second != first and second.split("-")[1] == first.split("-")[1] == "v0001"
+
+
+async def test_llama_cpp_picks_the_persons_adapter_by_id_and_zeroes_the_others(fake, tmp_path):
+    settings = _settings(tmp_path, fake.url, generation_adapters="llamacpp")
+    _publish(settings, "ann", 1)
+    _publish(settings, "ben", 2)
+    served = ServedAdapters(settings)
+    ann, ben = served.current_name("ann"), served.current_name("ben")
+    fake.loaded = {ann, ben}  # the server was started with both GGUF files
+    ids = {n: i for i, n in enumerate(sorted(fake.loaded))}
+    engine = RemoteEngine(settings)
+    await engine.generate(HELLO, adapter="ben")
+    body = fake.chats[-1]
+    assert body["model"] == "base"
+    assert body["lora"] == [{"id": ids[ben], "scale": 1.0}, {"id": ids[ann], "scale": 0.0}]
+    # no adapter: every adapter at scale 0 (without the field llama.cpp applies them all)
+    await engine.generate(HELLO, adapter="cleo")
+    assert fake.chats[-1]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
+    await engine.aclose()
