@@ -335,11 +335,11 @@ class RemoteEngine:
         zero = self.settings.generation_zero_adapter
         if zero and not await self._vllm_ready(ZERO_ADAPTER):
             return base  # no row names an adapter until every row can (see ZERO_ADAPTER)
-        if name is not None and await self._vllm_ready(name):
+        if name is not None and await self._vllm_ready(name, person_id):
             return {"model": name}
         return {"model": ZERO_ADAPTER} if zero else base
 
-    async def _vllm_ready(self, name: str) -> bool:
+    async def _vllm_ready(self, name: str, person_id: str | None = None) -> bool:
         if time.monotonic() - self._loaded_at > LOADED_TTL_SECONDS:
             await self._refresh_models()
         if name in self._loaded:
@@ -350,7 +350,7 @@ class RemoteEngine:
         async with lock:
             if name in self._loaded:
                 return True
-            ok = await self._load(name)
+            ok = await self._load(name, person_id)
             if ok:
                 self._loaded.add(name)
             else:
@@ -359,12 +359,15 @@ class RemoteEngine:
                 self._load_failed[name] = time.monotonic() + wait
             return ok
 
-    async def _load(self, name: str) -> bool:
-        """Load a published adapter (the server restarted, or the worker's load did not reach it)."""
+    async def _load(self, name: str, person_id: str | None) -> bool:
+        """Load a published adapter (the server restarted, or the worker's load did not reach it);
+        one trained before generation moved to a server is published from the data dir first."""
         if name == ZERO_ADAPTER:
             return await asyncio.to_thread(self.adapters.zero)
         if not await asyncio.to_thread(self.adapters.is_published, name):
-            return False
+            if person_id is None:
+                return False
+            return await asyncio.to_thread(self.adapters.publish, person_id) == name
         try:
             response = await self._http().post(
                 self.root + "/v1/load_lora_adapter",

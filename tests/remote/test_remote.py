@@ -345,3 +345,16 @@ async def test_llama_cpp_picks_the_persons_adapter_by_id_and_zeroes_the_others(f
     await engine.generate(HELLO, adapter="cleo")
     assert fake.chats[-1]["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
     await engine.aclose()
+
+
+async def test_an_adapter_trained_before_the_server_is_published_on_first_use(fake, tmp_path):
+    settings = _settings(tmp_path, fake.url)
+    _publish(settings, "ann", 1)  # promoted on disk, never published (no server back then)
+    _publish(settings, "ben", 2)
+    await asyncio.to_thread(ServedAdapters(settings).publish, "ben")
+    name = ServedAdapters(settings).current_name("ann")
+    assert not (settings.served_adapter_dir / name).exists()
+    engine = RemoteEngine(settings)
+    await engine.generate(HELLO, adapter="ann")
+    assert fake.chats[-1]["model"] == name and (settings.served_adapter_dir / name).exists()
+    await engine.aclose()
