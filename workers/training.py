@@ -98,6 +98,8 @@ def answer_logits(model: Any, ids: Any, labels: Any, mask: Any) -> tuple[Any, An
 
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = core.get_decoder(), core.get_output_embeddings()
+    device = head.weight.device  # batches are built on the CPU; a GPU worker's model is on CUDA
+    ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
     rows, width = ids.shape
     answer = labels != -100
     # the shared prefix: identical, unmasked, unlabelled in every row, and ending before the
@@ -346,13 +348,18 @@ _BASE_GENERAL: weakref.WeakKeyDictionary[Any, dict[tuple, float]] = weakref.Weak
 
 
 def training_model(settings: Settings) -> LoadedModel:
-    """The base model in this worker process, loaded once, in the dtype refreshes train in."""
+    """The base model in this worker process, loaded once, in the dtype refreshes train in, on
+    CONFIDANTE_DEVICE (auto: CUDA where there is one: a GPU worker on the `adapters` queue trains
+    with the same code, in bf16)."""
     import torch
 
-    dtype = "bfloat16" if train_dtype(settings.adapter_train_dtype, "cpu") == torch.bfloat16 else "float32"
-    key = (settings.model, dtype)
+    from core.llm.model import _device
+
+    device = _device(settings)
+    dtype = "bfloat16" if train_dtype(settings.adapter_train_dtype, device) == torch.bfloat16 else "float32"
+    key = (settings.model, dtype, device)
     if key not in _TRAINING_MODEL:
-        _TRAINING_MODEL[key] = load_model(settings.model_copy(update={"dtype": dtype, "device": "cpu"}))
+        _TRAINING_MODEL[key] = load_model(settings.model_copy(update={"dtype": dtype, "device": device}))
     return _TRAINING_MODEL[key]
 
 

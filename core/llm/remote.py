@@ -269,9 +269,9 @@ class RemoteEngine:
         try:
             async with self._http().stream("POST", self.root + "/v1/chat/completions", json=body) as response:
                 if response.status_code == 404 and body.get("model") != self._model:
-                    # the server lost this adapter (a restart): the base model answers, and the
-                    # adapter is loaded again on the next request
-                    self._loaded.discard(body["model"])
+                    # the server lost this adapter (a restart lost them all): the base model
+                    # answers, and the adapters are loaded again on the next requests
+                    self._loaded.clear()
                     body["model"] = self._model
                     raise _Transient("adapter not on the server")
                 if response.status_code >= 500 or response.status_code == 429:
