@@ -584,5 +584,9 @@ def sync_server(person_id: str, settings: Settings) -> None:
     """With a serving engine: publish what this person's replies should use now (loading it
     there) and unload every other version of theirs; a no-op without CONFIDANTE_GENERATION_URL."""
     served = ServedAdapters(settings)
-    if served.mode != "none":
+    if served.mode == "none":
+        return
+    try:
         served.publish(person_id)
+    except Exception as exc:  # the promotion stands; the chat process publishes on first use
+        log.warning("adapter.publish_failed", error=f"{type(exc).__name__}: {exc}"[:200])
