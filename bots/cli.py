@@ -143,8 +143,15 @@ def worker(
         bool, typer.Option(help="Also run the periodic tasks (run it in one worker only)")
     ] = True,
     concurrency: Annotated[int, typer.Option(help="Tasks at once (1: one process)")] = 1,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated queues: confidante (consolidation, upkeep) and adapters "
+            "(training; give it to a GPU machine)"
+        ),
+    ] = "confidante,adapters",
 ) -> None:
-    """Run a background worker for CONFIDANTE_BROKER_URL (memory consolidation, upkeep)."""
+    """Run a background worker for CONFIDANTE_BROKER_URL (memory consolidation, upkeep, adapters)."""
     settings = get_settings()
     if not settings.broker_url:
         err.print(
@@ -152,9 +159,14 @@ def worker(
             "worker; set CONFIDANTE_BROKER_URL=redis://host:6379/0 to run workers separately."
         )
         raise typer.Exit(2)
-    from workers.worker import run_worker
+    from workers.worker import ALL_QUEUES, run_worker
 
-    run_worker(beat=beat, concurrency=concurrency)
+    chosen = tuple(q.strip() for q in queues.split(",") if q.strip())
+    unknown = sorted(set(chosen) - set(ALL_QUEUES))
+    if not chosen or unknown:
+        err.print(f"[red]Unknown queue {', '.join(unknown) or '(none)'}.[/red] Use: {', '.join(ALL_QUEUES)}")
+        raise typer.Exit(2)
+    run_worker(beat=beat, concurrency=concurrency, queues=chosen)
 
 
 def _jobs(settings: Settings, *, start_worker: bool = True):

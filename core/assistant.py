@@ -277,7 +277,9 @@ class Assistant:
                 yield delta
         except Exception as exc:  # the person must hear that something went wrong
             log.error("generation failed", error=str(exc), person=person.person_id)
-            note = "Sorry, I couldn't finish that reply (the model failed). Your message is saved; try again."
+            note = getattr(exc, "user_message", None) or (
+                "Sorry, I couldn't finish that reply (the model failed). Your message is saved; try again."
+            )
             parts.append(("\n\n" if parts else "") + note)
             yield parts[-1]
         text = "".join(parts).strip()
@@ -489,8 +491,13 @@ def open_store(settings: Settings) -> Store:
 def build_assistant(
     settings: Settings, *, engine: ChatEngine | None = None, jobs: Jobs | None = None
 ) -> Assistant:
-    """The default composition: LanceDB under the data dir, the configured model, given jobs."""
+    """The default composition: LanceDB under the data dir, the configured model (or the serving
+    engine at CONFIDANTE_GENERATION_URL), given jobs."""
     store = open_store(settings)
+    if engine is None and settings.remote_generation:
+        from core.llm.remote import RemoteEngine
+
+        engine = RemoteEngine(settings)  # no local model: the server generates
     if engine is None:
         from core.llm.engine import Engine
         from core.llm.model import load_model

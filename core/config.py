@@ -51,6 +51,31 @@ class Settings(BaseSettings):
         "told you before and use it when it helps."
     )
 
+    # generation on a serving engine (core/llm/remote.py) instead of in this process: the URL of an
+    # OpenAI-compatible server (vLLM, llama.cpp's server, Ollama), e.g. http://gpu1:8000/v1
+    generation_url: str | None = None
+    generation_api_key: SecretStr | None = None
+    generation_model: str | None = None  # the served base model's name; unset: the server's first
+    # how each person's adapter reaches the server: vllm (runtime LoRA loading), llamacpp (GGUF
+    # adapters given at its start, chosen per request), none (base model only: Ollama, others)
+    generation_adapters: Literal["vllm", "llamacpp", "none"] = "vllm"
+    # the served model's tokenizer files (a local directory), for prompt budgets; unset: the
+    # server's /tokenize endpoint
+    generation_tokenizer: str | None = None
+    generation_connect_timeout: float = 3.0
+    generation_read_timeout: float = 60.0  # longest wait for the next streamed token
+    generation_retries: int = 3  # attempts before the first token; none after (text was sent)
+    generation_breaker_failures: int = 3  # failed requests in a row that open the circuit
+    generation_breaker_seconds: float = 10.0  # answer at once while open, then try again
+    # where promoted adapters are published for the server (shared storage), and that same
+    # directory as the server sees it when it is mounted elsewhere
+    generation_adapter_dir: Path | None = None
+    generation_adapter_server_dir: str | None = None
+    # vLLM: requests without an adapter name an all-zero one, so no batch row runs adapter-less
+    # next to adapters: vLLM's CPU build gives such rows its last LoRA slot (someone else's
+    # adapter). Costs a little throughput; a CUDA server may turn it off.
+    generation_zero_adapter: bool = True
+
     # recall's in-memory search cache (core/memory/hot.py): rows of people who talk now, in all
     # at most this many MiB (a person with 100k turns takes ~200 MiB); 0 turns it off
     search_cache_mb: int = 768
@@ -211,6 +236,15 @@ class Settings(BaseSettings):
     @property
     def matrix_enabled(self) -> bool:
         return self.matrix_homeserver is not None and self.matrix_user_id is not None
+
+    @property
+    def remote_generation(self) -> bool:
+        return bool(self.generation_url)
+
+    @property
+    def served_adapter_dir(self) -> Path:
+        """Where promoted adapters are published for the serving engine."""
+        return self.generation_adapter_dir or self.data_dir / "served_adapters"
 
     @property
     def models_dir(self) -> Path:

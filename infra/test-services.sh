@@ -26,5 +26,8 @@ fi
 # Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
 # the test session itself starts and stops the server.
 bash "$(dirname "$0")/synapse/setup.sh"
+# vLLM's CPU build for the remote-generation tests, in its own venv (~2 min and ~3.5 GB the first
+# time, then instant); the test session starts and stops the server
+bash "$(dirname "$0")/vllm/setup.sh"
 
 "$@"

@@ -21,6 +21,9 @@ from celery import Celery
 from core.config import Settings, get_settings
 
 QUEUE = "confidante"
+# adapter training on a queue of its own: a GPU worker machine takes it (`confidante worker
+# --queues adapters`) while CPU workers keep consolidating
+QUEUE_ADAPTERS = "adapters"
 
 TASK_CONSOLIDATE = "confidante.consolidate"
 TASK_REFRESH_PROFILE = "confidante.refresh_profile"
@@ -93,6 +96,9 @@ def make_app(settings: Settings | None = None) -> Celery:
     else:
         conf.update(
             broker_url=settings.broker_url,
+            # embedded mode keeps one queue: its single worker takes both, and `drained` relies
+            # on everything queued before the marker being in front of it
+            task_routes={TASK_REFRESH_ADAPTER: {"queue": QUEUE_ADAPTERS}},
             broker_transport_options={
                 "visibility_timeout": settings.broker_visibility_timeout,
                 "unacked_restore_interval": settings.broker_restore_interval,

@@ -78,10 +78,15 @@ def extractor() -> Extractor:
 
 
 def _model_completion(s: Settings) -> Callable[[list[dict[str, str]]], str]:
-    from core.llm.engine import Engine
-    from core.llm.model import load_model
+    if s.remote_generation:
+        from core.llm.remote import RemoteEngine
 
-    engine = Engine(load_model(s), s)
+        engine = RemoteEngine(s)
+    else:
+        from core.llm.engine import Engine
+        from core.llm.model import load_model
+
+        engine = Engine(load_model(s), s)
 
     def complete(messages: list[dict[str, str]]) -> str:
         async def collect() -> str:

@@ -28,6 +28,7 @@ import structlog
 from core.config import Settings
 from core.llm.adapters import AdapterStore, AdapterVersion, plain_copy
 from core.llm.model import LoadedModel, load_model
+from core.llm.served_adapters import ServedAdapters
 from workers.replay import Pair, context_pairs, replay_sets
 from workers.threads import ThreadGovernor, torch_threads
 from workers.training_data import (  # noqa: F401  (re-exported: callers import them from here)
@@ -97,6 +98,8 @@ def answer_logits(model: Any, ids: Any, labels: Any, mask: Any) -> tuple[Any, An
 
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = core.get_decoder(), core.get_output_embeddings()
+    device = head.weight.device  # batches are built on the CPU; a GPU worker's model is on CUDA
+    ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
     rows, width = ids.shape
     answer = labels != -100
     # the shared prefix: identical, unmasked, unlabelled in every row, and ending before the
@@ -345,13 +348,18 @@ _BASE_GENERAL: weakref.WeakKeyDictionary[Any, dict[tuple, float]] = weakref.Weak
 
 
 def training_model(settings: Settings) -> LoadedModel:
-    """The base model in this worker process, loaded once, in the dtype refreshes train in."""
+    """The base model in this worker process, loaded once, in the dtype refreshes train in, on
+    CONFIDANTE_DEVICE (auto: CUDA where there is one: a GPU worker on the `adapters` queue trains
+    with the same code, in bf16)."""
     import torch
 
-    dtype = "bfloat16" if train_dtype(settings.adapter_train_dtype, "cpu") == torch.bfloat16 else "float32"
-    key = (settings.model, dtype)
+    from core.llm.model import _device
+
+    device = _device(settings)
+    dtype = "bfloat16" if train_dtype(settings.adapter_train_dtype, device) == torch.bfloat16 else "float32"
+    key = (settings.model, dtype, device)
     if key not in _TRAINING_MODEL:
-        _TRAINING_MODEL[key] = load_model(settings.model_copy(update={"dtype": dtype, "device": "cpu"}))
+        _TRAINING_MODEL[key] = load_model(settings.model_copy(update={"dtype": dtype, "device": device}))
     return _TRAINING_MODEL[key]
 
 
@@ -463,6 +471,7 @@ def refresh_adapter(
             adapters.set_current(person_id, name)
             if previous is not None:
                 adapters.update_meta(previous, status="previous")
+            sync_server(person_id, settings)
             person = store.person(person_id)
             if person is not None:
                 person.adapter_version = name
@@ -508,6 +517,7 @@ def rollback(person_id: str, settings: Settings, to: str | None = None) -> Adapt
                 adapters.update_meta(v, status="rolled_back")
         adapters.set_current(person_id, target.version)
         adapters.update_meta(target, status="current")
+        sync_server(person_id, settings)
         return target
 
 
@@ -543,6 +553,7 @@ def drop_versions(person_id: str, settings: Settings, names: Iterable[str]) -> N
     for v in adapters.versions(person_id):
         if v.version in names:
             shutil.rmtree(v.path, ignore_errors=True)
+    sync_server(person_id, settings)
 
 
 def memory_changed(person_id: str, store: Any, settings: Settings) -> list[str]:
@@ -564,5 +575,18 @@ def memory_changed(person_id: str, store: Any, settings: Settings) -> list[str]:
 
 
 def forget_person(person_id: str, settings: Settings) -> None:
-    """The person was erased: every adapter version goes too."""
+    """The person was erased: every adapter version goes too, on the serving engine as well."""
+    ServedAdapters(settings).withdraw(person_id)
     AdapterStore(settings).drop_person(person_id)
+
+
+def sync_server(person_id: str, settings: Settings) -> None:
+    """With a serving engine: publish what this person's replies should use now (loading it
+    there) and unload every other version of theirs; a no-op without CONFIDANTE_GENERATION_URL."""
+    served = ServedAdapters(settings)
+    if served.mode == "none":
+        return
+    try:
+        served.publish(person_id)
+    except Exception as exc:  # the promotion stands; the chat process publishes on first use
+        log.warning("adapter.publish_failed", error=f"{type(exc).__name__}: {exc}"[:200])

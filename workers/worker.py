@@ -13,7 +13,9 @@ import sys
 import structlog
 
 from core.config import get_settings
-from workers.app import QUEUE, app, ensure_dirs, is_embedded, redacted_url
+from workers.app import QUEUE, QUEUE_ADAPTERS, app, ensure_dirs, is_embedded, redacted_url
+
+ALL_QUEUES = (QUEUE, QUEUE_ADAPTERS)
 
 
 def _logging(level: str) -> None:
@@ -35,11 +37,13 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def worker_argv(*, beat: bool, loglevel: str, concurrency: int = 1) -> list[str]:
+def worker_argv(
+    *, beat: bool, loglevel: str, concurrency: int = 1, queues: tuple[str, ...] = ALL_QUEUES
+) -> list[str]:
     argv = [
         "worker",
         "--queues",
-        QUEUE,
+        ",".join(queues),
         "--loglevel",
         loglevel,
         "--without-gossip",
@@ -54,16 +58,22 @@ def worker_argv(*, beat: bool, loglevel: str, concurrency: int = 1) -> list[str]
     return argv
 
 
-def run_worker(*, beat: bool = True, concurrency: int = 1) -> None:
+def run_worker(*, beat: bool = True, concurrency: int = 1, queues: tuple[str, ...] = ALL_QUEUES) -> None:
     """Blocks until the worker stops (SIGTERM: finish the current task, then stop)."""
     settings = app.confidante_settings
     _logging(settings.log_level)
     _one_thread()
     ensure_dirs(settings)
     structlog.get_logger(__name__).info(
-        "worker starting", broker=redacted_url(settings.broker_url), beat=beat, concurrency=concurrency
+        "worker starting",
+        broker=redacted_url(settings.broker_url),
+        beat=beat,
+        concurrency=concurrency,
+        queues=",".join(queues),
     )
-    app.worker_main(worker_argv(beat=beat, loglevel=settings.log_level, concurrency=concurrency))
+    app.worker_main(
+        worker_argv(beat=beat, loglevel=settings.log_level, concurrency=concurrency, queues=queues)
+    )
 
 
 def main() -> None:
