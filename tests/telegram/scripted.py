@@ -39,6 +39,12 @@ class ScriptedAssistant:
     received: list[Incoming] = field(default_factory=list)
     closed: list[tuple[str, str]] = field(default_factory=list)
 
+    def accept(self, msg: Incoming) -> None:
+        """The real core records it in its inbox; nothing survives a restart here."""
+
+    async def unanswered(self, platform: str) -> list[Incoming]:
+        return []
+
     async def handle(self, msg: Incoming) -> Reply | None:
         self.received.append(msg)
         if not msg.addressed or msg.edited:
