@@ -27,7 +27,7 @@ from core.inbox import Entry, Inbox, Receipt, State, key_of
 from core.jobs import Jobs, NoJobs
 from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
 from core.memory.recall import ChatContext, Recall, Recalled
-from core.memory.records import Person, Turn
+from core.memory.records import Person, Turn, turn_id
 from core.memory.store import Store
 from core.memory.writer import TurnsNotWritten
 from core.messages import Incoming, Reply
@@ -258,6 +258,14 @@ class Assistant:
             if record:
                 self._remember(person, chat, turn)
             return None
+        if late:  # the run that crashed may have finished the reply, only not shown it
+            answered = await asyncio.to_thread(
+                self.store.turns_by_ids, [turn_id(msg.platform, msg.chat_id, msg.message_id, "assistant")]
+            )
+            if answered:
+                if record:
+                    self._remember(person, chat, turn)
+                return Reply(text=answered[0].text, thread_id=msg.thread_id, reply_to=msg.message_id)
         if len(text) > limit:
             if record:
                 self._remember(person, chat, turn)
@@ -500,8 +508,10 @@ class Assistant:
 
 
 async def _prefixed(prefix: str, stream: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield prefix
+    """The stream with `prefix` before its first text (an empty reply stays empty)."""
     async for delta in stream:
+        if prefix and delta:
+            delta, prefix = prefix + delta, ""
         yield delta
 
 
