@@ -3,6 +3,7 @@ complete answer, and the answer is the one the assistant stored."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def stored_replies(data_dir: Path, platform: str) -> dict[tuple[str, str], str]:
 
 def words(text: str) -> str:
     """The text without markup or spacing: what survives every platform's rendering."""
-    return re.sub(r"\W+", "", text)
+    return re.sub(r"\W+", "", html.unescape(text))
 
 
 def complete(shown: str, stored: str) -> bool:
@@ -48,3 +49,23 @@ def inbox_states(data_dir: Path) -> dict[tuple[str, str, str], str]:
         }
     finally:
         db.close()
+
+
+async def until(predicate, timeout: float) -> None:
+    """Poll `predicate` (it reads files and fakes) until it holds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
