@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -70,6 +71,24 @@ class AssistantLike(Protocol):
     async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
     async def chat_closed(self, platform: str, chat_id: str) -> None: ...
     def command_list(self) -> list[tuple[str, str]]: ...
+
+
+class _NoEventBodies(logging.Filter):
+    """nio logs a failed validation with the whole event or response, message text included:
+    only its first line (which property failed) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Error validating"):
+            first = message.splitlines()[0]
+            record.msg = first if first.endswith("is a required property") else first.split(":")[0]
+            record.args = None
+        return True
+
+
+_NO_EVENT_BODIES = _NoEventBodies()
+for _name in ("nio.events.misc", "nio.responses"):
+    logging.getLogger(_name).addFilter(_NO_EVENT_BODIES)
 
 
 class MatrixConfigError(RuntimeError):
@@ -203,12 +222,7 @@ class MatrixBot:
         except BaseException:
             await self.client.close()
             raise
-        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
-        self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
-        self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
-        self.client.add_event_callback(self._on_redaction, RedactionEvent)
-        self.client.add_event_callback(self._on_member, RoomMemberEvent)
-        self.client.add_event_callback(self._on_bad_event, (BadEvent, UnknownBadEvent))
+        self.listen()
         if self.client.should_upload_keys:
             await self._retry(self.client.keys_upload)
         profile = await self._retry(self.client.get_displayname)
@@ -231,6 +245,15 @@ class MatrixBot:
         for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
+
+    def listen(self) -> None:
+        """Hand synced events to the handlers below."""
+        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
+        self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
+        self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
+        self.client.add_event_callback(self._on_redaction, RedactionEvent)
+        self.client.add_event_callback(self._on_member, RoomMemberEvent)
+        self.client.add_event_callback(self._on_bad_event, (BadEvent, UnknownBadEvent))
 
     async def stop(self, grace: float | None = None) -> None:
         """Sync no more; give replies in progress `grace` seconds (the shutdown grace period),

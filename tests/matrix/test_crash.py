@@ -122,7 +122,10 @@ async def test_sigkill_mid_stream_then_restart_answers_every_message_once(synaps
     )
     for (_, room_id, event_id, text), texts in zip(asked, after, strict=True):
         assert len(texts) == 1, f"message {text!r} has {len(texts)} answers: {texts}"
-        assert complete(texts[0], stored.get((room_id, event_id), "")), (texts[0], stored.get((room_id, event_id)))
+        assert complete(texts[0], stored.get((room_id, event_id), "")), (
+            texts[0],
+            stored.get((room_id, event_id)),
+        )
     late = sum(1 for t in after if t[0].startswith("(Sorry this is late"))
     assert late == len(asked) - done_before
     logged = log.read_text()

@@ -13,14 +13,10 @@ from tests.helpers import dm
 
 def process(settings, embedder, engine) -> Assistant:
     """What `confidante run` builds, on the same data dir: a new call is a new process."""
-    return Assistant(
-        settings, open_store(settings), engine, inbox=Inbox(settings.data_dir / "inbox.sqlite3")
-    )
+    return Assistant(settings, open_store(settings), engine, inbox=Inbox(settings.data_dir / "inbox.sqlite3"))
 
 
-async def test_a_message_left_mid_answer_is_answered_once_by_the_next_process(
-    settings, embedder, engine
-):
+async def test_a_message_left_mid_answer_is_answered_once_by_the_next_process(settings, embedder, engine):
     first = process(settings, embedder, engine)
     msg = dm("What did I say about the marathon?", platform="telegram")
     first.accept(msg)  # the channel records it before acknowledging the platform
