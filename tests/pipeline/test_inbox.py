@@ -42,6 +42,8 @@ async def test_a_message_left_mid_answer_is_answered_once_by_the_next_process(se
         assert sorted(t.role for t in stored) == ["assistant", "user"]  # the message is stored once
     finally:
         second.close()
+    inbox_files = [p for p in settings.data_dir.iterdir() if p.name.startswith("inbox")]
+    assert inbox_files and not [p for p in inbox_files if b"the marathon" in p.read_bytes()]
 
 
 async def test_an_answered_message_redelivered_after_a_restart_is_dropped(settings, embedder, engine):
