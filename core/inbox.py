@@ -31,8 +31,7 @@ from core.messages import Incoming
 
 Key = tuple[str, str, str]  # platform, chat id, message id
 
-# rows of answered messages are kept this long (a platform may redeliver within it), then purged
-KEEP_ANSWERED_SECONDS = 7 * 24 * 3600
+KEEP_SECONDS = 7 * 24 * 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -103,10 +102,9 @@ class Inbox:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(_SCHEMA)
-        self._db.execute(
-            "DELETE FROM inbox WHERE state = ? AND received_at < ?",
-            (State.ANSWERED, time.time() - KEEP_ANSWERED_SECONDS),
-        )
+        # past any late-reply window and any platform's redelivery (a channel that never asks
+        # for its unanswered messages, like the terminal, leaves them here until then)
+        self._db.execute("DELETE FROM inbox WHERE received_at < ?", (time.time() - KEEP_SECONDS,))
 
     def receive(self, msg: Incoming) -> Entry:
         """Record a message (once: a redelivery keeps the first row) and return its row."""
