@@ -137,8 +137,11 @@ def run() -> None:
     finally:
         if assistant is not None:
             assistant.close()  # staged turns reach LanceDB (and their jobs) before the jobs stop
-        # queued background work waits on disk for the next start: a stop must not take minutes
-        _close(jobs, drain=False, worker_timeout=WORKER_STOP_SECONDS)
+        if settings.telegram_enabled or settings.slack_enabled or settings.matrix_enabled:
+            # a service stops within its grace period: queued work waits on disk for the next start
+            _close(jobs, drain=False, worker_timeout=WORKER_STOP_SECONDS)
+        else:
+            _close(jobs)  # the terminal session ended: finish its background work first
 
 
 @app.command()
