@@ -70,6 +70,7 @@ class AssistantLike(Protocol):
 
     async def handle(self, msg: Incoming) -> Reply | None: ...
     def accept(self, msg: Incoming) -> None: ...
+    def dismiss(self, msg: Incoming) -> None: ...
     async def unanswered(self, platform: str) -> list[Incoming]: ...
     async def chat_closed(self, platform: str, chat_id: str) -> None: ...
     def command_list(self) -> list[tuple[str, str]]: ...
@@ -279,10 +280,8 @@ class TelegramChannel:
 
     async def _record(self, item: object) -> None:
         """Put a message update in the inbox (RecordingQueue); never let it stop the updater."""
-        if not isinstance(item, Update) or item.effective_message is None or self.me is None:
-            return
-        message = item.effective_message
-        if item.edited_message is not None or missing_field(message) is not None:
+        message = item.message if isinstance(item, Update) else None  # new messages only
+        if message is None or self.me is None or missing_field(message) is not None:
             return
         try:
             mapped = to_incoming(message, self.me, commands=self.commands)
@@ -337,31 +336,34 @@ class TelegramChannel:
         if self.settings.log_content:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
-            if await self._refused_setting(incoming, message):
-                return
-            await self._answer(incoming, Origin.of(incoming))
+            await self._answer_unless_refused(incoming, Origin.of(incoming))
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""
         origin = Origin.of(incoming)
         async with self._lock(origin.chat_id):
-            await self._answer(incoming, origin)
+            await self._answer_unless_refused(incoming, origin)
 
-    async def _refused_setting(self, incoming: Incoming, message: Message) -> bool:
+    async def _answer_unless_refused(self, incoming: Incoming, origin: Origin) -> None:
+        if await self._refused_setting(incoming, origin):
+            self.assistant.dismiss(incoming)
+            return
+        await self._answer(incoming, origin)
+
+    async def _refused_setting(self, incoming: Incoming, origin: Origin) -> bool:
         """Only a group's Telegram admins may change whether the group is kept as context."""
         if incoming.chat_kind != "group" or not _CONTEXT_CHANGE.match(incoming.text):
             return False
-        if message.sender_chat is not None and message.sender_chat.id == message.chat_id:
+        if incoming.sender_id == incoming.chat_id:
             return False  # an anonymous admin speaks as the group itself
-        user = message.from_user
         try:
-            member = await self.application.bot.get_chat_member(message.chat_id, user.id) if user else None
-        except TelegramError as exc:
-            log.warning("telegram.admin_check_failed", chat_id=message.chat_id, error=str(exc))
+            member = await self.application.bot.get_chat_member(origin.chat_id, int(incoming.sender_id))
+        except (TelegramError, ValueError) as exc:
+            log.warning("telegram.admin_check_failed", chat_id=origin.chat_id, error=type(exc).__name__)
             member = None
         if member is not None and member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
             return False
-        await self._guard(message.chat_id, self._send_text(message, ADMINS_ONLY))
+        await self._guard(origin.chat_id, self._send(origin, ADMINS_ONLY))
         return True
 
     async def _answer(self, incoming: Incoming, origin: Origin) -> None:

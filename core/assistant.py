@@ -91,6 +91,10 @@ class Assistant:
         if invalid_ids(msg) is None and not msg.edited:
             self.inbox.receive(msg)
 
+    def dismiss(self, msg: Incoming) -> None:
+        """The channel answered this message itself (a refusal): nothing is left to answer."""
+        self.inbox.answered(key_of(msg))
+
     async def unanswered(self, platform: str) -> list[Incoming]:
         """What an earlier run received on `platform` and never answered, oldest first, for the
         channel to answer now (each is answered once, with a note that it is late). Those older

@@ -191,6 +191,9 @@ class ScriptedAssistant:
     def accept(self, msg: Any) -> None:
         """The real core records it in its inbox; nothing survives a restart here."""
 
+    def dismiss(self, msg: Any) -> None:
+        """The channel answered it itself."""
+
     async def unanswered(self, platform: str) -> list[Any]:
         return []
 

@@ -130,6 +130,9 @@ class ScriptedAssistant:
     def accept(self, msg: Incoming) -> None:
         """The real core records it in its inbox; nothing survives a restart here."""
 
+    def dismiss(self, msg: Incoming) -> None:
+        """The channel answered it itself."""
+
     async def unanswered(self, platform: str) -> list[Incoming]:
         return []
 
