@@ -391,7 +391,8 @@ class TelegramChannel:
                 try:
                     await self._send(origin, SORRY)
                 except TelegramError as exc:
-                    log.error("telegram.apology_failed", chat_id=chat_id, error=str(exc))
+                    log.error("telegram.apology_failed", chat_id=chat_id, error=type(exc).__name__)
+                    return  # nothing reached them: left unanswered, the next start answers it
             if reply is not None:
                 reply.finished()
 
