@@ -56,7 +56,9 @@ async def test_sigterm_under_load_finishes_what_it_can_in_the_grace_period_and_l
         await asyncio.sleep(1.0)
         assert len(fake_api.of("getUpdates")) == polls_at_exit  # it takes no more updates
 
+        polls = len(fake_api.of("getUpdates"))
         proc = spawn(env(fake_api, data), str(log))
+        await fake_api.wait_for(lambda: len(fake_api.of("getUpdates")) > polls, timeout=120)  # serving
         await until(lambda: states() == ["answered"] * len(sent), 120)
         await asyncio.sleep(1.0)  # a duplicate would show up here
         await stop(proc)
