@@ -28,6 +28,9 @@ app.add_typer(adapter_app, name="adapter")
 err = Console(stderr=True)
 out = Console(highlight=False)
 
+# the embedded worker's warm shutdown finishes its task; past this it is killed (the task re-runs)
+WORKER_STOP_SECONDS = 5.0
+
 PersonOpt = Annotated[str, typer.Option("--person", "-p", help="Person id or console name")]
 
 
@@ -134,7 +137,11 @@ def run() -> None:
     finally:
         if assistant is not None:
             assistant.close()  # staged turns reach LanceDB (and their jobs) before the jobs stop
-        _close(jobs)
+        if settings.telegram_enabled or settings.slack_enabled or settings.matrix_enabled:
+            # a service stops within its grace period: queued work waits on disk for the next start
+            _close(jobs, drain=False, worker_timeout=WORKER_STOP_SECONDS)
+        else:
+            _close(jobs)  # the terminal session ended: finish its background work first
 
 
 @app.command()
@@ -188,10 +195,10 @@ def _attach(jobs, assistant) -> None:
         attach(assistant.store)
 
 
-def _close(jobs) -> None:
+def _close(jobs, **kwargs) -> None:
     close = getattr(jobs, "close", None)
     if close is not None:
-        close()
+        close(**kwargs)
 
 
 def _recall_items(recall, store, person_id: str, query: str, k: int, now=None) -> list[dict]:

@@ -33,6 +33,7 @@ async def render(reply: Reply, console: Console) -> str:
         console.print(f"[dim](saved {path})[/dim]")
     for button in reply.buttons:
         console.print(f"[dim]→ {button.label}: type {button.command}[/dim]")
+    reply.finished()
     return text
 
 

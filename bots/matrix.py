@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from nio import (
     UploadResponse,
     WhoamiResponse,
 )
+from nio.events.misc import BadEvent, UnknownBadEvent
 from nio.exceptions import EncryptionError, LocalProtocolError
 
 from bots.matrix_addressing import (
@@ -65,9 +67,28 @@ ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please tr
 
 class AssistantLike(Protocol):
     async def handle(self, msg: Incoming) -> Reply | None: ...
+    def accept(self, msg: Incoming) -> None: ...
     async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
     async def chat_closed(self, platform: str, chat_id: str) -> None: ...
     def command_list(self) -> list[tuple[str, str]]: ...
+
+
+class _NoEventBodies(logging.Filter):
+    """nio logs a failed validation with the whole event or response, message text included:
+    only its first line (which property failed) is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Error validating"):
+            first = message.splitlines()[0]
+            record.msg = first if first.endswith("is a required property") else first.split(":")[0]
+            record.args = None
+        return True
+
+
+_NO_EVENT_BODIES = _NoEventBodies()
+for _name in ("nio.events.misc", "nio.responses"):
+    logging.getLogger(_name).addFilter(_NO_EVENT_BODIES)
 
 
 class MatrixConfigError(RuntimeError):
@@ -201,11 +222,7 @@ class MatrixBot:
         except BaseException:
             await self.client.close()
             raise
-        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
-        self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
-        self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
-        self.client.add_event_callback(self._on_redaction, RedactionEvent)
-        self.client.add_event_callback(self._on_member, RoomMemberEvent)
+        self.listen()
         if self.client.should_upload_keys:
             await self._retry(self.client.keys_upload)
         profile = await self._retry(self.client.get_displayname)
@@ -229,12 +246,30 @@ class MatrixBot:
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
 
-    async def stop(self) -> None:
+    def listen(self) -> None:
+        """Hand synced events to the handlers below."""
+        self.client.add_event_callback(self._on_invite, InviteMemberEvent)
+        self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
+        self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
+        self.client.add_event_callback(self._on_redaction, RedactionEvent)
+        self.client.add_event_callback(self._on_member, RoomMemberEvent)
+        self.client.add_event_callback(self._on_bad_event, (BadEvent, UnknownBadEvent))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Sync no more; give replies in progress `grace` seconds (the shutdown grace period),
+        then cut the rest: they stay pending and are answered at the next start."""
         self._stopping = True
         if self._sync_task:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        busy = {t for t in self._tasks if not t.done()}
+        if busy:
+            log.info("matrix.finishing_replies", replies=len(busy), grace_s=grace)
+            _, cut = await asyncio.wait(busy, timeout=grace)
+            if cut:
+                log.warning("matrix.replies_cut", replies=len(cut))
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -370,7 +405,24 @@ class MatrixBot:
         if self.state.seen(event.event_id):
             return
         self.state.accept(event.event_id, room.room_id)
+        with contextlib.suppress(Exception):  # matrix's own pending list still has it
+            self.assistant.accept(self._incoming(room, event)[0])
         self._spawn(self._handle(room.room_id, event))
+
+    async def _on_bad_event(self, room: MatrixRoom, event: BadEvent | UnknownBadEvent) -> None:
+        """An event nio could not read (a broken or forged event): say which field, nothing more."""
+        source = event.source if isinstance(event.source, dict) else {}
+        field = next((f for f in ("sender", "event_id", "type", "origin_server_ts") if f not in source), None)
+        if field is None and source.get("type") == "m.room.message":
+            field = next(
+                (f"content.{f}" for f in ("msgtype", "body") if f not in source.get("content", {})), None
+            )
+        log.warning(
+            "matrix.event_rejected",
+            room_id=room.room_id,
+            type=str(source.get("type", "")),
+            missing=field or "a field in the wrong form",
+        )
 
     async def _on_undecrypted(self, room: MatrixRoom, event: MegolmEvent) -> None:
         """A message we have no key for yet: ask the sender's devices, answer when it arrives."""
@@ -567,6 +619,7 @@ class MatrixBot:
                 return
             if reply is not None:
                 await self._deliver(room_id, reply, relation_out)
+                reply.finished()
 
     @staticmethod
     def _reply_relation(incoming: Incoming) -> dict[str, Any] | None:
@@ -583,9 +636,12 @@ class MatrixBot:
         return None
 
     async def _deliver(self, room_id: str, reply: Reply, relation_out: dict[str, Any] | None) -> None:
+        earlier = reply.earlier[0] if reply.earlier else None
         if reply.stream is not None:
             try:
-                _, ids = await self.outbox.stream(room_id, reply.stream, relation_out)
+                _, ids = await self.outbox.stream(
+                    room_id, reply.stream, relation_out, earlier=earlier, on_sent=reply.sent
+                )
             except BaseException:
                 # The assistant records its turn when the stream ends: drain it whatever happened here.
                 with contextlib.suppress(Exception):
@@ -593,7 +649,13 @@ class MatrixBot:
                         pass
                 raise
         else:
-            ids = await self.outbox.send_text(room_id, reply.text, relation_out) if reply.text.strip() else []
+            ids = (
+                await self.outbox.send_text(
+                    room_id, reply.text, relation_out, earlier=earlier, on_sent=reply.sent
+                )
+                if reply.text.strip()
+                else []
+            )
         self._remember_own(ids)
         if reply.buttons:
             options = "\n".join(f"- {b.label}: send `{b.command}`" for b in reply.buttons)

@@ -110,12 +110,29 @@ class Outbox:
                 continue
             raise MatrixSendError(f"{resp.status_code}: {resp.message}")
 
-    async def send_text(self, room_id: str, text: str, relation: dict[str, Any] | None = None) -> list[str]:
-        """Send a whole text, split below the event size limit; the relation goes on every part."""
+    async def send_text(
+        self,
+        room_id: str,
+        text: str,
+        relation: dict[str, Any] | None = None,
+        *,
+        earlier: str | None = None,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> list[str]:
+        """Send a whole text, split below the event size limit; the relation goes on every part.
+        `earlier` and `on_sent` as for `stream`."""
         ids = []
         for part in split_text(text, self.max_content_bytes):
-            if part.strip():
-                ids.append(await self.send(room_id, with_relation(message_content(part.strip()), relation)))
+            if not part.strip():
+                continue
+            if earlier is not None:
+                await self.edit(room_id, earlier, part.strip())
+                ids.append(earlier)
+                earlier = None
+                continue
+            ids.append(await self.send(room_id, with_relation(message_content(part.strip()), relation)))
+            if on_sent:
+                on_sent(ids[-1])
         return ids
 
     async def edit(self, room_id: str, event_id: str, text: str) -> str:
@@ -127,13 +144,19 @@ class Outbox:
         deltas: AsyncIterator[str],
         relation: dict[str, Any] | None = None,
         on_first: Callable[[], Awaitable[None]] | None = None,
+        *,
+        earlier: str | None = None,
+        on_sent: Callable[[str], None] | None = None,
     ) -> tuple[str, list[str]]:
         """Show a streamed reply as one message edited as text arrives (at most every
         `edit_interval` seconds); the final edit holds the whole part. A reply that outgrows
-        the size limit continues in a new message. Returns the full text and the message ids."""
+        the size limit continues in a new message. Returns the full text and the message ids.
+
+        `earlier`: a message an earlier run started for this reply (edited, not sent again);
+        `on_sent` hears each new message's id as soon as the homeserver returns it."""
         text = ""
         done = 0  # chars of `text` already finished in earlier messages
-        event_id: str | None = None
+        event_id: str | None = earlier
         shown = ""
         last = 0.0
         ids: list[str] = []
@@ -146,6 +169,8 @@ class Outbox:
             if event_id is None:
                 event_id = await self.send(room_id, with_relation(message_content(body), relation))
                 ids.append(event_id)
+                if on_sent:
+                    on_sent(event_id)
                 if on_first:
                     await on_first()
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -38,6 +39,33 @@ async def run_platforms(assistant: Assistant, settings: Settings, *, person: str
         await chat(assistant, person)
         return
     log.info("starting platforms", platforms=sorted(runners))
-    async with asyncio.TaskGroup() as group:
-        for name, runner in runners.items():
-            group.create_task(runner(assistant, settings), name=name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(runner(assistant, settings), name=name) for name, runner in runners.items()
+            ]
+            group.create_task(_stop_on(stop, tasks, settings.shutdown_grace_seconds))
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _stop_on(stop: asyncio.Event, tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """On SIGINT/SIGTERM, cancel every channel: each stops taking messages, gives the replies
+    in progress `grace` seconds, and cuts the rest (the inbox answers them at the next start)."""
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        pending = {t for t in tasks if not t.done()}
+        while pending and not stop.is_set():
+            _, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(waiter)
+    finally:
+        waiter.cancel()
+    if stop.is_set():
+        log.info("stopping: finishing the replies in progress", grace_s=grace)
+        for task in tasks:
+            task.cancel()

@@ -38,6 +38,7 @@ from bots.slack_events import (
     SeenEvents,
     ThreadMemory,
     event_team,
+    missing_field,
     scoped,
     slash_command_text,
     to_incoming,
@@ -66,6 +67,8 @@ _AUTH_ERRORS = {
 
 class AssistantLike(Protocol):
     async def handle(self, msg: Incoming) -> Reply | None: ...
+    def accept(self, msg: Incoming) -> None: ...
+    async def unanswered(self, platform: str) -> list[Incoming]: ...
     async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
     async def chat_closed(self, platform: str, chat_id: str) -> None: ...
     def command_list(self) -> list[tuple[str, str]]: ...
@@ -165,6 +168,7 @@ class SlackBot:
             )
             app.event("app_uninstalled")(self._on_uninstalled)
             app.event("tokens_revoked")(self._on_uninstalled)
+        app.middleware(self._record_first)
         app.event("message")(self._on_message)
         app.event("app_mention")(self._on_message)
         app.event("app_home_opened")(self._on_home_opened)
@@ -222,9 +226,31 @@ class SlackBot:
             return []
 
     # ------------------------------------------------------------------ events
+    def _read(self, body: dict[str, Any], event: dict[str, Any], bot_user_id: str | None) -> Incoming | None:
+        return to_incoming(
+            body, event, bot_user_id=bot_user_id, threads=self._threads, known_commands=self._known_commands()
+        )
+
+    async def _record_first(self, body: dict[str, Any], context: Any, next: Any) -> None:  # noqa: A002
+        """bolt middleware: a message event goes into the inbox before bolt acknowledges it
+        (HTTP 200 or the Socket Mode ack), so an event Slack will not send again is never lost."""
+        event = body.get("event") if body.get("type") == "event_callback" else None
+        if isinstance(event, dict) and missing_field(body, event) is None:
+            try:
+                msg = self._read(body, event, context.bot_user_id)
+                if msg is not None and not msg.edited:
+                    await asyncio.to_thread(self.assistant.accept, msg)
+            except Exception as err:  # the listener still answers it; only a crash could lose it
+                log.warning("slack.inbox_record_failed", error=type(err).__name__)
+        await next()
+
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: Any, client: Any
     ) -> None:
+        field = missing_field(body, event)
+        if field is not None:
+            log.warning("slack.event_rejected", event_id=body.get("event_id"), missing=field)
+            return
         event_id = str(body.get("event_id") or "")
         if event_id and not self._seen.first_time(event_id):
             log.info("slack.retry_dropped", event_id=event_id)
@@ -236,13 +262,7 @@ class SlackBot:
                 chat = scoped(team, str(event.get("channel")))
                 self._spawn(self.assistant.redact(PLATFORM, chat, str(deleted)))
             return
-        msg = to_incoming(
-            body,
-            event,
-            bot_user_id=context.bot_user_id,
-            threads=self._threads,
-            known_commands=self._known_commands(),
-        )
+        msg = self._read(body, event, context.bot_user_id)
         if msg is None:
             return
         if not self._seen.first_time(f"{msg.chat_id}/{msg.message_id}/{int(msg.edited)}"):
@@ -255,11 +275,7 @@ class SlackBot:
             chars=len(msg.text),
             retry=body.get("retry_attempt") or None,
         )
-        channel = str(event.get("channel") or (event.get("message") or {}).get("channel"))
-        target = Target(
-            channel=channel, thread_ts=msg.thread_id, team_id=team, user_id=msg.sender_id.split(":", 1)[1]
-        )
-        self._spawn(self._respond(client, msg, target))
+        self._spawn(self._respond(client, msg, _target(msg)))
 
     async def _respond(self, client: AsyncWebClient, msg: Incoming, target: Target) -> None:
         if msg.addressed and msg.chat_kind == "group" and target.thread_ts:
@@ -279,8 +295,11 @@ class SlackBot:
         if silent:
             if status:
                 await self._set_status(client, target, "")
+            if reply is not None:
+                reply.finished()
             return
         await self._deliver(client, reply, target)
+        reply.finished()
 
     async def _deliver(self, client: AsyncWebClient, reply: Reply, target: Target) -> None:
         try:
@@ -481,16 +500,50 @@ class SlackBot:
             self.endpoints.http_url = f"http://{host}:{port}"
             log.info("slack.http_listening", url=self.endpoints.http_url, events=EVENTS_PATH)
 
-    async def stop(self) -> None:
+        await self._answer_unanswered()
+
+    async def _answer_unanswered(self) -> None:
+        """Messages an earlier run received (and Slack considers delivered) but never answered."""
+        for msg in await self.assistant.unanswered(PLATFORM):
+            client = await self._client_for(msg.chat_id.split(":", 1)[0])
+            if client is not None:
+                self._spawn(self._respond(client, msg, _target(msg)))
+
+    async def _client_for(self, team: str) -> AsyncWebClient | None:
+        if not self.multi_workspace:
+            return self.app.client
+        assert self.installation_store is not None
+        bot = await self.installation_store.async_find_bot(enterprise_id=None, team_id=team)
+        if bot is None:
+            log.warning("slack.no_installation", team=team)
+            return None
+        return build_client(self.settings, bot.bot_token)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no new events; give replies in progress `grace` seconds (the shutdown grace
+        period), then cut the rest: the inbox keeps them for the next start."""
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await self.drain(timeout=10)
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self.drain(timeout=grace)
+        if self._tasks:
+            log.warning("slack.replies_cut", replies=len(self._tasks))
         for task in list(self._tasks):
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+
+def _target(msg: Incoming) -> Target:
+    """Where a message's answer goes, from the message alone (so a restart can answer it)."""
+    team, channel = msg.chat_id.split(":", 1)
+    return Target(
+        channel=channel, thread_ts=msg.thread_id, team_id=team, user_id=msg.sender_id.split(":", 1)[1]
+    )
 
 
 def _guard(signing_secret: str | None) -> Any:

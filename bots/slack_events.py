@@ -136,6 +136,21 @@ class ThreadMemory:
         return key in self._threads
 
 
+def missing_field(body: dict[str, Any], event: dict[str, Any]) -> str | None:
+    """The field a person's message event must carry and this one lacks (a broken or forged
+    event), or None. Bots' and system messages (joins, edits, deletions) are not checked here."""
+    if event.get("type") not in ("message", "app_mention"):
+        return None
+    if event.get("subtype") not in _PERSON_SUBTYPES or event.get("bot_id") or event.get("bot_profile"):
+        return None
+    for name in ("user", "channel", "ts"):
+        if not isinstance(event.get(name), str) or not event.get(name):
+            return f"event.{name}"
+    if not event_team(body, event):
+        return "team_id"
+    return None
+
+
 def to_incoming(
     body: dict[str, Any],
     event: dict[str, Any],

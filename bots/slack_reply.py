@@ -12,7 +12,7 @@ next message.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,10 @@ class Target:
     user_id: str
 
 
+def _ignore(ts: str) -> None:
+    return None
+
+
 def button_blocks(buttons: list[Button]) -> list[dict[str, Any]]:
     """An actions block; Slack allows 25 elements per actions block and 75-char labels."""
     blocks: list[dict[str, Any]] = []
@@ -96,14 +100,18 @@ class ReplySender:
         return target.team_id not in self._no_stream_teams
 
     async def send(self, client: AsyncWebClient, reply: Reply, target: Target) -> list[str]:
-        """Post the whole reply; returns the ts of every message posted (for thread tracking)."""
+        """Post the whole reply; returns the ts of every message posted (for thread tracking).
+
+        Each new message's ts goes to `reply.sent` as soon as Slack returns it; a reply an
+        earlier run had started (`reply.earlier`) continues in that message."""
         posted: list[str] = []
+        earlier = reply.earlier[0] if reply.earlier else None
         if reply.stream is not None:
-            posted += await self._send_stream(client, reply.stream, target, reply.buttons)
-        elif reply.text.strip():
-            posted += await self._post_text(client, reply.text, target, reply.buttons)
-        elif reply.buttons:
-            posted += await self._post_text(client, "", target, reply.buttons)
+            posted += await self._send_stream(
+                client, reply.stream, target, reply.buttons, earlier, reply.sent
+            )
+        elif reply.text.strip() or reply.buttons:
+            posted += await self._post_text(client, reply.text, target, reply.buttons, earlier, reply.sent)
         if reply.document is not None:
             await client.files_upload_v2(
                 channel=target.channel,
@@ -115,7 +123,13 @@ class ReplySender:
         return posted
 
     async def _post_text(
-        self, client: AsyncWebClient, text: str, target: Target, buttons: list[Button]
+        self,
+        client: AsyncWebClient,
+        text: str,
+        target: Target,
+        buttons: list[Button],
+        earlier: str | None = None,
+        on_sent: Callable[[str], None] = _ignore,
     ) -> list[str]:
         pieces = render_pieces(text) or [""]
         posted: list[str] = []
@@ -123,28 +137,44 @@ class ReplySender:
             blocks = text_blocks(piece) if piece else []
             if i == len(pieces) - 1 and buttons:
                 blocks += button_blocks(buttons)
+            body = piece or "Choose an action"
+            if i == 0 and earlier is not None:
+                await client.chat_update(channel=target.channel, ts=earlier, text=body, blocks=blocks)
+                posted.append(earlier)
+                continue
             resp = await client.chat_postMessage(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                text=piece or "Choose an action",
-                blocks=blocks,
+                channel=target.channel, thread_ts=target.thread_ts, text=body, blocks=blocks
             )
             posted.append(str(resp["ts"]))
+            on_sent(posted[-1])
         return posted
 
     async def _send_stream(
-        self, client: AsyncWebClient, deltas: AsyncIterator[str], target: Target, buttons: list[Button]
+        self,
+        client: AsyncWebClient,
+        deltas: AsyncIterator[str],
+        target: Target,
+        buttons: list[Button],
+        earlier: str | None = None,
+        on_sent: Callable[[str], None] = _ignore,
     ) -> list[str]:
-        if self.can_stream(target):
-            posted, leftover = await self._stream_native(client, deltas, target, buttons)
+        if earlier is None and self.can_stream(target):
+            posted, leftover = await self._stream_native(client, deltas, target, buttons, on_sent)
             if leftover is None:
                 return posted
             # Streaming refused: continue the same reply by editing a message.
-            return posted + await self._stream_by_update(client, deltas, target, buttons, leftover)
-        return await self._stream_by_update(client, deltas, target, buttons, "")
+            return posted + await self._stream_by_update(
+                client, deltas, target, buttons, leftover, on_sent=on_sent
+            )
+        return await self._stream_by_update(client, deltas, target, buttons, "", earlier, on_sent)
 
     async def _stream_native(
-        self, client: AsyncWebClient, deltas: AsyncIterator[str], target: Target, buttons: list[Button]
+        self,
+        client: AsyncWebClient,
+        deltas: AsyncIterator[str],
+        target: Target,
+        buttons: list[Button],
+        on_sent: Callable[[str], None] = _ignore,
     ) -> tuple[list[str], str | None]:
         """Stream via chat.startStream/appendStream/stopStream.
 
@@ -192,6 +222,7 @@ class ReplySender:
             unsent = ""
             if streamer.ts and (not posted or posted[-1] != streamer.ts):
                 posted.append(str(streamer.ts))
+                on_sent(posted[-1])
             last_flush = now
             if in_message >= STREAM_MESSAGE_LIMIT:
                 await streamer.stop()
@@ -212,6 +243,7 @@ class ReplySender:
             raise
         if streamer.ts and (not posted or posted[-1] != streamer.ts):
             posted.append(str(streamer.ts))
+            on_sent(posted[-1])
         return posted, None
 
     def _refuse(self, target: Target, err: SlackApiError) -> None:
@@ -230,12 +262,20 @@ class ReplySender:
         target: Target,
         buttons: list[Button],
         already: str,
+        earlier: str | None = None,
+        on_sent: Callable[[str], None] = _ignore,
     ) -> list[str]:
         """One message edited at most once per interval; continues in a new message when full."""
-        resp = await client.chat_postMessage(
-            channel=target.channel, thread_ts=target.thread_ts, text=THINKING, blocks=text_blocks(THINKING)
-        )
-        posted = [str(resp["ts"])]
+        if earlier is None:
+            resp = await client.chat_postMessage(
+                channel=target.channel,
+                thread_ts=target.thread_ts,
+                text=THINKING,
+                blocks=text_blocks(THINKING),
+            )
+            earlier = str(resp["ts"])
+            on_sent(earlier)
+        posted = [earlier]
         done = ""  # text already finalized in earlier messages
         text = already
         last_update = time.monotonic() - self.update_interval  # the first text shows at once
@@ -273,6 +313,7 @@ class ReplySender:
                     channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
                 )
                 posted.append(str(nxt["ts"]))
+                on_sent(posted[-1])
                 shown = ""
                 current = text[len(done) :]
                 escaped_len = len(escape(current))
@@ -289,5 +330,6 @@ class ReplySender:
                 channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
             )
             posted.append(str(nxt["ts"]))
+            on_sent(posted[-1])
         await show(rest, final=True)
         return posted

@@ -11,7 +11,8 @@ import asyncio
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -40,7 +41,13 @@ from telegram.ext import (
 )
 
 from bots.base import RecentIds, Throttle, keep_alive
-from bots.telegram_incoming import PLATFORM, UNREADABLE_REPLY, BotIdentity, chat_kind, to_incoming
+from bots.telegram_incoming import (
+    PLATFORM,
+    UNREADABLE_REPLY,
+    BotIdentity,
+    missing_field,
+    to_incoming,
+)
 from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget
 from bots.telegram_webhook import WebhookServer
 from core.config import Settings
@@ -62,8 +69,50 @@ class AssistantLike(Protocol):
     """What the channel needs from `core.assistant.Assistant`."""
 
     async def handle(self, msg: Incoming) -> Reply | None: ...
+    def accept(self, msg: Incoming) -> None: ...
+    def dismiss(self, msg: Incoming) -> None: ...
+    async def unanswered(self, platform: str) -> list[Incoming]: ...
     async def chat_closed(self, platform: str, chat_id: str) -> None: ...
     def command_list(self) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an answer goes: known from the message alone, so a restart can answer it too."""
+
+    chat_id: int
+    direct: bool
+    thread: int | None
+    quote: int | None  # the message a group answer quotes
+
+    @classmethod
+    def of(cls, incoming: Incoming, quote: int | None = None) -> Origin:
+        if quote is None and incoming.message_id.isdigit():
+            quote = int(incoming.message_id)
+        thread = incoming.thread_id
+        return cls(
+            chat_id=int(incoming.chat_id),
+            direct=incoming.chat_kind == "direct",
+            thread=int(thread) if thread and thread.lstrip("-").isdigit() else None,
+            quote=quote,
+        )
+
+
+class RecordingQueue(asyncio.Queue):
+    """PTB's update queue, recording each update in the inbox before it is queued.
+
+    The updater confirms a batch of updates to Telegram (the next getUpdates offset) right
+    after putting it here, and the webhook answers 200 after it: so what Telegram forgets is
+    already in the inbox, and a crash before the reply leaves it there to answer at the start.
+    """
+
+    def __init__(self, record: Callable[[object], Awaitable[None]]) -> None:
+        super().__init__()
+        self._record = record
+
+    async def put(self, item: object) -> None:
+        await self._record(item)
+        await super().put(item)
 
 
 class TelegramConfigError(RuntimeError):
@@ -93,6 +142,7 @@ class TelegramChannel:
         self.webhook: WebhookServer | None = None
         self._locks: dict[int, asyncio.Lock] = {}
         self._buttons: OrderedDict[str, str] = OrderedDict()
+        self._recovering: set[asyncio.Task[None]] = set()
         self._started = False
 
     # ---- setup -------------------------------------------------------------------------------
@@ -106,6 +156,7 @@ class TelegramChannel:
             .rate_limiter(AIORateLimiter(max_retries=s.telegram_flood_retries))
             .concurrent_updates(True)
             .get_updates_read_timeout(s.telegram_poll_timeout + 10)
+            .update_queue(RecordingQueue(self._record))
         )
         if s.telegram_api_url:
             builder = builder.base_url(s.telegram_api_url).base_file_url(_file_url(s.telegram_api_url))
@@ -147,6 +198,10 @@ class TelegramChannel:
         self.me = BotIdentity(app.bot.id, app.bot.username)
         await self._register_commands()
         await app.start()
+        for incoming in await self.assistant.unanswered(PLATFORM):
+            task = asyncio.create_task(self._answer_later(incoming))
+            self._recovering.add(task)
+            task.add_done_callback(self._recovering.discard)
         if self.settings.telegram_webhook_url:
             await self._start_webhook()
         else:
@@ -192,21 +247,55 @@ class TelegramChannel:
         except TelegramError as exc:  # the menu is a convenience; the bot works without it
             log.warning("telegram.set_commands_failed", error=str(exc))
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no new updates; let replies in progress finish for up to `grace` seconds (the
+        shutdown grace period), then cut the rest: the inbox keeps them for the next start."""
         app = self.application
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if self.webhook is not None:
             await self.webhook.stop()
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        busy = self._busy()
+        if busy:
+            log.info("telegram.finishing_replies", replies=len(busy), grace_s=grace)
+            _, cut = await asyncio.wait(busy, timeout=grace)
+            for task in cut:
+                task.cancel()
+            if cut:
+                log.warning("telegram.replies_cut", replies=len(cut))
+                await asyncio.wait(cut, timeout=5)
         if app.running:
             await app.stop()
         await app.shutdown()
         self._started = False
         log.info("telegram.stopped")
 
+    def _busy(self) -> set[asyncio.Task[object]]:
+        """Replies in progress: PTB's handler tasks and answers to messages from before a restart."""
+        handling = {t for t in asyncio.all_tasks() if t.get_name().endswith(":process_concurrent_update")}
+        return {t for t in handling | self._recovering if not t.done()}
+
     # ---- updates -----------------------------------------------------------------------------
 
+    async def _record(self, item: object) -> None:
+        """Put a message update in the inbox (RecordingQueue); never let it stop the updater."""
+        message = item.message if isinstance(item, Update) else None  # new messages only
+        if message is None or self.me is None or missing_field(message) is not None:
+            return
+        try:
+            mapped = to_incoming(message, self.me, commands=self.commands)
+            if mapped.incoming is not None:
+                await asyncio.to_thread(self.assistant.accept, mapped.incoming)
+        except Exception as exc:  # the handler still answers it; only a crash could lose it now
+            log.warning("telegram.inbox_record_failed", error=type(exc).__name__)
+
     async def _dedupe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        field = missing_field(message) if message is not None else None
+        if field is not None:
+            log.warning("telegram.update_rejected", update_id=update.update_id, missing=f"message.{field}")
+            raise ApplicationHandlerStop
         if not self.seen.add(update.update_id):
             log.info("telegram.duplicate_update", update_id=update.update_id)
             raise ApplicationHandlerStop
@@ -247,49 +336,65 @@ class TelegramChannel:
         if self.settings.log_content:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
-            if await self._refused_setting(incoming, message):
-                return
-            await self._answer(incoming, message)
+            await self._answer_unless_refused(incoming, Origin.of(incoming))
 
-    async def _refused_setting(self, incoming: Incoming, message: Message) -> bool:
+    async def _answer_later(self, incoming: Incoming) -> None:
+        """A message an earlier run received and never answered (it crashed or was cut off)."""
+        origin = Origin.of(incoming)
+        async with self._lock(origin.chat_id):
+            await self._answer_unless_refused(incoming, origin)
+
+    async def _answer_unless_refused(self, incoming: Incoming, origin: Origin) -> None:
+        if await self._refused_setting(incoming, origin):
+            self.assistant.dismiss(incoming)
+            return
+        await self._answer(incoming, origin)
+
+    async def _refused_setting(self, incoming: Incoming, origin: Origin) -> bool:
         """Only a group's Telegram admins may change whether the group is kept as context."""
         if incoming.chat_kind != "group" or not _CONTEXT_CHANGE.match(incoming.text):
             return False
-        if message.sender_chat is not None and message.sender_chat.id == message.chat_id:
+        if incoming.sender_id == incoming.chat_id:
             return False  # an anonymous admin speaks as the group itself
-        user = message.from_user
         try:
-            member = await self.application.bot.get_chat_member(message.chat_id, user.id) if user else None
-        except TelegramError as exc:
-            log.warning("telegram.admin_check_failed", chat_id=message.chat_id, error=str(exc))
+            member = await self.application.bot.get_chat_member(origin.chat_id, int(incoming.sender_id))
+        except (TelegramError, ValueError) as exc:
+            log.warning("telegram.admin_check_failed", chat_id=origin.chat_id, error=type(exc).__name__)
             member = None
         if member is not None and member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
             return False
-        await self._guard(message.chat_id, self._send_text(message, ADMINS_ONLY))
+        await self._guard(origin.chat_id, self._send(origin, ADMINS_ONLY))
         return True
 
-    async def _answer(self, incoming: Incoming, message: Message) -> None:
-        chat_id = message.chat_id
-        thread = int(incoming.thread_id) if incoming.thread_id else None
+    async def _answer(self, incoming: Incoming, origin: Origin) -> None:
+        chat_id = origin.chat_id
         typing = incoming.addressed and not incoming.edited
 
         async def show_typing() -> None:
-            await self.application.bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread)
+            await self.application.bot.send_chat_action(
+                chat_id, ChatAction.TYPING, message_thread_id=origin.thread
+            )
 
         async def work() -> None:
+            reply = None
             try:
                 reply = await self.assistant.handle(incoming)
                 if reply is not None:
-                    await self._deliver(reply, message, thread)
+                    await self._deliver(reply, origin)
             except ChatGone:
+                if reply is not None:
+                    reply.finished()  # nobody can read an answer there
                 raise
             except Exception:
                 # the person must hear that something failed, never silence
                 log.exception("telegram.reply_failed", chat_id=chat_id)
                 try:
-                    await self._send_text(message, SORRY)
+                    await self._send(origin, SORRY)
                 except TelegramError as exc:
-                    log.error("telegram.apology_failed", chat_id=chat_id, error=str(exc))
+                    log.error("telegram.apology_failed", chat_id=chat_id, error=type(exc).__name__)
+                    return  # nothing reached them: left unanswered, the next start answers it
+            if reply is not None:
+                reply.finished()
 
         if typing:
             async with keep_alive(show_typing, self.settings.telegram_typing_interval):
@@ -321,23 +426,31 @@ class TelegramChannel:
             message.chat_id, text, thread_id=thread, reply_to=message.message_id if group else None
         )
 
-    async def _deliver(self, reply: Reply, message: Message, thread: int | None) -> None:
-        chat_id = message.chat_id
-        direct = chat_kind(message) == "direct"
+    async def _send(self, origin: Origin, text: str) -> None:
+        await self.sender.send(
+            origin.chat_id, text, thread_id=origin.thread, reply_to=None if origin.direct else origin.quote
+        )
+
+    async def _deliver(self, reply: Reply, origin: Origin) -> None:
+        chat_id = origin.chat_id
+        thread = origin.thread
         if reply.thread_id and reply.thread_id.isdigit():
             thread = int(reply.thread_id)
         reply_to: int | None = None
-        if not direct:  # in a group, quote what we answer; a direct chat needs no quoting
+        if not origin.direct:  # in a group, quote what we answer; a direct chat needs no quoting
             asked = reply.reply_to if reply.reply_to and reply.reply_to.isdigit() else None
-            reply_to = int(asked) if asked else message.message_id
+            reply_to = int(asked) if asked else origin.quote
         target = StreamTarget(
             chat_id=chat_id,
             thread_id=thread,
             reply_to=reply_to,
-            use_draft=direct and self.sender.drafts,
+            # a reply cut off by a restart continues in the message it had started
+            use_draft=origin.direct and self.sender.drafts and not reply.earlier,
             markup=self._keyboard(reply.buttons),
         )
-        renderer = StreamRenderer(self.sender, target, self.throttle)
+        renderer = StreamRenderer(
+            self.sender, target, self.throttle, earlier=reply.earlier, on_sent=reply.sent
+        )
         if chat_id in self.inactive:
             await _drain(reply)
             return
@@ -351,12 +464,13 @@ class TelegramChannel:
                 await renderer.show(EMPTY_REPLY, final=True)
             if reply.document is not None:
                 doc = reply.document
-                await self.sender.call(
+                sent = await self.sender.call(
                     chat_id,
                     self.application.bot.send_document,
                     document=InputFile(doc.content, filename=doc.filename),
                     message_thread_id=thread,
                 )
+                reply.sent(sent.message_id)
         except ChatGone:
             await _drain(reply)
             raise
@@ -420,7 +534,7 @@ class TelegramChannel:
         log.info("telegram.button", chat_id=chat.id, chat_kind=kind)
         if isinstance(message, Message):
             async with self._lock(chat.id):
-                await self._answer(incoming, message)
+                await self._answer(incoming, Origin.of(incoming, quote=message.message_id))
 
     # ---- membership and errors ---------------------------------------------------------------
 
@@ -436,7 +550,7 @@ class TelegramChannel:
             self.inactive.discard(chat_id)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("telegram.handler_error", error=repr(context.error), exc_info=context.error)
+        log.error("telegram.handler_error", error=type(context.error).__name__, exc_info=context.error)
 
 
 async def _drain(reply: Reply) -> None:

@@ -53,6 +53,19 @@ class Mapped:
     unreadable: str | None = None  # what kind of content we cannot read, when that is all there is
 
 
+def missing_field(message: Message) -> str | None:
+    """The field every Telegram message has that this one lacks (a broken or forged update)."""
+    if message.chat is None:
+        return "chat"
+    if message.chat.id is None:
+        return "chat.id"
+    if message.message_id is None:
+        return "message_id"
+    if message.date is None:
+        return "date"
+    return None
+
+
 def chat_kind(message: Message) -> str | None:
     kind = message.chat.type
     if kind == "private":

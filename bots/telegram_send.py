@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -211,13 +211,28 @@ class StreamRenderer:
     (the assistant records its turn then), even while Telegram is slow.
     """
 
-    def __init__(self, sender: Sender, target: StreamTarget, throttle: Throttle) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        target: StreamTarget,
+        throttle: Throttle,
+        *,
+        earlier: Sequence[str] = (),
+        on_sent: Callable[[int], None] | None = None,
+    ) -> None:
+        """`earlier`: ids of messages an earlier run sent for this reply (continued, not sent
+        again); `on_sent` hears each new message's id as soon as Telegram returns it."""
         self.sender = sender
         self.target = target
         self.throttle = throttle
-        self.parts: list[_Part] = []
+        self.on_sent = on_sent
+        self.parts: list[_Part] = [_Part(message_id=int(i)) for i in earlier if i.isdigit()]
         self.draft_id = sender.new_draft_id() if target.use_draft else 0
         self.first_shown_at: float | None = None
+
+    def _sent(self, message_id: int) -> None:
+        if self.on_sent is not None:
+            self.on_sent(message_id)
 
     def _split(self, text: str) -> list[str]:
         return split_text(text, LIMIT, length=utf16_len)
@@ -238,6 +253,7 @@ class StreamRenderer:
                 markup=markup,
             )
             part.message_id = msg.message_id
+            self._sent(msg.message_id)
         elif part.shown != text or markup is not None:
             await self.sender.edit(self.target.chat_id, part.message_id, text, markup=markup)
         part.shown, part.final = text, True
@@ -262,6 +278,7 @@ class StreamRenderer:
                 reply_to=self.target.reply_to if index == 0 else None,
             )
             part.message_id = msg.message_id
+            self._sent(msg.message_id)
         else:
             await self.sender.edit(self.target.chat_id, part.message_id, text)
         part.shown = text

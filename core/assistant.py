@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -21,10 +23,11 @@ from core.access import Access
 from core.commands import Commands, is_command
 from core.config import Settings
 from core.identity import Identities
+from core.inbox import Entry, Inbox, Receipt, State, key_of
 from core.jobs import Jobs, NoJobs
 from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
 from core.memory.recall import ChatContext, Recall, Recalled
-from core.memory.records import Person, Turn
+from core.memory.records import Person, Turn, turn_id
 from core.memory.store import Store
 from core.memory.writer import TurnsNotWritten
 from core.messages import Incoming, Reply
@@ -37,7 +40,7 @@ RECENT_TURNS = 32
 # then stays the same for several messages, so the engine reuses its keys/values (prefill is
 # most of the time to first token on a CPU).
 RECENT_KEEP = 16
-SEEN_CAPACITY = 50_000
+LATE_NOTE = "(Sorry this is late: I was restarted before I could answer.)\n\n"
 RECENT_CHATS = 20_000  # recent windows kept warm (up to RECENT_TURNS turns each)
 
 
@@ -59,6 +62,7 @@ class Assistant:
         jobs: Jobs | None = None,
         layout: Layout = DEFAULT_LAYOUT,
         use_recall: bool = True,
+        inbox: Inbox | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -66,12 +70,13 @@ class Assistant:
         self.jobs = jobs or NoJobs()
         self.layout = layout
         self.use_recall = use_recall
+        self.inbox = inbox or Inbox()
         self.identities = Identities(store, global_failures=settings.link_failures_global)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
         self.commands = Commands(self)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._active: set[tuple[str, str, str]] = set()  # being answered now
         self._recent: OrderedDict[tuple[str, str, str], deque[Turn]] = OrderedDict()
 
     # -- public API used by every channel ---------------------------------------------------
@@ -79,6 +84,41 @@ class Assistant:
     def close(self) -> None:
         """The process is stopping: write the turns still staged (see Store.record_turns)."""
         self.store.close()
+        self.inbox.close()
+
+    def accept(self, msg: Incoming) -> None:
+        """Record a message in the inbox before the channel acknowledges it to the platform."""
+        if invalid_ids(msg) is None and not msg.edited:
+            self.inbox.receive(msg)
+
+    def dismiss(self, msg: Incoming) -> None:
+        """The channel answered this message itself (a refusal): nothing is left to answer."""
+        self.inbox.answered(key_of(msg))
+
+    async def unanswered(self, platform: str) -> list[Incoming]:
+        """What an earlier run received on `platform` and never answered, oldest first, for the
+        channel to answer now (each is answered once, with a note that it is late). Those older
+        than the late-reply window are only recorded here: an answer hours later helps nobody."""
+        entries = await asyncio.to_thread(self.inbox.unanswered, platform)
+        young: list[Incoming] = []
+        for entry in entries:
+            assert entry.message is not None
+            if self._too_old(entry):
+                await self.handle(entry.message)  # recorded, not answered
+            else:
+                young.append(entry.message)
+        if entries:
+            log.info(
+                "unanswered messages from before the restart",
+                platform=platform,
+                answering=len(young),
+                too_old=len(entries) - len(young),
+            )
+        return young
+
+    def _too_old(self, entry: Entry) -> bool:
+        sent = entry.message.ts.timestamp() if entry.message is not None else entry.received_at
+        return time.time() - min(sent, entry.received_at) > self.settings.late_reply_window_seconds
 
     def command_list(self) -> list[tuple[str, str]]:
         return self.commands.menu()
@@ -93,11 +133,38 @@ class Assistant:
         if msg.edited:
             await self._edit(msg, text)
             return None
-        key = (msg.platform, msg.chat_id, msg.message_id)
-        if key in self._seen:
+        key = key_of(msg)
+        if key in self._active:  # a platform's redelivery while we are still answering it
             log.info("duplicate message ignored", platform=msg.platform)
             return None
-        self._remember_seen(key)
+        entry = await asyncio.to_thread(self.inbox.receive, msg)
+        if entry.state is State.ANSWERED:
+            log.info("duplicate message ignored", platform=msg.platform)
+            return None
+        late = entry.run != self.inbox.run  # left unanswered by an earlier run
+        if late and self._too_old(entry):
+            msg = replace(msg, addressed=False)
+        self._active.add(key)
+        try:
+            reply = await self._answer(msg, text, late)
+        except BaseException:
+            self._active.discard(key)
+            raise
+        if reply is None:
+            self._active.discard(key)
+            await asyncio.to_thread(self.inbox.answered, key)
+            return None
+        await asyncio.to_thread(self.inbox.replying, key)
+        reply.earlier = entry.reply_ids
+        reply.receipt = Receipt(self.inbox, key, done=functools.partial(self._active.discard, key))
+        if late and msg.addressed:
+            if reply.stream is not None:
+                reply.stream = _prefixed(LATE_NOTE, reply.stream)
+            elif reply.text:
+                reply.text = LATE_NOTE + reply.text
+        return reply
+
+    async def _answer(self, msg: Incoming, text: str, late: bool) -> Reply | None:
         chat = ChatContext(msg.platform, msg.chat_id, msg.chat_kind)
         if msg.chat_kind == "group" and not self.store.chat(msg.platform, msg.chat_id).active:
             return None
@@ -115,7 +182,7 @@ class Assistant:
         lock = self._locks[person.person_id]
         await lock.acquire()
         try:
-            reply = await self._handle_locked(msg, text, person, chat)
+            reply = await self._handle_locked(msg, text, person, chat, late)
         except TurnsNotWritten as exc:  # e.g. a full disk: the person hears what to do
             lock.release()
             log.error("memory store not writable", person=person.person_id)
@@ -150,7 +217,7 @@ class Assistant:
     # -- the pipeline ---------------------------------------------------------------------------
 
     async def _handle_locked(
-        self, msg: Incoming, text: str, person: Person, chat: ChatContext
+        self, msg: Incoming, text: str, person: Person, chat: ChatContext, late: bool = False
     ) -> Reply | None:
         self._log_content("message in", person, text)
         if is_command(text) and (msg.addressed or msg.chat_kind == "direct"):
@@ -188,13 +255,21 @@ class Assistant:
             # durable when this returns (the journal); LanceDB gets it within a second, in one
             # commit with the reply's turn
             inserted = await asyncio.to_thread(self.store.record_turns, [turn])
-            if inserted == 0:
+            if inserted == 0 and not late:  # late: stored by the run that crashed, not answered
                 log.info("duplicate message ignored", platform=msg.platform)
                 return None
         if not msg.addressed:
             if record:
                 self._remember(person, chat, turn)
             return None
+        if late:  # the run that crashed may have finished the reply, only not shown it
+            answered = await asyncio.to_thread(
+                self.store.turns_by_ids, [turn_id(msg.platform, msg.chat_id, msg.message_id, "assistant")]
+            )
+            if answered:
+                if record:
+                    self._remember(person, chat, turn)
+                return Reply(text=answered[0].text, thread_id=msg.thread_id, reply_to=msg.message_id)
         if len(text) > limit:
             if record:
                 self._remember(person, chat, turn)
@@ -314,11 +389,6 @@ class Assistant:
             lock.release()
 
     # -- caches and helpers -----------------------------------------------------------------
-
-    def _remember_seen(self, key: tuple[str, str, str]) -> None:
-        self._seen[key] = None
-        while len(self._seen) > SEEN_CAPACITY:
-            self._seen.popitem(last=False)
 
     def _recent_key(self, person: Person, chat: ChatContext) -> tuple[str, str, str]:
         owner = person.person_id if chat.kind == "direct" else ""
@@ -443,6 +513,14 @@ class Assistant:
             log.debug(event, person=person.person_id, text=text)
 
 
+async def _prefixed(prefix: str, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The stream with `prefix` before its first text (an empty reply stays empty)."""
+    async for delta in stream:
+        if prefix and delta:
+            delta, prefix = prefix + delta, ""
+        yield delta
+
+
 MAX_ID_CHARS = 512
 
 
@@ -503,4 +581,4 @@ def build_assistant(
         from core.llm.model import load_model
 
         engine = Engine(load_model(settings), settings)
-    return Assistant(settings, store, engine, jobs=jobs)
+    return Assistant(settings, store, engine, jobs=jobs, inbox=Inbox(settings.data_dir / "inbox.sqlite3"))

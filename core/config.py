@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     outbox_retry_seconds: float = 5.0  # broker down: first retry after this, then backing off
     worker_drain_seconds: float = 60.0  # embedded: how long an exit waits for queued work
 
+    # crashes and restarts (core/inbox.py): a message left unanswered is answered at the next
+    # start if it is younger than this, else only recorded
+    late_reply_window_seconds: int = 900
+    # SIGINT/SIGTERM: replies in progress get this long to finish; the rest are answered next start
+    shutdown_grace_seconds: float = 20.0
+
     # privacy and access
     log_content: bool = False
     log_level: str = "INFO"

@@ -88,6 +88,18 @@ class ScrubRendered:
         return self.scrubber.scrub(self.renderer(logger, method_name, event_dict))
 
 
+def console_renderer() -> Any:
+    """structlog's console output, with tracebacks that show no local variables: a handler's
+    locals hold the message being answered, its text and the sender's name."""
+    import structlog
+
+    try:
+        formatter: Any = structlog.dev.RichTracebackFormatter(show_locals=False)
+    except Exception:  # rich missing: plain tracebacks never show locals
+        formatter = structlog.dev.plain_traceback
+    return structlog.dev.ConsoleRenderer(exception_formatter=formatter)
+
+
 def processors(settings: Settings, renderer: Any = None) -> list[Any]:
     """structlog's usual chain with the guards in place: pass as `structlog.configure(processors=...)`."""
     import structlog
@@ -101,7 +113,7 @@ def processors(settings: Settings, renderer: Any = None) -> list[Any]:
         structlog.processors.StackInfoRenderer(),
         structlog.dev.set_exc_info,
         structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-        ScrubRendered(renderer or structlog.dev.ConsoleRenderer(), secrets),
+        ScrubRendered(renderer or console_renderer(), secrets),
     ]
 
 

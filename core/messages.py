@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 ChatKind = Literal["direct", "group"]
 
@@ -52,6 +52,13 @@ class Button:
     command: str
 
 
+class Receipt(Protocol):
+    """The inbox entry a reply answers (core/inbox.py)."""
+
+    def sent(self, reply_id: str) -> None: ...
+    def answered(self) -> None: ...
+
+
 @dataclass
 class Reply:
     """What the channel renders.
@@ -59,6 +66,11 @@ class Reply:
     Either `text` is complete, or `stream` yields text deltas as the model makes them; the
     channel renders them progressively (edits, drafts) and must exhaust the stream, because
     the assistant records its turn when the stream ends.
+
+    Delivery is reported back so a crash loses no answer: `sent(id)` as soon as the platform
+    returns a reply message's id, `finished()` once the last write is done. `earlier` holds the
+    ids of reply messages an earlier run already sent for this message (cut off by a crash):
+    the channel continues in the first of them instead of sending another.
     """
 
     text: str = ""
@@ -67,12 +79,25 @@ class Reply:
     buttons: list[Button] = field(default_factory=list)
     thread_id: str | None = None
     reply_to: str | None = None
+    earlier: tuple[str, ...] = ()
+    receipt: Receipt | None = None
+
+    def sent(self, reply_id: object) -> None:
+        if self.receipt is not None:
+            self.receipt.sent(str(reply_id))
+
+    def finished(self) -> None:
+        if self.receipt is not None:
+            self.receipt.answered()
+            self.receipt = None
 
     async def collect(self) -> str:
         """The whole text, consuming the stream if there is one."""
         if self.stream is None:
+            self.finished()
             return self.text
         parts = [chunk async for chunk in self.stream]
         self.text = "".join(parts)
         self.stream = None
+        self.finished()
         return self.text

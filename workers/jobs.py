@@ -144,7 +144,7 @@ class CeleryJobs:
         self._queue.put(("flush", str(id(done))))
         return done.wait(timeout)
 
-    def close(self, *, drain: bool = True) -> None:
+    def close(self, *, drain: bool = True, worker_timeout: float = 30.0) -> None:
         """Publish what is pending; embedded: let the worker finish queued work, then stop it.
 
         People with turns counted but not yet consolidated (fewer than the trigger, or an
@@ -163,7 +163,7 @@ class CeleryJobs:
                     log.info("finishing background work before exit (Ctrl-C skips; it resumes next start)")
                 with contextlib.suppress(KeyboardInterrupt):
                     self.embedded.drain(self.app, self.settings.worker_drain_seconds)
-            self.embedded.stop()
+            self.embedded.stop(timeout=worker_timeout)
 
     @property
     def broker_down(self) -> bool:

@@ -188,6 +188,15 @@ class ScriptedAssistant:
         self.delay = delay
         self.chunk = chunk
 
+    def accept(self, msg: Any) -> None:
+        """The real core records it in its inbox; nothing survives a restart here."""
+
+    def dismiss(self, msg: Any) -> None:
+        """The channel answered it itself."""
+
+    async def unanswered(self, platform: str) -> list[Any]:
+        return []
+
     async def handle(self, msg: Any) -> Any:
         from core.messages import Reply
 

@@ -127,6 +127,15 @@ class ScriptedAssistant:
         self.buttons: list[Button] = []
         self.document: Document | None = None
 
+    def accept(self, msg: Incoming) -> None:
+        """The real core records it in its inbox; nothing survives a restart here."""
+
+    def dismiss(self, msg: Incoming) -> None:
+        """The channel answered it itself."""
+
+    async def unanswered(self, platform: str) -> list[Incoming]:
+        return []
+
     async def handle(self, msg: Incoming) -> Reply | None:
         self.received.append(msg)
         if not msg.addressed or msg.edited:

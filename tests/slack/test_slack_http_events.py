@@ -356,3 +356,33 @@ async def test_a_very_long_reply_is_split_below_slacks_limits(tmp_path, fake_sla
     assert all(len(m.text) < 40_000 and m.thread_ts == "1700003000.000002" for m in streamed)
     said = [w for m in streamed for w in m.text.split() if w.startswith("word")]
     assert said == [f"word{i}" for i in range(2500)]
+
+
+async def test_a_message_is_in_the_inbox_before_slack_gets_its_200(tmp_path, fake_slack):
+    """Bolt acknowledges before the listener runs; the inbox must already hold the message."""
+    at_ack: list[list[str]] = []
+
+    class Recording(ScriptedAssistant):
+        def __init__(self) -> None:
+            super().__init__()
+            self.accepted: list[str] = []
+
+        def accept(self, msg) -> None:
+            self.accepted.append(msg.text)
+
+        async def handle(self, msg):
+            await asyncio.sleep(0.5)  # the answer comes well after the ack
+            return await super().handle(msg)
+
+    assistant = Recording()
+    bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
+    await bot.start()
+    try:
+        url = f"{bot.endpoints.http_url}/slack/events"
+        status, _, _ = await post_signed(url, event_body(dm_event("keep me safe"), event_id="EvInbox"))
+        at_ack.append(list(assistant.accepted))
+        assert status == 200 and assistant.received == []  # acknowledged, not answered yet
+        await bot.drain()
+    finally:
+        await bot.stop()
+    assert at_ack == [["keep me safe"]]

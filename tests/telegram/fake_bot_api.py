@@ -151,6 +151,7 @@ class FakeBotAPI:
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
+        self._received: dict[tuple[int, int], dict[str, Any]] = {}  # what people sent (for replies)
         self._update_ids = itertools.count(1000)
         self._message_ids: dict[int, itertools.count] = {}
         self._new_update = asyncio.Condition()
@@ -242,8 +243,9 @@ class FakeBotAPI:
         """Queue an update for getUpdates; gives it an update_id unless it has one."""
         update.setdefault("update_id", next(self._update_ids))
         for key in ("message", "edited_message"):
-            if key in update:
+            if key in update and isinstance(update[key].get("chat"), dict):
                 self.remember_chat(update[key]["chat"])
+                self._received[(update[key]["chat"]["id"], update[key].get("message_id"))] = update[key]
         async with self._new_update:
             self._updates.append(update)
             self._new_update.notify_all()
@@ -311,8 +313,12 @@ class FakeBotAPI:
         if params.get("reply_markup"):
             msg["reply_markup"] = params["reply_markup"]
         reply = params.get("reply_parameters")
-        if reply and (chat_id, reply["message_id"]) in self.messages:
-            msg["reply_to_message"] = self.messages[(chat_id, reply["message_id"])]
+        quoted = reply and (
+            self.messages.get((chat_id, reply["message_id"]))
+            or self._received.get((chat_id, reply["message_id"]))
+        )
+        if quoted:
+            msg["reply_to_message"] = quoted
         self.messages[(chat_id, message_id)] = msg
         return msg
 

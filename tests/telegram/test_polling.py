@@ -149,3 +149,35 @@ async def test_run_telegram_serves_until_cancelled_then_stops_cleanly(fake_api: 
     polls = len(fake_api.of("getUpdates"))
     await asyncio.sleep(1.5)
     assert len(fake_api.of("getUpdates")) == polls, "polling stopped with the task"
+
+
+async def test_an_update_is_in_the_inbox_before_the_next_offset_confirms_it(fake_api: FakeBotAPI, tmp_path):
+    """python-telegram-bot confirms a batch on its next getUpdates, long before the reply: the
+    inbox must hold the message by then (a crash after that point loses nothing)."""
+    import asyncio
+
+    class Recording(ScriptedAssistant):
+        def __init__(self) -> None:
+            super().__init__()
+            self.accepted: list[str] = []
+
+        def accept(self, msg) -> None:
+            self.accepted.append(msg.text)
+
+        async def handle(self, msg):
+            await asyncio.sleep(1.0)
+            return await super().handle(msg)
+
+    assistant = Recording()
+    ada = user(11, "Ada")
+    async with running(assistant, telegram_settings(fake_api, tmp_path)):
+        update = await fake_api.push({"message": message(private_chat(ada), ada, "hold on to this")})
+        confirmed = await fake_api.wait_for(
+            lambda: [
+                c for c in fake_api.of("getUpdates") if int(c.params.get("offset") or 0) > update["update_id"]
+            ]
+        )
+        in_inbox, answered_yet = list(assistant.accepted), bool(fake_api.bot_messages(11))
+        assert confirmed and not answered_yet  # Telegram forgot it before the answer went out...
+        assert in_inbox == ["hold on to this"]  # ...and the inbox had it by then
+        await fake_api.wait_for(lambda: fake_api.bot_messages(11))

@@ -165,3 +165,20 @@ async def test_only_group_admins_turn_group_context_off(fake_api: FakeBotAPI, se
     stored = assistant.store.chat_turns("telegram", "-100321", scope=chat_scope("telegram", "-100321"))
     assert not any("5550199" in t.text for t in stored), "with context off, unaddressed messages are not kept"
     assert fake_api.of("getChatMember")[0].params["user_id"] == 22
+
+
+async def test_a_refused_setting_is_not_run_after_a_restart(fake_api: FakeBotAPI, settings, make):
+    """The channel refuses a non-admin's /context off itself; the inbox must not hand the
+    message to the core after a restart as if it had never been answered."""
+    assistant, _ = make(settings)
+    async with running(assistant, settings):
+        await say(fake_api, GROUP, BOB, f"/context off {MENTION}", mention=MENTION)
+        assert await answered(fake_api, -100321, 1) == [
+            "Only this group's admins can turn group context on or off."
+        ]
+    assistant, _ = make(settings)  # a new process on the same data dir
+    async with running(assistant, settings):
+        await asyncio.sleep(1.0)
+        assert await assistant.unanswered("telegram") == []
+    assert len(fake_api.bot_messages(-100321)) == 1
+    assert assistant.store.chat("telegram", "-100321").record_context
