@@ -48,8 +48,9 @@ def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
     logsafety.install_stdlib_filter(settings)
+    as_json = settings.log_json == "true" or (settings.log_json == "auto" and not sys.stderr.isatty())
     structlog.configure(
-        processors=logsafety.processors(settings),
+        processors=logsafety.processors(settings, logsafety.json_renderer() if as_json else None),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
     )

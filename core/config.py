@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     outbox_retry_seconds: float = 5.0  # broker down: first retry after this, then backing off
     worker_drain_seconds: float = 60.0  # embedded: how long an exit waits for queued work
 
+    # operations (bots/ops_http.py): /healthz, /readyz and /metrics inside `confidante run`; port 0 = off
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9464
+    # log lines as JSON objects: auto = when stderr is not a terminal (a container, systemd)
+    log_json: Literal["auto", "true", "false"] = "auto"
+
     # privacy and access
     log_content: bool = False
     log_level: str = "INFO"

@@ -513,6 +513,10 @@ class Store:
     def _staged(self, keep: Callable[[Turn], bool]) -> list[Turn]:
         return self._writer.pending(keep) if self._writer is not None else []
 
+    def backlog(self) -> int:
+        """Turns journaled but not in LanceDB yet (a metric: it stays near zero when healthy)."""
+        return len(self._staged(lambda t: True))
+
     def close(self) -> None:
         """Write what is staged and release the journal (the process is stopping)."""
         if self._writer is not None:
