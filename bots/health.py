@@ -15,14 +15,17 @@ from core.config import BUNDLED_MODEL, Settings
 
 
 def data_dir(settings: Settings) -> str | None:
-    """The data dir exists (or can be made), is a directory, private, and writable."""
+    """The data dir is a directory, private, and writable (or can be created: the first start
+    creates it, mode 0700)."""
     path = settings.data_dir
     if path.exists() and not path.is_dir():
         return f"CONFIDANTE_DATA_DIR={path} is a file, not a directory: point it at a directory"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot create the data dir {path} ({exc.strerror}): create it, owned by this user"
+    if not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+        problem = _probe(parent)
+        if problem:
+            return f"cannot create the data dir {path} in {parent} ({problem}): create it, owned by this user"
+        return None
     problem = _probe(path)
     if problem:
         return f"the data dir {path} is not writable ({problem}): chown it to the user Confidante runs as"

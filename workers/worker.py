@@ -66,6 +66,15 @@ def run_worker(*, beat: bool = True, concurrency: int = 1) -> None:
     app.worker_main(worker_argv(beat=beat, loglevel=settings.log_level, concurrency=concurrency))
 
 
+def run_beat() -> None:
+    """The scheduler alone: one per deployment, or the periodic work runs once per beat."""
+    settings = app.confidante_settings
+    _logging(settings.log_level)
+    ensure_dirs(settings)
+    structlog.get_logger(__name__).info("beat starting", broker=redacted_url(settings.broker_url))
+    app.start(["beat", "--loglevel", settings.log_level])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--embedded", action="store_true", help="the embedded broker's worker")
