@@ -166,6 +166,29 @@ def worker(
 
 
 @app.command()
+def prepare() -> None:
+    """Convert the bundled model and export the embedder now, so the first start is quick (an
+    image build runs this with CONFIDANTE_MODEL_CACHE_DIR inside the image)."""
+    from core.memory.embed import default_embedder
+
+    settings = get_settings()
+    configure_logging(settings)
+    _assistant_model(settings)
+    default_embedder().embed(["ready"])
+    err.print(f"model and embedder ready in {settings.models_dir}")
+
+
+def _assistant_model(settings: Settings) -> None:
+    from core.llm.model import ModelLoadError, load_model
+
+    try:
+        load_model(settings)
+    except ModelLoadError as exc:
+        err.print(f"[red]Could not load the model:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
 def beat() -> None:
     """Run the periodic scheduler alone (idle sweeps, compaction): exactly one per deployment,
     with workers started by `confidante worker --no-beat`."""
@@ -201,13 +224,19 @@ def doctor() -> None:
 
 @app.command()
 def backup(
-    archive: Annotated[Path, typer.Argument(help="The .tar.gz to write")],
+    archive: Annotated[
+        Path, typer.Argument(help="The .tar.gz to write, or a folder to write a dated one in")
+    ],
 ) -> None:
     """Copy the data dir into one archive, consistently, while the bot runs (mode 0600: it holds
     everything people said)."""
+    from datetime import UTC, datetime
+
     from bots.backup import backup as take
 
     settings = get_settings()
+    if archive.is_dir():
+        archive = archive / f"confidante-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
     try:
         info = take(settings, archive)
     except FileNotFoundError as exc:
