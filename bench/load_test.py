@@ -92,7 +92,7 @@ def _counts(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path) -> int:
+async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path, model: str | None) -> int:
     api = FakeBotAPI()
     await api.start()
     hook, ops = _port(), _port()
@@ -123,6 +123,7 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
             CONFIDANTE_DATA_DIR=f"{tmp}/data",
             CONFIDANTE_MODEL_CACHE_DIR=str(models_dir),
             CONFIDANTE_MAX_NEW_TOKENS=str(max_new_tokens),
+            **({"CONFIDANTE_MODEL": model} if model else {}),
             CONFIDANTE_OPS_PORT=str(ops),
             CONFIDANTE_RATE_PER_MINUTE_PERSON="1000",
             TELEGRAM_BOT_TOKEN=TOKEN,
@@ -252,8 +253,9 @@ if __name__ == "__main__":
     parser.add_argument("--people", type=int, default=50)
     parser.add_argument("--messages", type=int, default=6, help="per person")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--model", help="a model directory (default: the bundled SmolLM2)")
     parser.add_argument(
         "--models-dir", type=Path, default=ROOT / "data" / "models", help="converted model cache"
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.people, args.messages, args.max_new_tokens, args.models_dir)))
+    sys.exit(asyncio.run(main(args.people, args.messages, args.max_new_tokens, args.models_dir, args.model)))
