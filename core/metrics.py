@@ -23,8 +23,8 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 
 MESSAGES = Counter(
     "confidante_messages_total",
-    "Messages handled, by platform and outcome (replied, answered: a command or a note without "
-    "generation, ignored: a duplicate or not addressed, refused, failed)",
+    "Messages handled, by platform and outcome (replied; answered: a command, a refusal or a "
+    "note without generation; ignored: a duplicate or not addressed; failed)",
     ["platform", "outcome"],
 )
 STAGE_SECONDS = Histogram(
