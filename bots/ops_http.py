@@ -83,12 +83,17 @@ async def serve_ops(assistant: Any, settings: Settings) -> AsyncIterator[int | N
     site = web.TCPSite(runner, settings.ops_host, settings.ops_port)
     try:
         await site.start()
-    except OSError as exc:
+    except OSError as exc:  # people are answered anyway; a container's health check will say it
         await runner.cleanup()
-        raise SystemExit(
-            f"Cannot serve /healthz and /metrics on {settings.ops_host}:{settings.ops_port} ({exc.strerror}): "
-            "set CONFIDANTE_OPS_PORT to a free port, or 0 to turn them off."
-        ) from exc
+        log.error(
+            "cannot serve /healthz, /readyz and /metrics: set CONFIDANTE_OPS_PORT to a free port, "
+            "or 0 to turn them off",
+            host=settings.ops_host,
+            port=settings.ops_port,
+            error=exc.strerror,
+        )
+        yield None
+        return
     log.info("ops endpoints up", host=settings.ops_host, port=settings.ops_port)
     try:
         yield settings.ops_port

@@ -97,6 +97,10 @@ async def test_readyz_follows_the_store_and_the_broker(assistant: Assistant, set
     shutil.rmtree(settings.data_dir / "lancedb.away", ignore_errors=True)
 
 
-async def test_port_zero_turns_the_endpoints_off(assistant: Assistant, settings) -> None:
+async def test_port_zero_or_taken_leaves_the_bot_running_without_endpoints(
+    assistant: Assistant, settings
+) -> None:
     async with serve_ops(assistant, settings.model_copy(update={"ops_port": 0})) as port:
         assert port is None
+    async with serve_ops(assistant, settings) as port, serve_ops(assistant, settings) as second:
+        assert port == settings.ops_port and second is None
