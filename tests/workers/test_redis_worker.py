@@ -10,7 +10,6 @@ from collections import Counter
 from types import SimpleNamespace
 
 import core.assistant
-
 from core.assistant import Assistant
 from core.memory.records import Person, Turn
 from tests.helpers import dm, say
