@@ -46,10 +46,9 @@ def store(path: Path, store_obj: Any = None) -> str | None:
     problem = _probe(path)
     if problem:
         return f"the store {path} is not writable ({problem}): check free disk space and ownership"
-    writer = getattr(store_obj, "_writer", None)
-    failures = getattr(writer, "_failures", 0)
-    if failures:
-        return f"writing turns to the store failed {failures} times in a row ({writer._error}); they wait in the journal"
+    failing = getattr(store_obj, "write_problem", lambda: None)()
+    if failing:
+        return f"writing turns to the store fails: {failing}; they wait in the journal"
     return None
 
 

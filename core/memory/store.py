@@ -514,6 +514,10 @@ class Store:
     def _staged(self, keep: Callable[[Turn], bool]) -> list[Turn]:
         return self._writer.pending(keep) if self._writer is not None else []
 
+    def write_problem(self) -> str | None:
+        """Why staged turns are not reaching LanceDB (they wait in the journal), or None."""
+        return self._writer.failing() if self._writer is not None else None
+
     def backlog(self) -> int:
         """Turns journaled but not in LanceDB yet (a metric: it stays near zero when healthy)."""
         return len(self._staged(lambda t: True))

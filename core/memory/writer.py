@@ -193,6 +193,11 @@ class TurnWriter:
         with self._cond:
             return [t for t in self._pending.values() if keep is None or keep(t)]
 
+    def failing(self) -> str | None:
+        """Why commits are failing (readiness checks), or None when the last one worked."""
+        with self._cond:
+            return f"{self._failures} failed commits in a row ({self._error})" if self._failures else None
+
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until everything staged so far is in LanceDB (reads that must see every turn,
         deletions, edits). Returns False on timeout; raises TurnsNotWritten when the commits

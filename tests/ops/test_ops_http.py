@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import httpx
@@ -104,3 +105,37 @@ async def test_port_zero_or_taken_leaves_the_bot_running_without_endpoints(
         assert port is None
     async with serve_ops(assistant, settings) as port, serve_ops(assistant, settings) as second:
         assert port == settings.ops_port and second is None
+
+
+async def test_readyz_unready_while_turns_cannot_be_written_and_ready_once_they_are(
+    assistant: Assistant, settings, monkeypatch
+) -> None:
+    from core.memory import writer
+
+    monkeypatch.setattr(writer, "RETRY_SECONDS", 0.2)
+    turns = settings.data_dir / "lancedb" / "turns.lance"
+    async with serve_ops(assistant, settings) as port, httpx.AsyncClient() as http:
+        url = f"http://127.0.0.1:{port}/readyz"
+        assert (await http.get(url)).status_code == 200
+        turns.rename(turns.with_name("turns.away"))
+        turns.write_text("the table's folder is gone")  # its folder can take no file
+        try:
+            reply = await assistant.handle(dm("Remember that my locker is 42.", person="ops-dee"))
+            assert reply is not None and await reply.collect()  # the person is answered anyway
+            for _ in range(100):
+                unready = await http.get(url)
+                if unready.status_code == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert unready.status_code == 503
+            assert "writing turns to the store fails" in unready.json()["checks"]["store"]
+        finally:
+            turns.unlink()
+            turns.with_name("turns.away").rename(turns)
+        for _ in range(100):
+            if (await http.get(url)).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await http.get(url)).status_code == 200
+        await asyncio.to_thread(assistant.store.settle)
+        assert [t.role for t in assistant.store.turns_of("ops-dee")] == ["user", "assistant"]
