@@ -69,29 +69,34 @@ def backup(settings: Settings, archive: Path) -> dict:
 
 def restore(settings: Settings, archive: Path, *, force: bool = False) -> Path | None:
     """Unpack `archive` as the data dir. A data dir in use is refused; an existing one is moved
-    aside (returned) only with `force`. The next start replays the restored journal."""
+    aside (returned) only with `force`, and only once the archive unpacked and read well.
+    The next start replays the restored journal."""
     data = settings.data_dir
     if in_use(data):
         raise RestoreRefused(
             f"a chat process is running on {data}: stop it first (systemctl stop confidante)"
         )
-    aside = None
-    if data.exists() and any(data.iterdir()):
-        if not force:
-            raise RestoreRefused(f"{data} is not empty: pass --force to move it aside and restore over it")
-        aside = data.with_name(f"{data.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-        data.rename(aside)
-    parent = data.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".restore-", dir=parent) as tmp:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")  # no absolute paths, links out or devices
+    if data.exists() and any(data.iterdir()) and not force:
+        raise RestoreRefused(f"{data} is not empty: pass --force to move it aside and restore over it")
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".restore-", dir=data.parent) as tmp:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")  # no absolute paths, links out or devices
+        except (OSError, tarfile.TarError) as exc:
+            raise RestoreRefused(f"cannot read {archive} ({exc}); nothing was changed") from exc
         unpacked = Path(tmp) / "data"
         if not (unpacked / "BACKUP.json").exists():
-            raise RestoreRefused(f"{archive} is not a Confidante backup (no BACKUP.json)")
+            raise RestoreRefused(
+                f"{archive} is not a Confidante backup (no BACKUP.json); nothing was changed"
+            )
         _verify(unpacked / "lancedb")
-        if aside is None and data.exists():
-            data.rmdir()  # empty: checked above
+        aside = None
+        if data.exists() and any(data.iterdir()):
+            aside = data.with_name(f"{data.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+            data.rename(aside)
+        elif data.exists():
+            data.rmdir()
         unpacked.rename(data)
     data.chmod(0o700)
     return aside

@@ -173,12 +173,12 @@ def prepare() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    _assistant_model(settings)
+    _load_model(settings)
     default_embedder().embed(["ready"])
     err.print(f"model and embedder ready in {settings.models_dir}")
 
 
-def _assistant_model(settings: Settings) -> None:
+def _load_model(settings: Settings) -> None:
     from core.llm.model import ModelLoadError, load_model
 
     try:

@@ -84,6 +84,11 @@ def test_backup_while_writing_and_purging_restores_every_accepted_turn(
     finally:
         restored.close()
 
+    # a file that is no backup changes nothing, whatever --force says
+    (tmp_path / "notes.tar.gz").write_text("not an archive")
+    bad = _cli("restore", str(tmp_path / "notes.tar.gz"), "--force", data_dir=target)
+    assert bad.exit_code == 1 and "nothing was changed" in " ".join(bad.output.split())
+    assert (target / "adapters").exists() and not list(tmp_path.glob("restored.before-restore-*"))
     # an existing data dir is kept aside, not overwritten, and only with --force
     assert _cli("restore", str(archive), data_dir=target).exit_code == 1
     result = _cli("restore", str(archive), "--force", data_dir=target)
