@@ -26,7 +26,7 @@ from core.memory.snapshot import cleanup_guard, copy_tables
 
 FORMAT = 1
 SKIP_DIRS = {"models", "lancedb", "journal", "queue", "control", "drained"}
-SKIP_SUFFIXES = (".lock", ".tmp")
+SKIP_SUFFIXES = (".lock", ".tmp", ".log", ".partial")
 
 
 class RestoreRefused(Exception):
