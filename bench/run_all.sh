@@ -36,5 +36,6 @@ fi
 run bench/telegram_first_text.py
 run bench/slack_bench.py
 run bench/matrix_latency.py
+run bench/load_test.py --people "$([ "$quick" = 1 ] && echo 20 || echo 50)" --messages 6 --max-new-tokens 32
 [ -f bench/adapter_bench.py ] && run bench/adapter_bench.py
 exit 0

@@ -51,8 +51,9 @@ def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
     logsafety.install_stdlib_filter(settings)
+    as_json = settings.log_json == "true" or (settings.log_json == "auto" and not sys.stderr.isatty())
     structlog.configure(
-        processors=logsafety.processors(settings),
+        processors=logsafety.processors(settings, logsafety.json_renderer() if as_json else None),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
     )
@@ -157,6 +158,9 @@ def worker(
             "(training; give it to a GPU machine)"
         ),
     ] = "confidante,adapters",
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve this worker's task metrics on 127.0.0.1:PORT (0: off)")
+    ] = 0,
 ) -> None:
     """Run a background worker for CONFIDANTE_BROKER_URL (memory consolidation, upkeep, adapters)."""
     settings = get_settings()
@@ -173,7 +177,112 @@ def worker(
     if not chosen or unknown:
         err.print(f"[red]Unknown queue {', '.join(unknown) or '(none)'}.[/red] Use: {', '.join(ALL_QUEUES)}")
         raise typer.Exit(2)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.ops_host)
     run_worker(beat=beat, concurrency=concurrency, queues=chosen)
+
+
+@app.command()
+def prepare() -> None:
+    """Convert the bundled model and export the embedder now, so the first start is quick (an
+    image build runs this with CONFIDANTE_MODEL_CACHE_DIR inside the image)."""
+    from core.memory.embed import default_embedder
+
+    settings = get_settings()
+    configure_logging(settings)
+    _load_model(settings)
+    default_embedder().embed(["ready"])
+    err.print(f"model and embedder ready in {settings.models_dir}")
+
+
+def _load_model(settings: Settings) -> None:
+    from core.llm.model import ModelLoadError, load_model
+
+    try:
+        load_model(settings)
+    except ModelLoadError as exc:
+        err.print(f"[red]Could not load the model:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def beat() -> None:
+    """Run the periodic scheduler alone (idle sweeps, compaction): exactly one per deployment,
+    with workers started by `confidante worker --no-beat`."""
+    settings = get_settings()
+    if not settings.broker_url:
+        err.print("[red]CONFIDANTE_BROKER_URL is not set.[/red] The embedded worker runs its own beat.")
+        raise typer.Exit(2)
+    from workers.worker import run_beat
+
+    run_beat()
+
+
+@app.command()
+def doctor() -> None:
+    """Check settings, data dir, model, store, broker and each platform's credentials; say what
+    to fix. Exits 1 when something is broken."""
+    from bots.doctor import load_settings, run_checks
+
+    settings, first = load_settings()
+    findings = [first] + (run_checks(settings) if settings is not None else [])
+    broken = False
+    for finding in findings:
+        if finding.problem is None:
+            out.print(f"[green]ok[/green]    {finding.name}: {finding.detail}")
+        elif finding.fatal:
+            broken = True
+            out.print(f"[red]FIX[/red]   {finding.name}: {finding.problem}")
+        else:
+            out.print(f"[yellow]note[/yellow]  {finding.name}: {finding.problem} ({finding.detail})")
+    if broken:
+        raise typer.Exit(1)
+
+
+@app.command()
+def backup(
+    archive: Annotated[
+        Path, typer.Argument(help="The .tar.gz to write, or a folder to write a dated one in")
+    ],
+) -> None:
+    """Copy the data dir into one archive, consistently, while the bot runs (mode 0600: it holds
+    everything people said)."""
+    from datetime import UTC, datetime
+
+    from bots.backup import backup as take
+
+    settings = get_settings()
+    if archive.is_dir():
+        archive = archive / f"confidante-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
+    try:
+        info = take(settings, archive)
+    except FileNotFoundError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    rows = ", ".join(f"{name} {n}" for name, n in sorted(info["rows"].items()))
+    err.print(f"wrote {archive} in {info['seconds']} s: {rows}; {info['journal_turns']} journaled turns")
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(help="A .tar.gz from `confidante backup`")],
+    force: Annotated[bool, typer.Option(help="Move an existing data dir aside and restore over it")] = False,
+) -> None:
+    """Unpack a backup as the data dir (stop `confidante run` first)."""
+    from bots.backup import RestoreRefused
+    from bots.backup import restore as put_back
+
+    settings = get_settings()
+    try:
+        aside = put_back(settings, archive, force=force)
+    except RestoreRefused as exc:
+        err.print(f"[red]Not restored:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if aside is not None:
+        err.print(f"the previous data dir is kept in {aside}")
+    err.print(f"restored {settings.data_dir}; the next start writes the journaled turns")
 
 
 def _jobs(settings: Settings, *, start_worker: bool = True):

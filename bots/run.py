@@ -32,6 +32,13 @@ def _configured(settings: Settings) -> dict[str, Callable[[Assistant, Settings],
 
 
 async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
+    from bots.ops_http import serve_ops
+
+    async with serve_ops(assistant, settings):
+        await _run(assistant, settings, person=person)
+
+
+async def _run(assistant: Assistant, settings: Settings, *, person: str) -> None:
     runners = _configured(settings)
     if not runners:
         from bots.console import chat

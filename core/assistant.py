@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import uuid
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from core import metrics
 from core.access import Access
 from core.commands import Commands, is_command
 from core.config import Settings
@@ -124,7 +126,27 @@ class Assistant:
         return self.commands.menu()
 
     async def handle(self, msg: Incoming) -> Reply | None:
-        """Answer one message, or return None when there is nothing to say."""
+        """Answer one message, or return None when there is nothing to say.
+
+        Counts the outcome and times the reply; a request id goes into every log line about this
+        message, including the worker task it leads to (structlog context variables)."""
+        request_id = uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                reply = await self._handle(msg)
+            except BaseException:
+                metrics.message(msg.platform, "failed")
+                raise
+        if reply is None:
+            metrics.message(msg.platform, "ignored")
+        elif reply.stream is None:
+            metrics.message(msg.platform, "answered")
+        else:
+            reply.stream = _observed(reply.stream, msg.platform, request_id, started)
+        return reply
+
+    async def _handle(self, msg: Incoming) -> Reply | None:
         problem = invalid_ids(msg)
         if problem is not None:
             log.warning("message with unusable ids dropped", platform=msg.platform, problem=problem)
@@ -301,8 +323,11 @@ class Assistant:
     ) -> list[Recalled]:
         # Searches read LanceDB only: what the person said elsewhere a moment ago (still staged)
         # must be findable. This chat's staged turns are in the recent window, excluded anyway.
+        started = time.perf_counter()
         self.store.settle_turns_of(person.person_id, besides=exclude_ids)
-        return self.recall.recall(person, chat, vector, exclude_ids=exclude_ids, query_text=text)
+        found = self.recall.recall(person, chat, vector, exclude_ids=exclude_ids, query_text=text)
+        metrics.stage("recall", time.perf_counter() - started)
+        return found
 
     def prompt_for(
         self,
@@ -312,6 +337,7 @@ class Assistant:
         recalled: list[Recalled],
         recent: list[Turn],
     ) -> list[dict[str, str]]:
+        started = time.perf_counter()
         budget = self.engine.context_tokens - self.settings.max_new_tokens - 16
         profile = (
             person.profile if chat.kind == "direct" or chat.scope in person.settings.shared_chats else ""
@@ -324,9 +350,11 @@ class Assistant:
             recent=recent,
             group=chat.kind == "group",
         )
-        return build_messages(
+        messages = build_messages(
             parts, layout=self.layout, budget_tokens=budget, count_tokens=self.engine.count_tokens
         )
+        metrics.stage("prompt", time.perf_counter() - started)
+        return messages
 
     async def _generate(
         self,
@@ -519,6 +547,27 @@ async def _prefixed(prefix: str, stream: AsyncIterator[str]) -> AsyncIterator[st
         if prefix and delta:
             delta, prefix = prefix + delta, ""
         yield delta
+
+
+async def _observed(
+    stream: AsyncIterator[str], platform: str, request_id: str, started: float
+) -> AsyncIterator[str]:
+    """The reply stream, timed (first text, whole reply) and counted; the channel consumes it
+    outside `handle`, so the request id is bound again while it runs."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    first = True
+    outcome = "failed"
+    try:
+        async for delta in stream:
+            if first:
+                metrics.stage("first_token", time.perf_counter() - started)
+                first = False
+            yield delta
+        metrics.stage("reply", time.perf_counter() - started)
+        outcome = "replied"
+    finally:
+        metrics.message(platform, outcome)
+        structlog.contextvars.unbind_contextvars("request_id")
 
 
 MAX_ID_CHARS = 512

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     late_reply_window_seconds: int = 900
     # SIGINT/SIGTERM: replies in progress get this long to finish; the rest are answered next start
     shutdown_grace_seconds: float = 20.0
+    # operations (bots/ops_http.py): /healthz, /readyz and /metrics inside `confidante run`; port 0 = off
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 9464
+    # log lines as JSON objects: auto = when stderr is not a terminal (a container, systemd)
+    log_json: Literal["auto", "true", "false"] = "auto"
 
     # privacy and access
     log_content: bool = False

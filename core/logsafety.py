@@ -117,6 +117,19 @@ def processors(settings: Settings, renderer: Any = None) -> list[Any]:
     ]
 
 
+def json_renderer() -> Any:
+    """One JSON object a line (containers, journald, log shippers), tracebacks as text in it."""
+    import structlog
+
+    format_exc = structlog.processors.format_exc_info
+    render = structlog.processors.JSONRenderer()
+
+    def renderer(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        return render(logger, method_name, format_exc(logger, method_name, event_dict))
+
+    return renderer
+
+
 def install_stdlib_filter(settings: Settings) -> SecretFilter:
     """Scrub secrets from every handler of the root logger (call after basicConfig)."""
     secret_filter = SecretFilter(settings.secret_values())

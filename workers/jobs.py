@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from celery import Celery
 
+from core import metrics
 from core.config import Settings
 from workers.app import (
     TASK_CONSOLIDATE,
@@ -104,6 +105,7 @@ class CeleryJobs:
         self._backoff = settings.outbox_retry_seconds
         self._next_try = 0.0
         self._published = 0
+        self._request_ids: dict[str, str] = {}  # person -> the request that last asked for work
         self._flushes: dict[int, threading.Event] = {}
         self._thread = threading.Thread(target=self._run, name="confidante-jobs", daemon=True)
         self._thread.start()
@@ -112,6 +114,9 @@ class CeleryJobs:
 
     def after_turn(self, person_id: str) -> None:
         try:
+            request_id = structlog.contextvars.get_contextvars().get("request_id")
+            if request_id:
+                self._request_ids[person_id] = request_id
             with self._counts_lock:
                 n = self._counts.get(person_id, 0) + 1
                 due = n >= self.settings.consolidate_after_turns
@@ -202,7 +207,7 @@ class CeleryJobs:
                 if job is None:
                     continue
                 if self._down_since is not None:
-                    self.outbox.add(job)
+                    self._defer(job)
                     continue
                 self._send(job)
             except Exception as exc:  # keep the thread alive whatever happens
@@ -216,14 +221,22 @@ class CeleryJobs:
 
     def _publish(self, job: Job) -> None:
         name, person_id = job
-        self.app.send_task(name, args=[person_id], retry=False)
+        request_id = self._request_ids.pop(person_id, None)
+        # the worker binds it to its log lines (workers/observe.py): one id from message to task
+        headers = {"request_id": request_id} if request_id else None
+        self.app.send_task(name, args=[person_id], retry=False, headers=headers)
+        metrics.JOBS.labels(task=name, outcome="published").inc()
+
+    def _defer(self, job: Job) -> None:
+        self.outbox.add(job)
+        metrics.JOBS.labels(task=job[0], outcome="deferred").inc()
 
     def _send(self, job: Job) -> None:
         try:
             self._publish(job)
             self._published += 1
         except Exception as exc:
-            self.outbox.add(job)
+            self._defer(job)
             self._went_down(exc)
 
     def _went_down(self, exc: Exception) -> None:

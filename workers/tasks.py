@@ -17,7 +17,7 @@ from core.config import BUNDLED_MODEL, Settings, get_settings
 from core.memory.consolidate import Consolidator
 from core.memory.extract import Extractor, LLMExtractor, RuleExtractor
 from core.memory.store import Store
-from workers import training
+from workers import observe, training  # noqa: F401  (observe: counts tasks, binds request ids)
 from workers.app import (
     TASK_COMPACT,
     TASK_CONSOLIDATE,

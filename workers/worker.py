@@ -12,16 +12,22 @@ import sys
 
 import structlog
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 from workers.app import QUEUE, QUEUE_ADAPTERS, app, ensure_dirs, is_embedded, redacted_url
 
 ALL_QUEUES = (QUEUE, QUEUE_ADAPTERS)
 
 
-def _logging(level: str) -> None:
-    number = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+def _logging(settings: Settings) -> None:
+    """The chat process's logging: secrets scrubbed, JSON lines when not on a terminal, and the
+    context (a task's request id, workers/observe.py) on every line."""
+    from core import logsafety
+
+    number = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     logging.basicConfig(level=number, stream=sys.stderr, format="%(message)s")
+    as_json = settings.log_json == "true" or (settings.log_json == "auto" and not sys.stderr.isatty())
     structlog.configure(
+        processors=logsafety.processors(settings, logsafety.json_renderer() if as_json else None),
         wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
@@ -61,7 +67,7 @@ def worker_argv(
 def run_worker(*, beat: bool = True, concurrency: int = 1, queues: tuple[str, ...] = ALL_QUEUES) -> None:
     """Blocks until the worker stops (SIGTERM: finish the current task, then stop)."""
     settings = app.confidante_settings
-    _logging(settings.log_level)
+    _logging(settings)
     _one_thread()
     ensure_dirs(settings)
     structlog.get_logger(__name__).info(
@@ -74,6 +80,15 @@ def run_worker(*, beat: bool = True, concurrency: int = 1, queues: tuple[str, ..
     app.worker_main(
         worker_argv(beat=beat, loglevel=settings.log_level, concurrency=concurrency, queues=queues)
     )
+
+
+def run_beat() -> None:
+    """The scheduler alone: one per deployment, or the periodic work runs once per beat."""
+    settings = app.confidante_settings
+    _logging(settings)
+    ensure_dirs(settings)
+    structlog.get_logger(__name__).info("beat starting", broker=redacted_url(settings.broker_url))
+    app.start(["beat", "--loglevel", settings.log_level])
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from core.config import Settings
+from core.metrics import ADAPTER_CACHE
 
 log = structlog.get_logger(__name__)
 
@@ -367,6 +368,8 @@ class AdapterRegistry:
                 return -1
             if slot < 0:
                 return -1
+        else:
+            ADAPTER_CACHE.labels(result="hit").inc()
         self._lru.move_to_end(key)
         self._pins[slot] = self._pins.get(slot, 0) + 1
         return slot
@@ -442,6 +445,7 @@ class AdapterRegistry:
         self._ctx.version += 1  # a slot's weights changed under any gathered copy
         self._last_rows = None
         self.loads += 1
+        ADAPTER_CACHE.labels(result="load").inc()
         self.load_seconds.append(time.perf_counter() - start)
         return slot
 

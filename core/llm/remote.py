@@ -216,6 +216,10 @@ class RemoteEngine:
     async def generate(self, messages: list[dict], **kwargs: Any) -> str:
         return "".join([delta async for delta in self.stream(messages, **kwargs)])
 
+    def health(self) -> str | None:
+        """For /readyz: None while the server answers, else what is wrong (blocking, bounded)."""
+        return server_problem(self.settings, breaker_open=self.breaker.is_open)
+
     def close(self) -> None:
         if self._sync_client is not None:
             self._sync_client.close()
@@ -420,3 +424,19 @@ def _local_tokenizer(path: str | None) -> Any:
             "at the served model's directory (its tokenizer files), or unset it to count with the "
             "server's /tokenize endpoint."
         ) from exc
+
+
+def server_problem(settings: Settings, *, breaker_open: bool = False) -> str | None:
+    """None when the generation server lists its models, else one sentence saying what to do."""
+    url = settings.generation_url
+    if breaker_open:
+        return f"the generation server at {url} failed several requests in a row: check that it runs"
+    try:
+        response = httpx.get(server_root(url) + "/v1/models", headers=auth_headers(settings), timeout=3.0)
+    except httpx.HTTPError as exc:
+        return f"the generation server at {url} does not answer ({type(exc).__name__}): start it or fix CONFIDANTE_GENERATION_URL"
+    if response.status_code in (401, 403):
+        return f"the generation server at {url} refused the key: set CONFIDANTE_GENERATION_API_KEY"
+    if response.status_code >= 400:
+        return f"the generation server at {url} answered {response.status_code} to /v1/models"
+    return None

@@ -32,6 +32,7 @@ from core.memory import filters as f
 from core.memory.embed import DIM, Embedder
 from core.memory.hot import TABLES, Entry, Rows, SearchCache, terms_of, unit
 from core.memory.records import Identity, Memory, Person, PersonSettings, Turn
+from core.memory.snapshot import cleanup_guard
 from core.memory.writer import Journal, JournalBusy, TurnWriter
 
 log = structlog.get_logger(__name__)
@@ -513,6 +514,14 @@ class Store:
     def _staged(self, keep: Callable[[Turn], bool]) -> list[Turn]:
         return self._writer.pending(keep) if self._writer is not None else []
 
+    def write_problem(self) -> str | None:
+        """Why staged turns are not reaching LanceDB (they wait in the journal), or None."""
+        return self._writer.failing() if self._writer is not None else None
+
+    def backlog(self) -> int:
+        """Turns journaled but not in LanceDB yet (a metric: it stays near zero when healthy)."""
+        return len(self._staged(lambda t: True))
+
     def close(self) -> None:
         """Write what is staged and release the journal (the process is stopping)."""
         if self._writer is not None:
@@ -860,8 +869,9 @@ class Store:
     def purge_history(self) -> None:
         """Compact every table and drop all older versions: deleted rows stop existing on disk."""
         self.settle()  # and a journal keeps no forgotten text
-        # no background compaction may be writing files while unreferenced files are deleted
-        with self._compacting, self._write_lock, warnings.catch_warnings():
+        # no background compaction may be writing files while unreferenced files are deleted,
+        # and no backup copying them (core/memory/snapshot.py)
+        with self._compacting, cleanup_guard(self.uri), self._write_lock, warnings.catch_warnings():
             # Removing every old version is the point here; a reader on an old version retries.
             warnings.simplefilter("ignore", UserWarning)
             for name, table in self._tables.items():
@@ -886,7 +896,8 @@ class Store:
 
     def _compact(self, name: str) -> None:
         try:
-            self._tables[name].optimize()
+            with cleanup_guard(self.uri):  # optimize drops week-old versions' files
+                self._tables[name].optimize()
         except Exception as exc:  # a concurrent delete won the commit; the next round retries
             log.warning("background compaction skipped", table=name, error=str(exc))
         finally:
@@ -914,7 +925,8 @@ class Store:
         text indexes (they keep deleted values until rebuilt). Call this after an import and
         periodically (the workers' upkeep), not per message.
         """
-        with self._write_lock:
+        # lock order everywhere: _compacting, then the cleanup guard, then _write_lock
+        with cleanup_guard(self.uri), self._write_lock:
             for name in ("turns", "memories"):
                 table = self._tables[name]
                 rows = table.count_rows()

@@ -17,7 +17,9 @@ on the same data dir from replaying turns the first has not written yet.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -162,6 +164,8 @@ class TurnWriter:
         """
         unique = list({t.id: t for t in turns}.values())
         run_now = False
+        if then is not None:  # runs in the writer thread, with the stager's context (request id)
+            then = functools.partial(contextvars.copy_context().run, then)
         with self._cond:
             fresh = [t for t in unique if t.id not in self._pending]
             if check and fresh:
@@ -188,6 +192,11 @@ class TurnWriter:
         """Staged turns not committed yet (those `keep` accepts), in staging order."""
         with self._cond:
             return [t for t in self._pending.values() if keep is None or keep(t)]
+
+    def failing(self) -> str | None:
+        """Why commits are failing (readiness checks), or None when the last one worked."""
+        with self._cond:
+            return f"{self._failures} failed commits in a row ({self._error})" if self._failures else None
 
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until everything staged so far is in LanceDB (reads that must see every turn,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from collections import Counter
+from types import SimpleNamespace
 
+import core.assistant
 from core.assistant import Assistant
 from core.memory.records import Person, Turn
 from tests.helpers import dm, say
@@ -16,9 +19,12 @@ from workers.jobs import CeleryJobs
 
 
 def test_messages_in_consolidation_in_the_worker_memories_out(
-    settings, store, redis_db, spawn_worker, tiny_engine, tmp_path
+    settings, store, redis_db, spawn_worker, tiny_engine, tmp_path, monkeypatch
 ):
     settings = settings.model_copy(update={"broker_url": REDIS_URL})
+    # known request ids, to find the message's id in the worker's log lines for its task
+    request_ids = [uuid.UUID(int=0xC0FFEE0000 + n) for n in range(100)]
+    monkeypatch.setattr(core.assistant, "uuid", SimpleNamespace(uuid4=iter(request_ids).__next__))
     log = tmp_path / "worker.log"
     spawn_worker(settings, log, "--no-beat")
     jobs = CeleryJobs(settings)
@@ -43,6 +49,9 @@ def test_messages_in_consolidation_in_the_worker_memories_out(
         )
         history = [m.text for m in store.memories_of("dana", current_only=False) if not m.current]
         assert history == ["Lives in Berlin"]
+        # the 4th message asked for the consolidation: its request id is on the task's log line
+        consolidated = [line for line in log.read_text().splitlines() if "consolidated" in line]
+        assert consolidated and request_ids[3].hex[:16] in consolidated[0], consolidated
         # the worker's profile reaches the chat process's cached person after the next turn
         asyncio.run(chat("Thanks!"))
         jobs.flush()
