@@ -223,14 +223,24 @@ class BatchedLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        delta = self.lora_delta(x)
+        return y if delta is None else y + delta
+
+    def lora_delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Each row's B[slot] (A[slot] x) in x's dtype, or None when no row has an adapter.
+
+        Separate from `forward` so the lean decode step (core/llm/decode.py), which runs fused
+        q|k|v matmuls, adds the same per-row deltas.
+        """
         index = self.ctx.index
         if index is None or x.dim() != 3 or x.shape[0] != index.shape[0]:
-            return y
+            return None
+        dtype = x.dtype
         x = x.to(self.lora_a.dtype)
         if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
             s, r = self.ctx.single, self.ctx.rank
-            return y + ((x @ self.lora_a[s, :r].transpose(0, 1)) @ self.lora_b[s, :, :r].transpose(0, 1)).to(
-                y.dtype
+            return ((x @ self.lora_a[s, :r].transpose(0, 1)) @ self.lora_b[s, :, :r].transpose(0, 1)).to(
+                dtype
             )
         if self._gathered is None or self._gathered[0] != self.ctx.version:
             # gather each row's A and B once per batch composition, not once per token
@@ -239,7 +249,7 @@ class BatchedLoRALinear(nn.Module):
             b = self.lora_b.index_select(0, index)[:, :, :r].transpose(1, 2).contiguous()  # (batch, r, out)
             self._gathered = (self.ctx.version, a, b)
         _, a, b = self._gathered
-        return y + torch.bmm(torch.bmm(x, a), b).to(y.dtype)
+        return torch.bmm(torch.bmm(x, a), b).to(dtype)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -333,6 +343,11 @@ class AdapterRegistry:
             raise AdapterError(f"The model has none of the LoRA target modules {self.targets}.")
 
     # -- per forward --
+
+    @property
+    def active(self) -> bool:
+        """Whether the current rows use any adapter (set_rows decides)."""
+        return self._ctx.index is not None
 
     def set_rows(self, slots: list[int]) -> None:
         import torch
