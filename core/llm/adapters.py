@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from core.config import Settings
+from core.llm.model import base_fingerprint
 
 log = structlog.get_logger(__name__)
 
@@ -320,6 +321,7 @@ class AdapterRegistry:
         self._pins: dict[int, int] = {}
         self._free = list(range(self.max_loaded, 0, -1))
         self._last_rows: list[int] | None = None
+        self.base = base_fingerprint(model)
         self.loads = 0
         self.load_seconds: list[float] = []
 
@@ -417,6 +419,7 @@ class AdapterRegistry:
     def _load_inner(self, key: tuple[str, str], path: Path) -> int:
         start = time.perf_counter()
         config, tensors = read_adapter(path)
+        self._check_base(path)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         while self._lru and (not self._free or sum(self._bytes.values()) + size > self.max_bytes):
             if not self._evict_one():
@@ -442,6 +445,17 @@ class AdapterRegistry:
             raise AdapterError(
                 f"Adapter {path} targets modules this server does not wrap: {sorted(unknown)[:3]}"
             )
+        for name, pair in pairs.items():
+            module = self._modules[name]
+            want_a, want_b = module.lora_a.shape[2], module.lora_b.shape[1]
+            if any(
+                (w == "A" and t.shape[1] != want_a) or (w == "B" and t.shape[0] != want_b)
+                for w, t in pair.items()
+            ):
+                raise AdapterError(
+                    f"Adapter {path} does not fit the served base model ({name} has other shapes): it "
+                    "was trained for another base. A refresh trains one for this model."
+                )
         slot = self._free.pop()
         for name, module in self._modules.items():
             a_buf, b_buf = module.lora_a[slot], module.lora_b[slot]
@@ -459,6 +473,20 @@ class AdapterRegistry:
         self.loads += 1
         self.load_seconds.append(time.perf_counter() - start)
         return slot
+
+    def _check_base(self, path: Path) -> None:
+        """Refuse an adapter trained on other base weights (its meta.json names them)."""
+        try:
+            meta = json.loads((path / META).read_text())
+        except (OSError, ValueError):
+            return  # bench/test adapters without meta: the shape check still applies
+        trained_on = meta.get("base_fingerprint")
+        if trained_on and trained_on != self.base:
+            raise AdapterError(
+                f"Adapter {path} was trained for base model {meta.get('base_model', trained_on)!r}, "
+                "not the one served now, so it is not used (the base model answers). The next "
+                "adapter refresh trains one for this model."
+            )
 
     def stats(self) -> dict[str, Any]:
         return {"loaded": len(self._lru), "bytes": sum(self._bytes.values()), "loads": self.loads}
