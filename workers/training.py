@@ -398,6 +398,10 @@ def refresh_adapter(
                 drop_versions(person_id, settings, [v.version for v in adapters.versions(person_id)])
                 return RefreshResult("dropped", reason="no data left to train on")
             return RefreshResult("skipped", reason="no data yet")
+        if previous is not None and not stale and "base_fingerprint" in previous.meta:
+            loaded = loaded or training_model(settings)
+            if previous.meta["base_fingerprint"] != loaded.fingerprint:
+                stale = True  # trained for another base model: start over on this one
         known = set(previous.meta.get("sources", [])) if previous and not stale else set()
         new_items = len(set(data.sources) - known)
         if not force and not stale and new_items < settings.adapter_min_new_items:
@@ -406,6 +410,7 @@ def refresh_adapter(
             )
 
         loaded = loaded or training_model(settings)
+        base = loaded.fingerprint
         tok = loaded.tokenizer
         eos_id = tok.eos_token_id
         system = settings.persona
@@ -460,6 +465,8 @@ def refresh_adapter(
             "context_size": n_context,
             "heldout_size": len(heldout),
             "from_version": previous.version if init_from else None,
+            "base_model": loaded.name,
+            "base_fingerprint": base,
             "scores": gate.as_dict(),
             "sources": data.sources,  # ids only, never text
             "seconds": round(seconds, 1),

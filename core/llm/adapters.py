@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from core.config import Settings
+from core.llm.model import base_fingerprint
 from core.metrics import ADAPTER_CACHE
 
 log = structlog.get_logger(__name__)
@@ -224,14 +225,24 @@ class BatchedLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        delta = self.lora_delta(x)
+        return y if delta is None else y + delta
+
+    def lora_delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Each row's B[slot] (A[slot] x) in x's dtype, or None when no row has an adapter.
+
+        Separate from `forward` so the lean decode step (core/llm/decode.py), which runs fused
+        q|k|v matmuls, adds the same per-row deltas.
+        """
         index = self.ctx.index
         if index is None or x.dim() != 3 or x.shape[0] != index.shape[0]:
-            return y
+            return None
+        dtype = x.dtype
         x = x.to(self.lora_a.dtype)
         if self.ctx.single is not None:  # every row uses the same adapter: plain matmuls
             s, r = self.ctx.single, self.ctx.rank
-            return y + ((x @ self.lora_a[s, :r].transpose(0, 1)) @ self.lora_b[s, :, :r].transpose(0, 1)).to(
-                y.dtype
+            return ((x @ self.lora_a[s, :r].transpose(0, 1)) @ self.lora_b[s, :, :r].transpose(0, 1)).to(
+                dtype
             )
         if self._gathered is None or self._gathered[0] != self.ctx.version:
             # gather each row's A and B once per batch composition, not once per token
@@ -240,7 +251,7 @@ class BatchedLoRALinear(nn.Module):
             b = self.lora_b.index_select(0, index)[:, :, :r].transpose(1, 2).contiguous()  # (batch, r, out)
             self._gathered = (self.ctx.version, a, b)
         _, a, b = self._gathered
-        return y + torch.bmm(torch.bmm(x, a), b).to(y.dtype)
+        return torch.bmm(torch.bmm(x, a), b).to(dtype)
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -311,6 +322,7 @@ class AdapterRegistry:
         self._pins: dict[int, int] = {}
         self._free = list(range(self.max_loaded, 0, -1))
         self._last_rows: list[int] | None = None
+        self.base = base_fingerprint(model)
         self.loads = 0
         self.load_seconds: list[float] = []
 
@@ -334,6 +346,11 @@ class AdapterRegistry:
             raise AdapterError(f"The model has none of the LoRA target modules {self.targets}.")
 
     # -- per forward --
+
+    @property
+    def active(self) -> bool:
+        """Whether the current rows use any adapter (set_rows decides)."""
+        return self._ctx.index is not None
 
     def set_rows(self, slots: list[int]) -> None:
         import torch
@@ -405,6 +422,7 @@ class AdapterRegistry:
     def _load_inner(self, key: tuple[str, str], path: Path) -> int:
         start = time.perf_counter()
         config, tensors = read_adapter(path)
+        self._check_base(path)
         size = sum(t.numel() * t.element_size() for t in tensors.values())
         while self._lru and (not self._free or sum(self._bytes.values()) + size > self.max_bytes):
             if not self._evict_one():
@@ -430,6 +448,17 @@ class AdapterRegistry:
             raise AdapterError(
                 f"Adapter {path} targets modules this server does not wrap: {sorted(unknown)[:3]}"
             )
+        for name, pair in pairs.items():
+            module = self._modules[name]
+            want_a, want_b = module.lora_a.shape[2], module.lora_b.shape[1]
+            if any(
+                (w == "A" and t.shape[1] != want_a) or (w == "B" and t.shape[0] != want_b)
+                for w, t in pair.items()
+            ):
+                raise AdapterError(
+                    f"Adapter {path} does not fit the served base model ({name} has other shapes): it "
+                    "was trained for another base. A refresh trains one for this model."
+                )
         slot = self._free.pop()
         for name, module in self._modules.items():
             a_buf, b_buf = module.lora_a[slot], module.lora_b[slot]
@@ -448,6 +477,20 @@ class AdapterRegistry:
         ADAPTER_CACHE.labels(result="load").inc()
         self.load_seconds.append(time.perf_counter() - start)
         return slot
+
+    def _check_base(self, path: Path) -> None:
+        """Refuse an adapter trained on other base weights (its meta.json names them)."""
+        try:
+            meta = json.loads((path / META).read_text())
+        except (OSError, ValueError):
+            return  # bench/test adapters without meta: the shape check still applies
+        trained_on = meta.get("base_fingerprint")
+        if trained_on and trained_on != self.base:
+            raise AdapterError(
+                f"Adapter {path} was trained for base model {meta.get('base_model', trained_on)!r}, "
+                "not the one served now, so it is not used (the base model answers). The next "
+                "adapter refresh trains one for this model."
+            )
 
     def stats(self) -> dict[str, Any]:
         return {"loaded": len(self._lru), "bytes": sum(self._bytes.values()), "loads": self.loads}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from core.config import Settings
+from core.llm.decode import LeanDecoder
 from core.llm.model import LoadedModel
 from core.llm.prefix_cache import PrefixCache, kv_layers
 
@@ -82,6 +83,7 @@ class Engine:
         *,
         adapters: AdapterRegistry | None = None,
         max_batch: int | None = None,
+        lean: bool = True,
     ) -> None:
         self.loaded = loaded
         self.settings = settings
@@ -108,6 +110,11 @@ class Engine:
         self._decoder, self._head = _split_head(loaded.model)
         # SDPA takes a ready boolean (rows, 1, 1, keys) mask; other attention kernels build their own
         self._sdpa = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
+        # decode steps over the model's own weights without transformers' per-layer overhead
+        # (core/llm/decode.py); other architectures, and `lean=False`, decode with the model itself
+        self._lean = None
+        if lean and self._head is not None and LeanDecoder.supports(loaded.model):
+            self._lean = LeanDecoder(loaded.model)
 
     # --- text helpers ---------------------------------------------------------------------
 
@@ -331,13 +338,17 @@ class Engine:
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
         positions = self._mask.sum(dim=1, keepdim=True)
         self._set_rows([r.slot for r in self._rows])
-        hidden = self._decoder(
-            input_ids=self._next[:, None],
-            attention_mask=mask.bool()[:, None, None, :] if self._sdpa else mask,
-            position_ids=positions,
-            cache=self._cache,
-            use_cache=True,
-        ).last_hidden_state[:, -1, :]
+        if self._lean is not None:
+            lora = self.adapters is not None and self.adapters.active
+            hidden = self._lean.step(self._next, positions[:, 0], mask, self._cache, lora=lora)
+        else:
+            hidden = self._decoder(
+                input_ids=self._next[:, None],
+                attention_mask=mask.bool()[:, None, None, :] if self._sdpa else mask,
+                position_ids=positions,
+                cache=self._cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1, :]
         self._mask = mask
         self.stats.steps += 1
         self.stats.max_batch = max(self.stats.max_batch, len(self._rows))

@@ -51,6 +51,35 @@ class LoadedModel:
     def dtype(self) -> Any:
         return next(self.model.parameters()).dtype
 
+    @property
+    def fingerprint(self) -> str:
+        return base_fingerprint(self.model)
+
+
+def base_fingerprint(model: Any) -> str:
+    """Which base model this is, for adapters: shapes from the config plus a sample of the weights.
+
+    An adapter only means something on the weights it was trained on; two checkpoints of one shape
+    (a base and its instruct tune) differ in their weights. The sample is read in bf16, so the
+    same checkpoint served in bf16 and trained in fp32 has one fingerprint.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    config = model.config
+    keys = (
+        "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings",
+    )  # fmt: skip
+    digest = hashlib.sha256(json.dumps({k: getattr(config, k, None) for k in keys}, sort_keys=True).encode())
+    with torch.no_grad():
+        for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            sample = weight[:: max(1, weight.shape[0] // 64), :64].detach().to("cpu", torch.bfloat16)
+            digest.update(sample.contiguous().view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
 
 def _torch_dtype(settings: Settings, device: str) -> Any:
     import torch
@@ -189,8 +218,10 @@ def load_model(settings: Settings) -> LoadedModel:
     dtype = _torch_dtype(settings, device)
     start = time.perf_counter()
     try:
-        if isinstance(source, str) and not _hub_in_local_cache(source) and not _hub_reachable():
-            raise ConnectionError("the Hugging Face hub is not reachable from this machine")
+        if isinstance(source, str) and not _hub_in_local_cache(source):
+            if not _hub_reachable():
+                raise ConnectionError("the Hugging Face hub is not reachable from this machine")
+            source = _download(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
@@ -225,6 +256,21 @@ def load_model(settings: Settings) -> LoadedModel:
         seconds=round(time.perf_counter() - start, 2),
     )
     return loaded
+
+
+def _download(repo_id: str) -> str:
+    """Fetch a hub model's weights, config and tokenizer once, with a progress bar (GBs for 1B+)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import enable_progress_bars
+
+    enable_progress_bars()
+    log.info("model.download.start", repo=repo_id)
+    path = snapshot_download(
+        repo_id,
+        allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"],
+    )
+    log.info("model.download.done", repo=repo_id)
+    return path
 
 
 def _hub_in_local_cache(repo_id: str) -> bool:
