@@ -40,6 +40,9 @@ RECENT_BONUS = 0.5 / RRF_K  # "now" questions: the newest candidate gets this, t
 MMR_LAMBDA = 0.75  # relevance vs. novelty in the diversity step
 NEAR_DUPLICATE = 0.93  # cosine above which a candidate only repeats a chosen one
 RECALL_ROLES = ("user", "contact")  # what people said; the assistant's own words are not evidence
+# A recalled turn brings the turns said just before and after it in the same session: in real
+# conversations the answer is often the reply to the turn that matches the question.
+NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class Recalled:
     raw_source_ids: list[str] = field(default_factory=list, repr=False)  # a memory's: turn ids until read
     role: str = "user"
     id: str = ""
+    context: list[str] = field(default_factory=list)  # a turn's neighbours, in order (not itself)
+    context_ids: list[str] = field(default_factory=list, repr=False)
     _citations: _Citations | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -157,7 +162,8 @@ class Recall:
         if query_text and asks_for_now(query_text):
             self._prefer_recent(list(candidates.values()))
         ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)
-        chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
+        items = self._with_neighbours(person.person_id, scopes, ranked)
+        chosen = self._within_budget(items, k, budget_tokens)
         seen = {h.item.id: h.item.source_id for _, hits in searches for h in hits if isinstance(h.item, Turn)}
         return self._with_source_ids(chosen, seen)
 
@@ -317,6 +323,22 @@ class Recall:
                 )
         return out
 
+    def _with_neighbours(self, person_id: str, scopes: list[str], ranked: list[_Candidate]) -> list[Recalled]:
+        """Each turn with the turns around it (their ids cited after its own)."""
+        items = self._to_recalled(ranked)
+        turns = [c.item for c in ranked if isinstance(c.item, Turn)]
+        if not turns or NEIGHBOURS_BEFORE + NEIGHBOURS_AFTER == 0:
+            return items
+        around = self.store.neighbours(
+            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
+        )
+        for item in items:
+            for turn in around.get(item.id, []) if item.kind == "turn" else []:
+                item.context.append(turn.text)
+                item.context_ids.append(turn.id)
+                item.raw_source_ids.append(turn.source_id)
+        return items
+
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:
         """A memory cites the ids its source turns had on their platform: turns the searches
         returned are known already, the store is asked for the rest when they are first read."""
@@ -330,16 +352,18 @@ class Recall:
     def _within_budget(self, items: list[Recalled], k: int, budget: int) -> list[Recalled]:
         chosen: list[Recalled] = []
         seen: set[str] = set()
+        shown: set[str] = set()  # turns already in a chosen item's context
         used = 0
         for item in items:
             key = item.text.strip().lower()
-            if key in seen:
+            if key in seen or item.id in shown:
                 continue
             cost = self.count_tokens(item.text) + 8
             if used + cost > budget:
                 continue
             chosen.append(item)
             seen.add(key)
+            shown.update(item.context_ids)
             used += cost
             if len(chosen) >= k:
                 break
