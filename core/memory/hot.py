@@ -63,7 +63,8 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 # significant bits (at most 2^-7 over a dot product of unit vectors, by Cauchy-Schwarz), and the
 # result rounded once more (2^-8): 2^-6 bounds both.
 COARSE_ERROR = 2.0**-6
-SMALL_ROWS = 8_192  # up to this many rows a person's vectors are scored exactly, in numpy
+SMALL_ROWS = 8_192
+WINDOW_SHARE = 0.5  # a neighbour's score counts this much in a windowed ranking (the nearest)  # up to this many rows a person's vectors are scored exactly, in numpy
 
 
 class Vectors:
@@ -361,6 +362,34 @@ class Rows:
         order = np.lexsort((replies, times))[-limit:]
         return self.rows(positions[order].tolist())
 
+    def _chat_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows by chat, then time (ties: stored order, as imports that date a whole session
+        once have them), and each row's place in that order; built when first asked."""
+        if self._order is None or len(self._order) != self.n:
+            self._order = np.lexsort((np.arange(self.n), self._time[: self.n], self._chat[: self.n]))
+            self._rank = np.empty(self.n, dtype=np.int64)
+            self._rank[self._order] = np.arange(self.n)
+        assert self._rank is not None
+        return self._order, self._rank
+
+    def windowed(self, scores: np.ndarray, width: int, gap_us: int) -> np.ndarray:
+        """Each row's score plus its chat neighbours' (up to `width` each side, within
+        `gap_us`), the nearer counting more: one O(rows) pass in chat order."""
+        order, _ = self._chat_order()
+        chat, times = self._chat[: self.n][order], self._time[: self.n][order]
+        ordered = np.asarray(scores, dtype=np.float32)[order]
+        out = ordered.copy()
+        for d in range(1, width + 1):
+            if d >= len(ordered):
+                break
+            joined = (chat[d:] == chat[:-d]) & (np.abs(times[d:] - times[:-d]) <= gap_us)
+            weight = WINDOW_SHARE * (1.0 - (d - 1) / width)
+            out[d:] += np.where(joined, weight * ordered[:-d], 0.0)
+            out[:-d] += np.where(joined, weight * ordered[d:], 0.0)
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+
     def around(
         self,
         positions: list[int],
@@ -374,20 +403,15 @@ class Rows:
         """Per row, the allowed rows said just before and after it in the same chat (oldest
         first, the row itself left out), none further than `gap_us` from the row: a session's
         neighbours, not the previous day's last words."""
-        if self._order is None or len(self._order) != self.n:
-            # rows tie on time in imports that date a whole session once: then file order decides
-            self._order = np.lexsort((np.arange(self.n), self._time[: self.n], self._chat[: self.n]))
-            self._rank = np.empty(self.n, dtype=np.int64)
-            self._rank[self._order] = np.arange(self.n)
-        assert self._rank is not None
+        order, rank = self._chat_order()
         allowed = self._mask(scopes, roles, None, None)
         out: dict[int, list[int]] = {}
         for row in positions:
             found: list[int] = []
             for step, want in ((-1, before), (1, after)):
-                taken, at = 0, int(self._rank[row]) + step
+                taken, at = 0, int(rank[row]) + step
                 while taken < want and 0 <= at < self.n:
-                    other = int(self._order[at])
+                    other = int(order[at])
                     if (
                         self._chat[other] != self._chat[row]
                         or abs(self._time[other] - self._time[row]) > gap_us
@@ -397,7 +421,7 @@ class Rows:
                         found.append(other)
                         taken += 1
                     at += step
-            out[row] = sorted(found, key=lambda r: int(self._rank[r]))
+            out[row] = sorted(found, key=lambda r: int(rank[r]))
         return out
 
     def vectors(self, positions: list[int]) -> np.ndarray:

@@ -17,6 +17,7 @@ paraphrases of one message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,15 @@ RECALL_ROLES = ("user", "contact")  # what people said; the assistant's own word
 # A recalled turn brings the turns said just before and after it in the same session: in real
 # conversations the answer is often the reply to the turn that matches the question.
 NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
+# Short turns ("Yes!", "Mia, she's 7") match little alone: turns are also ranked by their score
+# plus their neighbours' (this many each side), as extra lists in the fusion.
+WINDOW = 2
+WINDOW_WEIGHT = 1.0
+# "What sports does Paola watch?": a speaker named in the question is who said it, not a word to
+# match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
+SPEAKER_BONUS = 0.5 / RRF_K
+SPEAKER_STRIP = 1
+_NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,25 @@ class _Citations:
         for item in self.items:
             item.raw_source_ids = [sources.get(t, t) for t in item.raw_source_ids]
             item._citations = None
+
+
+def named_speakers(person: Person, text: str) -> dict[str, bool]:
+    """The speakers a question names: name -> whether it is the person (their own turns carry
+    no name; others' are stored as "Name: text")."""
+    mine = {n.lower() for n in (person.display_name, *person.settings.names) if n}
+    others = {n.lower() for n in person.settings.contacts}
+    named: dict[str, bool] = {}
+    for m in _NAME.finditer(text):
+        word = m.group(1).lower()
+        if word in mine or word in others:
+            named[m.group(1)] = word in mine
+    return named
+
+
+def said_by(turn: Turn, name: str, mine: bool) -> bool:
+    if mine:
+        return turn.role == "user"
+    return turn.role == "contact" and turn.text[: len(name) + 1].lower() == f"{name.lower()}:"
 
 
 def visible_scopes(person: Person, chat: ChatContext) -> list[str]:
@@ -146,12 +175,17 @@ class Recall:
         if when is not None and when.anchor:
             when = self._resolve_anchor(person.person_id, when, scopes)
         text = without(query_text, when.phrase) if (query_text and when) else query_text
+        named = named_speakers(person, text) if text else {}
+        for name in named if SPEAKER_STRIP else ():
+            text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
         candidates = self._fold_sources(
             self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
         )
         if not candidates:
             return []
+        if named and SPEAKER_BONUS:
+            self._prefer_speakers(candidates, named)
         if when is not None:
             for c in candidates.values():
                 if when.contains(c.ts):
@@ -192,6 +226,12 @@ class Recall:
                 if text and text.strip():
                     weights.append(w)
                     searches.append(Search(name, CANDIDATES, text=text, **common))
+                if name == "turns" and WINDOW:
+                    weights.append(w * WINDOW_WEIGHT)
+                    searches.append(Search(name, CANDIDATES, vector=vector, window=WINDOW, **common))
+                    if text and text.strip():
+                        weights.append(w * WINDOW_WEIGHT)
+                        searches.append(Search(name, CANDIDATES, text=text, window=WINDOW, **common))
         return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
@@ -245,6 +285,14 @@ class Recall:
                     if turn is not None and closeness(c) >= closeness(turn) - FOLD_MARGIN:
                         c.score += candidates.pop(source).score
         return candidates
+
+    @staticmethod
+    def _prefer_speakers(candidates: dict[str, _Candidate], named: dict[str, bool]) -> None:
+        """Turns said by a speaker the question names rise; a capitalised word that no
+        candidate's speaker bears was not a speaker and changes nothing."""
+        for c in candidates.values():
+            if isinstance(c.item, Turn) and any(said_by(c.item, name, mine) for name, mine in named.items()):
+                c.score += SPEAKER_BONUS
 
     @staticmethod
     def _prefer_recent(candidates: list[_Candidate]) -> None:
