@@ -31,6 +31,7 @@ import structlog
 
 from core.memory.records import PRIVATE, Turn, chat_scope
 from core.memory.store import Store
+from core.memory.when import with_dates
 
 log = structlog.get_logger(__name__)
 
@@ -502,7 +503,7 @@ def import_history(
                     message_id=item.source_id,
                     source_id=item.source_id,
                     role="user" if mine else "contact",
-                    text=item.text if mine else f"{item.speaker}: {item.text}",
+                    text=with_dates(item.text if mine else f"{item.speaker}: {item.text}", item.ts),
                     ts=item.ts,
                     visibility=PRIVATE if visibility == "private" else chat_scope(platform, item.chat_id),
                 )

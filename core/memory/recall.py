@@ -52,6 +52,8 @@ WINDOW_WEIGHT = 1.0
 # match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
 SPEAKER_BONUS = 0.5 / RRF_K
 SPEAKER_STRIP = 1
+# A second hop: the query vector moved towards the first hop's best few items, searched again.
+HOP_TOP, HOP_SHARE, HOP_WEIGHT = 3, 0.5, 0.5
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
@@ -179,6 +181,8 @@ class Recall:
         for name in named if SPEAKER_STRIP else ():
             text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
+        if HOP_WEIGHT:
+            searches += self._second_hop(person.person_id, query_vector, scopes, searches, exclude_ids)
         candidates = self._fold_sources(
             self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
         )
@@ -232,6 +236,30 @@ class Recall:
                     if text and text.strip():
                         weights.append(w * WINDOW_WEIGHT)
                         searches.append(Search(name, CANDIDATES, text=text, window=WINDOW, **common))
+        return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
+
+    def _second_hop(
+        self,
+        person_id: str,
+        vector: Sequence[float],
+        scopes: list[str],
+        first: list[tuple[float, list[Hit]]],
+        exclude_ids: set[str],
+    ) -> list[tuple[float, list[Hit]]]:
+        """Search again from what the first hop found (the query moved towards its best
+        items): "what food does Paola like" finds the lava cake, then the other desserts."""
+        best = sorted(self._fuse(first, exclude_ids).values(), key=lambda c: c.score, reverse=True)[:HOP_TOP]
+        found = [c.vector for c in best if c.vector is not None]
+        if not found:
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        moved = query / (np.linalg.norm(query) or 1.0) + HOP_SHARE * np.mean(found, axis=0)
+        common = {"roles": RECALL_ROLES, "with_vectors": True}
+        searches = [Search("turns", CANDIDATES, vector=moved.tolist(), **common)]
+        weights = [HOP_WEIGHT]
+        if WINDOW:
+            searches.append(Search("turns", CANDIDATES, vector=moved.tolist(), window=WINDOW, **common))
+            weights.append(HOP_WEIGHT * WINDOW_WEIGHT)
         return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
