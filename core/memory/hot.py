@@ -63,8 +63,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 # significant bits (at most 2^-7 over a dot product of unit vectors, by Cauchy-Schwarz), and the
 # result rounded once more (2^-8): 2^-6 bounds both.
 COARSE_ERROR = 2.0**-6
-SMALL_ROWS = 8_192
-WINDOW_SHARE = 0.5  # a neighbour's score counts this much in a windowed ranking (the nearest)  # up to this many rows a person's vectors are scored exactly, in numpy
+SMALL_ROWS = 8_192  # up to this many rows a person's vectors are scored exactly, in numpy
 
 
 class Vectors:
@@ -371,24 +370,6 @@ class Rows:
             self._rank[self._order] = np.arange(self.n)
         assert self._rank is not None
         return self._order, self._rank
-
-    def windowed(self, scores: np.ndarray, width: int, gap_us: int) -> np.ndarray:
-        """Each row's score plus its chat neighbours' (up to `width` each side, within
-        `gap_us`), the nearer counting more: one O(rows) pass in chat order."""
-        order, _ = self._chat_order()
-        chat, times = self._chat[: self.n][order], self._time[: self.n][order]
-        ordered = np.asarray(scores, dtype=np.float32)[order]
-        out = ordered.copy()
-        for d in range(1, width + 1):
-            if d >= len(ordered):
-                break
-            joined = (chat[d:] == chat[:-d]) & (np.abs(times[d:] - times[:-d]) <= gap_us)
-            weight = WINDOW_SHARE * (1.0 - (d - 1) / width)
-            out[d:] += np.where(joined, weight * ordered[:-d], 0.0)
-            out[:-d] += np.where(joined, weight * ordered[d:], 0.0)
-        result = np.empty_like(out)
-        result[order] = out
-        return result
 
     def around(
         self,

@@ -44,16 +44,10 @@ RECALL_ROLES = ("user", "contact")  # what people said; the assistant's own word
 # A recalled turn brings the turns said just before and after it in the same session: in real
 # conversations the answer is often the reply to the turn that matches the question.
 NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
-# Short turns ("Yes!", "Mia, she's 7") match little alone: turns are also ranked by their score
-# plus their neighbours' (this many each side), as extra lists in the fusion.
-WINDOW = 2
-WINDOW_WEIGHT = 1.0
 # "What sports does Paola watch?": a speaker named in the question is who said it, not a word to
 # match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
 SPEAKER_BONUS = 0.5 / RRF_K
 SPEAKER_STRIP = 1
-# A second hop: the query vector moved towards the first hop's best few items, searched again.
-HOP_TOP, HOP_SHARE, HOP_WEIGHT = 3, 0.5, 0.5
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
@@ -82,7 +76,6 @@ class Recalled:
     role: str = "user"
     id: str = ""
     context: list[str] = field(default_factory=list)  # a turn's neighbours, in order (not itself)
-    context_ids: list[str] = field(default_factory=list, repr=False)
     _citations: _Citations | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -181,8 +174,6 @@ class Recall:
         for name in named if SPEAKER_STRIP else ():
             text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
-        if HOP_WEIGHT:
-            searches += self._second_hop(person.person_id, query_vector, scopes, searches, exclude_ids)
         candidates = self._fold_sources(
             self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
         )
@@ -230,36 +221,6 @@ class Recall:
                 if text and text.strip():
                     weights.append(w)
                     searches.append(Search(name, CANDIDATES, text=text, **common))
-                if name == "turns" and WINDOW:
-                    weights.append(w * WINDOW_WEIGHT)
-                    searches.append(Search(name, CANDIDATES, vector=vector, window=WINDOW, **common))
-                    if text and text.strip():
-                        weights.append(w * WINDOW_WEIGHT)
-                        searches.append(Search(name, CANDIDATES, text=text, window=WINDOW, **common))
-        return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
-
-    def _second_hop(
-        self,
-        person_id: str,
-        vector: Sequence[float],
-        scopes: list[str],
-        first: list[tuple[float, list[Hit]]],
-        exclude_ids: set[str],
-    ) -> list[tuple[float, list[Hit]]]:
-        """Search again from what the first hop found (the query moved towards its best
-        items): "what food does Paola like" finds the lava cake, then the other desserts."""
-        best = sorted(self._fuse(first, exclude_ids).values(), key=lambda c: c.score, reverse=True)[:HOP_TOP]
-        found = [c.vector for c in best if c.vector is not None]
-        if not found:
-            return []
-        query = np.asarray(vector, dtype=np.float32)
-        moved = query / (np.linalg.norm(query) or 1.0) + HOP_SHARE * np.mean(found, axis=0)
-        common = {"roles": RECALL_ROLES, "with_vectors": True}
-        searches = [Search("turns", CANDIDATES, vector=moved.tolist(), **common)]
-        weights = [HOP_WEIGHT]
-        if WINDOW:
-            searches.append(Search("turns", CANDIDATES, vector=moved.tolist(), window=WINDOW, **common))
-            weights.append(HOP_WEIGHT * WINDOW_WEIGHT)
         return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
@@ -411,7 +372,6 @@ class Recall:
         for item in items:
             for turn in around.get(item.id, []) if item.kind == "turn" else []:
                 item.context.append(turn.text)
-                item.context_ids.append(turn.id)
                 item.raw_source_ids.append(turn.source_id)
         return items
 
@@ -428,18 +388,16 @@ class Recall:
     def _within_budget(self, items: list[Recalled], k: int, budget: int) -> list[Recalled]:
         chosen: list[Recalled] = []
         seen: set[str] = set()
-        shown: set[str] = set()  # turns already in a chosen item's context
         used = 0
         for item in items:
             key = item.text.strip().lower()
-            if key in seen or item.id in shown:
+            if key in seen:
                 continue
             cost = self.count_tokens(item.text) + 8
             if used + cost > budget:
                 continue
             chosen.append(item)
             seen.add(key)
-            shown.update(item.context_ids)
             used += cost
             if len(chosen) >= k:
                 break

@@ -145,10 +145,6 @@ class Search:
     until: datetime | None = None
     roles: tuple[str, ...] | None = None
     with_vectors: bool = False
-    # > 0: rank turns by their own score plus their session neighbours' (this many each side),
-    # so a question matched by a whole exchange finds it though no single short turn matches.
-    # Answered from the search cache only (LanceDB gives an empty list meanwhile).
-    window: int = 0
 
 
 # A vector list compares every allowed row when the filter leaves at most this many (reading
@@ -174,7 +170,6 @@ VERIFY_FETCH_ROWS = 2_000
 # (which reads each row's time); above it, each span is its own query.
 WHOLE_LIST_ROWS = 1_000
 _TIME_COLUMN = {"turns": "ts", "memories": "valid_from"}
-WINDOW_GAP_US = 6 * 3600 * 10**6  # turns further apart than this are not one exchange
 # Every column a recall filter names has a scalar index, so LanceDB answers the whole prefilter
 # from indexes (row-id sets intersected) instead of reading the column for each of a person's
 # rows. BITMAP where a value stands for many rows (a person, a scope, a role: the index holds
@@ -1081,13 +1076,6 @@ class Store:
             hits = self._hot_search(person_id, visibilities, searches)
             if hits is not None:
                 return hits
-        if any(s.window for s in searches):
-            plain = [i for i, s in enumerate(searches) if not s.window]
-            found = self.search_many(person_id, visibilities, [searches[i] for i in plain]) if plain else []
-            out: list[list[Hit]] = [[] for _ in searches]
-            for i, hits in zip(plain, found, strict=True):
-                out[i] = hits
-            return out
         # list_indices is a sync call: ask before entering LanceDB's event loop
         fts = {s.table: self._has_fts(s.table) for s in searches if s.vector is None}
         return LOOP.run(self._search_all(person_id, visibilities, searches, fts))
@@ -1422,19 +1410,12 @@ class Store:
                 key: tuple[str, bytes | str] = (search.table, query.tobytes())
                 if key not in scored:
                     scored[key] = part.similarity(query)
-                if search.window:
-                    windowed = part.windowed(np.maximum(scored[key], 0.0), search.window, WINDOW_GAP_US)
-                    lists.append(part.matching(windowed, search.k, visibilities, **common))
-                else:
-                    lists.append(part.nearest(scored[key], query, search.k, visibilities, **common))
+                lists.append(part.nearest(scored[key], query, search.k, visibilities, **common))
             else:
                 key = (search.table, search.text or "")
                 if key not in scored:
                     scored[key] = part.scores(terms_of(search.text))
-                score = (
-                    part.windowed(scored[key], search.window, WINDOW_GAP_US) if search.window else scored[key]
-                )
-                lists.append(part.matching(score, search.k, visibilities, **common))
+                lists.append(part.matching(scored[key], search.k, visibilities, **common))
         # each table's rows built once, however many lists found them
         items: dict[str, dict[int, Turn | Memory | None]] = {}
         vectors: dict[str, dict[int, np.ndarray]] = {}
