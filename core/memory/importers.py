@@ -39,8 +39,8 @@ Format = Literal["telegram", "slack", "matrix", "jsonl"]
 FORMATS: tuple[Format, ...] = ("telegram", "slack", "matrix", "jsonl")
 PLATFORM: dict[str, str] = {"telegram": "telegram", "slack": "slack", "matrix": "matrix", "jsonl": "import"}
 BATCH = 2048  # messages per embedding call and per table append
-PEEK_MESSAGES = 20_000
-MAX_NAMES = 200  # speakers' names kept per person (a big workspace export has thousands)  # how far we look for `--me` before refusing to guess
+PEEK_MESSAGES = 20_000  # how far we look for `--me` before refusing to guess
+MAX_NAMES = 200  # speakers' names kept per person (a big workspace export has thousands)
 
 Progress = Callable[[int, int], None]  # (done, total) in the reader's own unit (bytes or files)
 

@@ -47,7 +47,6 @@ NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
 # "What sports does Paola watch?": a speaker named in the question is who said it, not a word to
 # match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
 SPEAKER_BONUS = 0.5 / RRF_K
-SPEAKER_STRIP = 1
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
@@ -171,7 +170,7 @@ class Recall:
             when = self._resolve_anchor(person.person_id, when, scopes)
         text = without(query_text, when.phrase) if (query_text and when) else query_text
         named = named_speakers(person, text) if text else {}
-        for name in named if SPEAKER_STRIP else ():
+        for name in named:
             text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
         candidates = self._fold_sources(
@@ -191,8 +190,8 @@ class Recall:
         if query_text and asks_for_now(query_text):
             self._prefer_recent(list(candidates.values()))
         ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)
-        items = self._with_neighbours(person.person_id, scopes, ranked)
-        chosen = self._within_budget(items, k, budget_tokens)
+        chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
+        self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked})
         seen = {h.item.id: h.item.source_id for _, hits in searches for h in hits if isinstance(h.item, Turn)}
         return self._with_source_ids(chosen, seen)
 
@@ -277,8 +276,7 @@ class Recall:
 
     @staticmethod
     def _prefer_speakers(candidates: dict[str, _Candidate], named: dict[str, bool]) -> None:
-        """Turns said by a speaker the question names rise; a capitalised word that no
-        candidate's speaker bears was not a speaker and changes nothing."""
+        """Turns said by a speaker the question names rise (their neighbours come with them)."""
         for c in candidates.values():
             if isinstance(c.item, Turn) and any(said_by(c.item, name, mine) for name, mine in named.items()):
                 c.score += SPEAKER_BONUS
@@ -360,12 +358,13 @@ class Recall:
                 )
         return out
 
-    def _with_neighbours(self, person_id: str, scopes: list[str], ranked: list[_Candidate]) -> list[Recalled]:
-        """Each turn with the turns around it (their ids cited after its own)."""
-        items = self._to_recalled(ranked)
-        turns = [c.item for c in ranked if isinstance(c.item, Turn)]
+    def _add_neighbours(
+        self, person_id: str, scopes: list[str], items: list[Recalled], by_id: dict[str, Turn | Memory]
+    ) -> None:
+        """Each chosen turn gets the turns around it (their ids cited after its own)."""
+        turns = [t for i in items if i.kind == "turn" and isinstance(t := by_id.get(i.id), Turn)]
         if not turns or NEIGHBOURS_BEFORE + NEIGHBOURS_AFTER == 0:
-            return items
+            return
         around = self.store.neighbours(
             person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
         )
@@ -373,7 +372,6 @@ class Recall:
             for turn in around.get(item.id, []) if item.kind == "turn" else []:
                 item.context.append(turn.text)
                 item.raw_source_ids.append(turn.source_id)
-        return items
 
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:
         """A memory cites the ids its source turns had on their platform: turns the searches
