@@ -30,8 +30,9 @@ from core.memory.when import When, around_anchor, asks_for_now, parse_when, with
 
 # A memory absorbs a source turn unless the turn matches the query clearly better (cosine).
 FOLD_MARGIN = 0.15
-# A question the person asked tells little about them; what they stated does.
-QUESTION_WEIGHT = 0.5
+# A question the person asked tells little about them; what they stated does. Less so since a
+# recalled question brings its answer along (the next turn, as a neighbour).
+QUESTION_WEIGHT = 0.75
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
 CANDIDATES = 40  # per list; fusion and diversity choose k from these
 MEMORY_WEIGHT = 1.2  # a consolidated memory is worth a little more than one raw turn
