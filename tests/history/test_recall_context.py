@@ -99,6 +99,7 @@ def test_relative_phrases_against_the_moment_said() -> None:
         ("Last Saturday", "Saturday 6 January 2024"),
         ("tomorrow", "Thursday 11 January 2024"),
     ]
+    assert resolve_relative("Dinner next Friday?", said) == [("next Friday", "Friday 12 January 2024")]
     assert resolve_relative("Climbing on Saturday?", said) == []  # past or coming: not guessed
     assert resolve_relative("In May 2023 I was in Rome", said) == []  # a date already says when
 
