@@ -10,7 +10,7 @@ import pytest
 
 from core.memory.importers import import_history
 from core.memory.recall import ChatContext, Recall
-from core.memory.records import Person
+from core.memory.records import Person, Turn, chat_scope
 from core.memory.store import Store
 from core.memory.when import resolve_relative
 
@@ -112,3 +112,22 @@ def test_recall_json_keeps_its_format(chat: Store) -> None:
         set(i) >= {"text", "kind", "score", "ts", "source_ids", "role", "context"} for i in items
     )
     assert all(isinstance(s, str) for i in items for s in i["source_ids"])
+
+
+def test_a_neighbour_outside_the_chat_s_scopes_never_comes_along(chat: Store) -> None:
+    [c1] = [t for t in chat.turns_of("dana") if t.source_id == "c1"]
+    group_only = Turn(
+        person_id="dana",
+        platform=c1.platform,
+        chat_id=c1.chat_id,
+        message_id="g1",
+        role="contact",
+        text="Lea: a secret said where only the group may recall it",
+        ts=c1.ts - timedelta(seconds=30),
+        visibility=chat_scope("telegram", "camp"),
+    )
+    chat.add_turns([group_only])
+    private = chat.neighbours("dana", ["private"], [c1], before=1, after=0, roles=("user", "contact"))
+    assert private[c1.id] == []
+    group = chat.neighbours("dana", [chat_scope("telegram", "camp")], [group_only], before=0, after=1)
+    assert group[group_only.id] == []  # nor does the private turn after it reach the group
