@@ -325,6 +325,7 @@ def _recall_items(recall, store, person_id: str, query: str, k: int, now=None) -
             "ts": i.ts.isoformat(),
             "source_ids": i.source_ids,
             "role": i.role,
+            "context": i.context,
         }
         for i in items
     ]

@@ -164,14 +164,18 @@ class Rows:
         self._time = np.zeros(0, dtype=np.int64)
         self._role = np.zeros(0, dtype=np.int32)
         self._visibility = np.zeros(0, dtype=np.int32)
+        self._chat = np.zeros(0, dtype=np.int32)  # platform and chat, coded (turns only)
         self._codes: dict[str, int] = {}
         self.position: dict[str, int] = {}  # id -> row
         self.text = TextIndex()
         self._masks: dict[tuple, np.ndarray] = {}  # (scopes, roles) -> allowed rows
+        self._order: np.ndarray | None = None  # rows by chat, then time (built when first asked)
+        self._rank: np.ndarray | None = None  # row -> its place in _order
 
     @property
     def nbytes(self) -> int:
         arrays = self._vectors.nbytes + self._time.nbytes + self._role.nbytes + self._visibility.nbytes
+        arrays += self._chat.nbytes + (self._order.nbytes if self._order is not None else 0)
         return arrays + self.meta.nbytes + self.text.nbytes + 100 * len(self.position)
 
     def _code(self, value: str | None) -> int:
@@ -182,7 +186,7 @@ class Rows:
             return
         size = max(need, 2 * len(self._vectors), 64)
         self._vectors.grow(size, self.n)
-        for name in ("_time", "_role", "_visibility"):
+        for name in ("_time", "_role", "_visibility", "_chat"):
             old = getattr(self, name)
             new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
             new[: self.n] = old[: self.n]
@@ -209,6 +213,9 @@ class Rows:
         roles = meta["role"].to_pylist() if "role" in meta.column_names else [""] * meta.num_rows
         self._role[start:end] = [self._code(r) for r in roles]
         self._visibility[start:end] = [self._code(v) for v in meta["visibility"].to_pylist()]
+        if "chat_id" in meta.column_names:
+            chats = zip(meta["platform"].to_pylist(), meta["chat_id"].to_pylist(), strict=True)
+            self._chat[start:end] = [self._code(f"{p}\x1f{c}") for p, c in chats]
         for offset, row_id in enumerate(meta["id"].to_pylist()):
             self.position[row_id] = start + offset
         self.meta = pa.concat_tables([self.meta, meta])
@@ -217,6 +224,7 @@ class Rows:
         self.text.add(meta["text"].to_pylist())
         self.n = end
         self._masks.clear()
+        self._order = None
         return len(fresh)
 
     def remove(self, ids: Iterable[str]) -> int:
@@ -229,7 +237,8 @@ class Rows:
         rows = np.flatnonzero(keep)
         self._vectors.keep(rows)
         self._time, self._role = self._time[rows].copy(), self._role[rows].copy()
-        self._visibility = self._visibility[rows].copy()
+        self._visibility, self._chat = self._visibility[rows].copy(), self._chat[rows].copy()
+        self._order = None
         self.meta = self.meta.take(pa.array(rows)).combine_chunks()
         self.n = len(rows)
         self.position = {row_id: i for i, row_id in enumerate(self.meta["id"].to_pylist())}
@@ -351,6 +360,50 @@ class Rows:
         times, replies = self._time[positions], self._role[positions] != user
         order = np.lexsort((replies, times))[-limit:]
         return self.rows(positions[order].tolist())
+
+    def _chat_order(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rows by chat, then time (ties: stored order, as imports that date a whole session
+        once have them), and each row's place in that order; built when first asked."""
+        if self._order is None or len(self._order) != self.n:
+            self._order = np.lexsort((np.arange(self.n), self._time[: self.n], self._chat[: self.n]))
+            self._rank = np.empty(self.n, dtype=np.int64)
+            self._rank[self._order] = np.arange(self.n)
+        assert self._rank is not None
+        return self._order, self._rank
+
+    def around(
+        self,
+        positions: list[int],
+        scopes: Iterable[str],
+        roles: Iterable[str] | None,
+        *,
+        before: int,
+        after: int,
+        gap_us: int,
+    ) -> dict[int, list[int]]:
+        """Per row, the allowed rows said just before and after it in the same chat (oldest
+        first, the row itself left out), none further than `gap_us` from the row: a session's
+        neighbours, not the previous day's last words."""
+        order, rank = self._chat_order()
+        allowed = self._mask(scopes, roles, None, None)
+        out: dict[int, list[int]] = {}
+        for row in positions:
+            found: list[int] = []
+            for step, want in ((-1, before), (1, after)):
+                taken, at = 0, int(rank[row]) + step
+                while taken < want and 0 <= at < self.n:
+                    other = int(order[at])
+                    if (
+                        self._chat[other] != self._chat[row]
+                        or abs(self._time[other] - self._time[row]) > gap_us
+                    ):
+                        break
+                    if allowed[other]:
+                        found.append(other)
+                        taken += 1
+                    at += step
+            out[row] = sorted(found, key=lambda r: int(rank[r]))
+        return out
 
     def vectors(self, positions: list[int]) -> np.ndarray:
         """The rows' unit vectors (float32, exact to ~2^-16), one row per position."""

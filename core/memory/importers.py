@@ -31,6 +31,7 @@ import structlog
 
 from core.memory.records import PRIVATE, Turn, chat_scope
 from core.memory.store import Store
+from core.memory.when import with_dates
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,7 @@ FORMATS: tuple[Format, ...] = ("telegram", "slack", "matrix", "jsonl")
 PLATFORM: dict[str, str] = {"telegram": "telegram", "slack": "slack", "matrix": "matrix", "jsonl": "import"}
 BATCH = 2048  # messages per embedding call and per table append
 PEEK_MESSAGES = 20_000  # how far we look for `--me` before refusing to guess
+MAX_NAMES = 200  # speakers' names kept per person (a big workspace export has thousands)
 
 Progress = Callable[[int, int], None]  # (done, total) in the reader's own unit (bytes or files)
 
@@ -473,6 +475,7 @@ def import_history(
     platform = PLATFORM[fmt]
     report = ImportReport(format=fmt)
     started = time.perf_counter()
+    others: set[str] = set()
     with _Writer(store, report) as writer:
         batch: list[Turn] = []
         for item in READERS[fmt](path, progress, {}):
@@ -488,6 +491,8 @@ def import_history(
                 continue
             mine = _matches(item, me)
             report.mine += mine
+            if not mine and len(others) < MAX_NAMES:
+                others.add(item.speaker)
             report.chats.add(item.chat_id)
             batch.append(
                 Turn(
@@ -498,7 +503,7 @@ def import_history(
                     message_id=item.source_id,
                     source_id=item.source_id,
                     role="user" if mine else "contact",
-                    text=item.text if mine else f"{item.speaker}: {item.text}",
+                    text=with_dates(item.text if mine else f"{item.speaker}: {item.text}", item.ts),
                     ts=item.ts,
                     visibility=PRIVATE if visibility == "private" else chat_scope(platform, item.chat_id),
                 )
@@ -508,6 +513,7 @@ def import_history(
                 batch = []
         writer.submit(batch)
     store.ensure_indexes()
+    _remember_names(store, person_id, me, others)
     report.seconds = time.perf_counter() - started
     log.info(
         "import finished",
@@ -518,6 +524,21 @@ def import_history(
         seconds=round(report.seconds, 1),
     )
     return report
+
+
+def _remember_names(store: Store, person_id: str, me: str, others: set[str]) -> None:
+    """Keep who speaks in this export (the person's name here, and the others'), so that a
+    question naming someone is understood as about what they said."""
+    person = store.person(person_id)
+    if person is None:
+        return
+    settings = person.settings
+    before = (len(settings.names), len(settings.contacts))
+    for names, new in ((settings.names, [me]), (settings.contacts, sorted(others))):
+        known = {n.lower() for n in names}
+        names.extend(n for n in new if n.lower() not in known and len(names) < MAX_NAMES)
+    if (len(settings.names), len(settings.contacts)) != before:
+        store.save_person(person)
 
 
 class _Writer:

@@ -17,6 +17,7 @@ paraphrases of one message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,8 +30,9 @@ from core.memory.when import When, around_anchor, asks_for_now, parse_when, with
 
 # A memory absorbs a source turn unless the turn matches the query clearly better (cosine).
 FOLD_MARGIN = 0.15
-# A question the person asked tells little about them; what they stated does.
-QUESTION_WEIGHT = 0.5
+# A question the person asked tells little about them; what they stated does. Less so since a
+# recalled question brings its answer along (the next turn, as a neighbour).
+QUESTION_WEIGHT = 0.75
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
 CANDIDATES = 40  # per list; fusion and diversity choose k from these
 MEMORY_WEIGHT = 1.2  # a consolidated memory is worth a little more than one raw turn
@@ -40,6 +42,13 @@ RECENT_BONUS = 0.5 / RRF_K  # "now" questions: the newest candidate gets this, t
 MMR_LAMBDA = 0.75  # relevance vs. novelty in the diversity step
 NEAR_DUPLICATE = 0.93  # cosine above which a candidate only repeats a chosen one
 RECALL_ROLES = ("user", "contact")  # what people said; the assistant's own words are not evidence
+# A recalled turn brings the turns said just before and after it in the same session: in real
+# conversations the answer is often the reply to the turn that matches the question.
+NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
+# "What sports does Paola watch?": a speaker named in the question is who said it, not a word to
+# match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
+SPEAKER_BONUS = 0.5 / RRF_K
+_NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class Recalled:
     raw_source_ids: list[str] = field(default_factory=list, repr=False)  # a memory's: turn ids until read
     role: str = "user"
     id: str = ""
+    context: list[str] = field(default_factory=list)  # a turn's neighbours, in order (not itself)
     _citations: _Citations | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -87,6 +97,25 @@ class _Citations:
         for item in self.items:
             item.raw_source_ids = [sources.get(t, t) for t in item.raw_source_ids]
             item._citations = None
+
+
+def named_speakers(person: Person, text: str) -> dict[str, bool]:
+    """The speakers a question names: name -> whether it is the person (their own turns carry
+    no name; others' are stored as "Name: text")."""
+    mine = {n.lower() for n in (person.display_name, *person.settings.names) if n}
+    others = {n.lower() for n in person.settings.contacts}
+    named: dict[str, bool] = {}
+    for m in _NAME.finditer(text):
+        word = m.group(1).lower()
+        if word in mine or word in others:
+            named[m.group(1)] = word in mine
+    return named
+
+
+def said_by(turn: Turn, name: str, mine: bool) -> bool:
+    if mine:
+        return turn.role == "user"
+    return turn.role == "contact" and turn.text[: len(name) + 1].lower() == f"{name.lower()}:"
 
 
 def visible_scopes(person: Person, chat: ChatContext) -> list[str]:
@@ -141,12 +170,17 @@ class Recall:
         if when is not None and when.anchor:
             when = self._resolve_anchor(person.person_id, when, scopes)
         text = without(query_text, when.phrase) if (query_text and when) else query_text
+        named = named_speakers(person, text) if text else {}
+        for name in named:
+            text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
         searches = self._searches(person.person_id, query_vector, text, scopes, when)
         candidates = self._fold_sources(
             self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
         )
         if not candidates:
             return []
+        if named and SPEAKER_BONUS:
+            self._prefer_speakers(candidates, named)
         if when is not None:
             for c in candidates.values():
                 if when.contains(c.ts):
@@ -158,6 +192,7 @@ class Recall:
             self._prefer_recent(list(candidates.values()))
         ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)
         chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
+        self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked})
         seen = {h.item.id: h.item.source_id for _, hits in searches for h in hits if isinstance(h.item, Turn)}
         return self._with_source_ids(chosen, seen)
 
@@ -241,6 +276,13 @@ class Recall:
         return candidates
 
     @staticmethod
+    def _prefer_speakers(candidates: dict[str, _Candidate], named: dict[str, bool]) -> None:
+        """Turns said by a speaker the question names rise (their neighbours come with them)."""
+        for c in candidates.values():
+            if isinstance(c.item, Turn) and any(said_by(c.item, name, mine) for name, mine in named.items()):
+                c.score += SPEAKER_BONUS
+
+    @staticmethod
     def _prefer_recent(candidates: list[_Candidate]) -> None:
         by_age = sorted(candidates, key=lambda c: c.ts)
         if len(by_age) < 2:
@@ -316,6 +358,21 @@ class Recall:
                     )
                 )
         return out
+
+    def _add_neighbours(
+        self, person_id: str, scopes: list[str], items: list[Recalled], by_id: dict[str, Turn | Memory]
+    ) -> None:
+        """Each chosen turn gets the turns around it (their ids cited after its own)."""
+        turns = [t for i in items if i.kind == "turn" and isinstance(t := by_id.get(i.id), Turn)]
+        if not turns or NEIGHBOURS_BEFORE + NEIGHBOURS_AFTER == 0:
+            return
+        around = self.store.neighbours(
+            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
+        )
+        for item in items:
+            for turn in around.get(item.id, []) if item.kind == "turn" else []:
+                item.context.append(turn.text)
+                item.raw_source_ids.append(turn.source_id)
 
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:
         """A memory cites the ids its source turns had on their platform: turns the searches

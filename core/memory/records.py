@@ -32,6 +32,10 @@ class PersonSettings:
     paused: bool = False
     shared_chats: list[str] = field(default_factory=list)
     style: str = ""
+    # the names this person goes by in their imported chats (`--me`): "what did Kevin say" is
+    # about their own turns, which carry no name
+    names: list[str] = field(default_factory=list)
+    contacts: list[str] = field(default_factory=list)  # the others' names there (their turns: "Name: text")
     # consolidation's progress (core/memory/consolidate.py): which turns were already read
     memory_state: dict = field(default_factory=dict)
 

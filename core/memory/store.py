@@ -600,6 +600,65 @@ class Store:
         )
         return turns[-limit:] if limit else turns
 
+    def neighbours(
+        self,
+        person_id: str,
+        visibilities: Iterable[str],
+        turns: Sequence[Turn],
+        *,
+        before: int,
+        after: int,
+        roles: Iterable[str] | None = None,
+        gap: timedelta = timedelta(hours=6),
+    ) -> dict[str, list[Turn]]:
+        """Per turn id, the visible turns said just before and after it in the same chat and
+        session (within `gap` of it), oldest first: answers are often the turn next to the one
+        a question matches ("What's your daughter's name?" / "Mia")."""
+        visibilities, roles = list(visibilities), list(roles) if roles is not None else None
+        if not turns or before + after <= 0:
+            return {}
+        gap_us = gap // timedelta(microseconds=1)
+        if self._hot is not None:
+
+            def read(entry: Entry) -> dict[str, list[Turn]] | None:
+                part = entry.parts["turns"]
+                rows = {t.id: part.position.get(t.id) for t in turns}
+                if any(r is None for r in rows.values()):
+                    return None  # a turn not held (staged): LanceDB answers
+                found = part.around(
+                    [r for r in rows.values() if r is not None],
+                    visibilities,
+                    roles,
+                    before=before,
+                    after=after,
+                    gap_us=gap_us,
+                )
+                wanted = sorted({r for rs in found.values() for r in rs})
+                built = dict(zip(wanted, (_turn(r) for r in part.rows(wanted)), strict=True))
+                return {tid: [built[r] for r in found[row]] for tid, row in rows.items() if row is not None}
+
+            held = self._with_entry(person_id, read)
+            if held is not None:
+                return held
+        out: dict[str, list[Turn]] = {}
+        for turn in turns:
+            where = f.all_of(
+                f.eq("person_id", person_id),
+                f.eq("platform", turn.platform),
+                f.eq("chat_id", turn.chat_id),
+                f.is_in("visibility", visibilities),
+                f.is_in("role", roles) if roles is not None else None,
+                f"ts >= {_ts_literal(turn.ts - gap)} AND ts <= {_ts_literal(turn.ts + gap)}",
+            )
+            rows = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]  # stored order breaks ties
+            order = sorted(range(len(rows)), key=lambda i: rows[i].ts)
+            at = next((n for n, i in enumerate(order) if rows[i].id == turn.id), None)
+            if at is None:
+                out[turn.id] = []
+                continue
+            out[turn.id] = [rows[i] for i in order[max(0, at - before) : at] + order[at + 1 : at + 1 + after]]
+        return out
+
     def recent_turns(self, person_id: str, platform: str, chat_id: str, *, limit: int) -> list[Turn]:
         """A direct chat's last turns, oldest first: `turns_of(..., limit=limit)`, read from the
         search cache when the person is held there (a small person is loaded now: their recall

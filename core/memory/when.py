@@ -316,3 +316,85 @@ def asks_for_now(text: str) -> bool:
 def without(text: str, phrase: str) -> str:
     """The question with its time phrase taken out (so "May" is not searched as a word)."""
     return re.sub(re.escape(phrase), " ", text, flags=re.I).strip() if phrase else text
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY = re.compile(rf"\b(?P<which>last|this|next)\s+(?P<day>{'|'.join(WEEKDAYS)})\b", re.I)
+_NEXT = re.compile(r"\b(?P<tomorrow>tomorrow)\b|\bnext\s+(?P<unit>week|month|year|weekend)\b", re.I)
+# patterns of _spans that are relative to the moment said (dates and "recently" are not resolved)
+_RELATIVE = re.compile(r"yesterday|today|\bago\b|\blast\b|\bpast\b|\bthis\b", re.I)
+_COMING = re.compile(r"tomorrow|\bnext\b", re.I)
+
+
+def _label(start: datetime, end: datetime) -> str:
+    days = (end - start).days
+    if days <= 1:
+        return f"{start:%A} {start.day} {start:%B %Y}"
+    if days <= 3 and start.weekday() == 5:
+        return f"the weekend of {start.day} {start:%B %Y}"
+    if days <= 7:
+        return f"the week of {start.day} {start:%B %Y}"
+    if days <= 31 and start.day == 1:
+        return f"{start:%B %Y}"
+    if days >= 365 and start.month == 1 and start.day == 1:
+        return f"{start.year}"
+    return f"{start.day} {start:%B %Y} to {(end - timedelta(days=1)).day} {(end - timedelta(days=1)):%B %Y}"
+
+
+def resolve_relative(text: str, said_at: datetime) -> list[tuple[str, str]]:
+    """The relative time phrases of something said at `said_at`, each with the date it meant:
+    ("last Friday", "Friday 5 January 2024"). An import writes them beside the text, so that a
+    turn read months later still says when its "yesterday" was."""
+    if not _RELATIVE.search(text) and not _COMING.search(text):
+        return []  # most messages: one scan instead of every pattern
+    said_at = said_at.astimezone(UTC)
+    day = _day(said_at)
+    found: list[tuple[int, str, tuple[datetime, datetime]]] = []
+    for m in _WEEKDAY.finditer(text):
+        target = WEEKDAYS.index(m.group("day").lower())
+        which = m.group("which").lower()
+        ahead = (target - day.weekday()) % 7
+        if which == "next":
+            start = day + timedelta(days=ahead or 7)
+        elif which == "this":
+            start = day + timedelta(days=ahead)
+        else:  # "last Friday": the most recent one before today
+            start = day - timedelta(days=(day.weekday() - target) % 7 or 7)
+        found.append((m.start(), m.group(0), (start, start + timedelta(days=1))))
+    for m in _NEXT.finditer(text):
+        if m.group("tomorrow"):
+            span = (day + timedelta(days=1), day + timedelta(days=2))
+        else:
+            unit = m.group("unit").lower()
+            if unit in ("week", "weekend"):
+                monday = day - timedelta(days=day.weekday()) + timedelta(days=7)
+                span = (
+                    (monday + timedelta(days=5), monday + timedelta(days=7))
+                    if unit == "weekend"
+                    else (monday, monday + timedelta(days=7))
+                )
+            elif unit == "month":
+                start = day.replace(day=1) + relativedelta(months=1)
+                span = (start, start + relativedelta(months=1))
+            else:
+                span = (datetime(day.year + 1, 1, 1, tzinfo=UTC), datetime(day.year + 2, 1, 1, tzinfo=UTC))
+        found.append((m.start(), m.group(0), span))
+    taken = [(start, start + len(phrase)) for start, phrase, _ in found]
+    rest = text
+    while True:
+        hit = _find_span(rest, said_at)
+        if hit is None:
+            break
+        span, m = hit
+        if _RELATIVE.search(m.group(0)) and not any(a < m.end() and m.start() < b for a, b in taken):
+            found.append((m.start(), m.group(0).strip(), span))
+        rest = rest[: m.start()] + " " * (m.end() - m.start()) + rest[m.end() :]
+    return [(phrase, _label(*span)) for _, phrase, span in sorted(found)]
+
+
+def with_dates(text: str, said_at: datetime) -> str:
+    """`text` with its relative time phrases' dates written after it, as an import stores it."""
+    resolved = resolve_relative(text, said_at)
+    if not resolved:
+        return text
+    return f"{text} [{'; '.join(f'{phrase}: {when}' for phrase, when in resolved)}]"

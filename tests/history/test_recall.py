@@ -135,7 +135,7 @@ def test_shared_private_memory_reaches_only_the_chosen_group(history) -> None:
         shared = ask(
             history, "ana", "What is my sister called?", chat=ChatContext("telegram", "camp", "group")
         )
-        assert any(i.source_ids == ["a1"] for i in shared)
+        assert any(i.source_ids[0] == "a1" for i in shared)  # (its session neighbours cited after it)
         other = ask(
             history, "ana", "What is my sister called?", chat=ChatContext("telegram", "other", "group")
         )
@@ -217,7 +217,7 @@ def test_ten_paraphrases_do_not_crowd_out_the_rest(store) -> None:
     store.ensure_indexes()
     items = ask(store, "cy", "Tell me about my hiking", k=5)
     ids = [i.source_ids[0] for i in items]
-    assert {"x1", "x2"} <= set(ids)
+    assert {"x1", "x2"} <= {s for i in items for s in i.source_ids}  # one may come as the other's neighbour
     assert sum(1 for i in ids if i.startswith("p")) <= 2
 
 
