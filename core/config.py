@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = "auto"
     max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
+    # unset: the model's sampling profile decides (core/llm/profiles.py)
+    temperature: float | None = None
+    top_p: float | None = None
     context_tokens: int = 2048
     persona: str = (
         "You are Confidante, a warm, concise personal assistant. You remember what this person "
