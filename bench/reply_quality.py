@@ -318,7 +318,9 @@ class SeededEngine:
         return self.engine.stream(messages, seed=seed, **kwargs)
 
 
-async def converse(assistant: Any, person: Scripted, asks: list[Ask], chat: str, day: datetime) -> list[Row]:
+async def converse(
+    assistant: Any, person: Scripted, asks: list[Ask], chat: str, day: datetime, session: int
+) -> list[Row]:
     from core.messages import Incoming
 
     rows = []
@@ -329,7 +331,7 @@ async def converse(assistant: Any, person: Scripted, asks: list[Ask], chat: str,
             sender_id=person.pid,
             sender_name=person.name,
             text=ask.text,
-            message_id=f"{chat}-{j}",
+            message_id=f"{chat}-s{session}-{j}",
             ts=day + timedelta(minutes=j),
         )
         ASKING.set((person.pid, ask.text))
@@ -346,7 +348,7 @@ def open_store(data: Path, embedder: Any) -> Any:
 
 
 async def run_seed(
-    loaded: Any, settings: Any, embedder: Any, cast: list[Scripted], seed: int
+    loaded: Any, settings: Any, embedder: Any, cast: list[Scripted], seed: int, overrides: dict
 ) -> tuple[list[Row], dict]:
     """Both sessions for everybody under one seed, in a fresh data dir."""
     from core.assistant import Assistant
@@ -360,7 +362,10 @@ async def run_seed(
         s = settings.model_copy(update={"data_dir": Path(tmp)})
         s.ensure_data_dir()
         for session, day in ((1, day1), (2, day2)):
-            engine = SeededEngine(Engine(loaded, s), seed)
+            inner = Engine(loaded, s)
+            if overrides:  # a sweep: the profile with some fields changed
+                inner.sampling = inner.sampling.replace(**overrides)
+            engine = SeededEngine(inner, seed)
             assistant = Assistant(s, open_store(Path(tmp), embedder), engine)
             try:
                 results = await asyncio.gather(
@@ -371,6 +376,7 @@ async def run_seed(
                             p.session1 if session == 1 else p.session2,
                             f"{p.pid}-chat" if session == 1 or p.same_chat else f"{p.pid}-chat2",
                             day,
+                            session,
                         )
                         for p in cast
                     )
@@ -384,12 +390,14 @@ async def run_seed(
 
 
 async def latency(
-    loaded: Any, settings: Any, prompts: list[list[dict[str, str]]]
+    loaded: Any, settings: Any, prompts: list[list[dict[str, str]]], overrides: dict
 ) -> tuple[list[float], list[float]]:
     """Time to first token and to the full reply, one request at a time (nothing else running)."""
     from core.llm.engine import Engine
 
     engine = Engine(loaded, settings.model_copy(update={"prefix_cache_mb": 0}))
+    if overrides:
+        engine.sampling = engine.sampling.replace(**overrides)
     ttft, full = [], []
     try:
         await engine.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2)  # warm-up
@@ -514,6 +522,7 @@ async def main(args: argparse.Namespace) -> None:
     cap = settings.max_new_tokens
     loaded = load_model(settings)
     embedder = default_embedder()
+    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
     cast = people(args.people)
     by_id = {p.pid: p for p in cast}
     scores = Scores(args.label)
@@ -521,13 +530,14 @@ async def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for seed in args.seeds:
         t = time.perf_counter()
-        rows, seed_prompts = await run_seed(loaded, settings, embedder, cast, seed)
+        rows, seed_prompts = await run_seed(loaded, settings, embedder, cast, seed, overrides)
         scores.rows += rows
         prompts = prompts or seed_prompts
         print(f"seed {seed}: {len(rows)} replies in {time.perf_counter() - t:.0f} s", flush=True)
     # latency on the same one-sentence questions, first seed's prompts, one at a time
     timed = [prompts[(p.pid, a.text)] for p in cast for a in p.session2 if a.short][: args.latency]
-    scores.ttft, scores.full = await latency(loaded, settings, timed)
+    if timed:
+        scores.ttft, scores.full = await latency(loaded, settings, timed, overrides)
     results = [
         (f"{args.label}, seeds {','.join(map(str, args.seeds))}", scores.summary(cap, by_id)),
         ("  tuning slice", scores.summary(cap, by_id, held=False)),
@@ -553,6 +563,16 @@ async def main(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps([{"label": k, **v} for k, v in results], indent=1))
 
 
+def _value(text: str) -> Any:
+    """A --set value: a number, true/false, or text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def _dump(path: Path, rows: list[Row]) -> None:
     with path.open("w") as f:
         for r in rows:
@@ -571,6 +591,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="engine, default settings")
     parser.add_argument("--model-dir", type=Path, default=Path("data/models"))
+    parser.add_argument("--set", action="append", default=[], help="sampling field=value (sweeps)")
     parser.add_argument("--dump", type=Path, help="write every reply here (jsonl) to read them")
     parser.add_argument("--json", type=Path, help="write the table here")
     asyncio.run(main(parser.parse_args()))
