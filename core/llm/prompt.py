@@ -74,7 +74,13 @@ EXAMPLE: tuple[dict[str, str], ...] = (
     {"role": "assistant", "content": "Nice to meet you, Sam! Baking and hiking sound like a lovely mix."},
 )
 
-_ABOUT_ME = re.compile(r"\b(my|me|i|am i|do i|did i)\b", re.IGNORECASE)
+# "What is my cat called?", "Where do I live?", "Do you remember my name?"; not requests
+# ("How can I sleep better?", "What should I cook?")
+_ABOUT_ME = re.compile(
+    r"^\s*(?:(?:in|on|at|for) )?(?:what|what's|which|where|when|who|whose|how old|how many|do you (?:know|remember))\b"
+    r"(?![^?]*\b(?:should|could|can|would|shall|might) i\b)[^?]*\b(?:my|i|am i|do i|did i)\b[^?]*\?",
+    re.IGNORECASE,
+)
 _STOP = frozenset(
     [
         "what",
@@ -121,7 +127,7 @@ _STOP = frozenset(
 
 def asks_about_me(message: str) -> bool:
     """A question about the person themselves ("What is my cat called?")."""
-    return "?" in message and bool(_ABOUT_ME.search(message))
+    return bool(_ABOUT_ME.search(message.strip()))
 
 
 # words that ask about the same thing as other words do ("What do I do for a living?" is
