@@ -498,7 +498,7 @@ def print_table(results: list[tuple[str, dict]], title: str) -> None:
             fmt(m["ttft_median"], ".2f"),
             fmt(m["full_median"], ".2f"),
         )
-    Console().print(table)
+    Console(width=220).print(table)
     targets = results[0][1]
     checks = [
         ("fact accuracy >= 0.90", targets["fact_accuracy"] >= 0.90),
@@ -534,6 +534,8 @@ async def main(args: argparse.Namespace) -> None:
         scores.rows += rows
         prompts = prompts or seed_prompts
         print(f"seed {seed}: {len(rows)} replies in {time.perf_counter() - t:.0f} s", flush=True)
+        if args.dump:  # kept as the run goes: `--score` rebuilds the table from it
+            _dump(args.dump, scores.rows)
     # latency on the same one-sentence questions, first seed's prompts, one at a time
     timed = [prompts[(p.pid, a.text)] for p in cast for a in p.session2 if a.short][: args.latency]
     if timed:
@@ -573,6 +575,27 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
+def score_dump(path: Path, people_count: int, label: str) -> None:
+    """The table from a --dump file (a run cut short still has its finished seeds)."""
+    cast = people(people_count)
+    by_id = {p.pid: p for p in cast}
+    asks = {(p.pid, a.text): a for p in cast for a in (*p.session1, *p.session2)}
+    scores = Scores(label)
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        scores.rows.append(
+            Row(d["pid"], by_id[d["pid"]].held_out, asks[(d["pid"], d["ask"])], d["reply"], d["tokens"])
+        )
+    print_table(
+        [
+            (label, scores.summary(CAP, by_id)),
+            ("  tuning slice", scores.summary(CAP, by_id, held=False)),
+            (f"  held-out slice ({HELD_OUT} people)", scores.summary(CAP, by_id, held=True)),
+        ],
+        f"Reply quality from {path.name}",
+    )
+
+
 def _dump(path: Path, rows: list[Row]) -> None:
     with path.open("w") as f:
         for r in rows:
@@ -591,7 +614,12 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="engine, default settings")
     parser.add_argument("--model-dir", type=Path, default=Path("data/models"))
+    parser.add_argument("--score", type=Path, help="print the table of a --dump file and stop")
     parser.add_argument("--set", action="append", default=[], help="sampling field=value (sweeps)")
     parser.add_argument("--dump", type=Path, help="write every reply here (jsonl) to read them")
     parser.add_argument("--json", type=Path, help="write the table here")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    if args.score:
+        score_dump(args.score, args.people, args.label)
+    else:
+        asyncio.run(main(args))
