@@ -18,6 +18,7 @@ if [ "$quick" = 1 ]; then
   run bench/llm_bench.py --dtypes bfloat16
   run bench/pipeline_bench.py --turns 20000 --people 200 --messages 100
   run bench/recall_eval.py --limit 12
+  run bench/reply_quality.py --seeds 1 --anchor 16
   run bench/consolidation_eval.py --people 32
   run bench/consolidation_bench.py
   run bench/retrieval_eval.py --people 10 --dir "$tmp/retrieval"
@@ -27,6 +28,7 @@ else
   run bench/llm_bench.py
   run bench/pipeline_bench.py
   run bench/recall_eval.py
+  run bench/reply_quality.py
   run bench/consolidation_eval.py
   run bench/consolidation_bench.py
   run bench/retrieval_eval.py --dir "$tmp/retrieval"

@@ -28,6 +28,8 @@ from core.config import Settings
 from core.llm.decode import LeanDecoder
 from core.llm.model import LoadedModel
 from core.llm.prefix_cache import PrefixCache, kv_layers
+from core.llm.profiles import profile_for
+from core.llm.sampling import RowState, Sampling, next_tokens, sentence_end_ids, visible
 
 if TYPE_CHECKING:
     from core.llm.adapters import AdapterRegistry
@@ -42,12 +44,10 @@ _CLEAR_PREFIXES = object()  # queued, so the cache is only touched by the genera
 class _Request:
     ids: list[int]
     max_new: int
-    temperature: float
-    top_p: float
+    sampler: RowState
     adapter: str | None
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
-    seed: int | None = None
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     cancelled: bool = False
@@ -115,6 +115,12 @@ class Engine:
         self._lean = None
         if lean and self._head is not None and LeanDecoder.supports(loaded.model):
             self._lean = LeanDecoder(loaded.model)
+        # the model's default sampling; settings that are set override it
+        self.profile = profile_for(loaded)
+        self.sampling = self.profile.sampling.replace(
+            temperature=getattr(settings, "temperature", None), top_p=getattr(settings, "top_p", None)
+        )
+        self._sentence_ends = sentence_end_ids(loaded.tokenizer)
 
     # --- text helpers ---------------------------------------------------------------------
 
@@ -143,11 +149,14 @@ class Engine:
         temperature: float | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        sampling: Sampling | None = None,
     ) -> AsyncIterator[str]:
-        """Yield the reply's text as it is generated, ending at end-of-turn or the length limit.
+        """Yield the reply's text as it is generated, ending at end-of-turn, a stop (a stop
+        string, the reply repeating itself) or the length limit.
 
-        `temperature=0` is greedy (deterministic; evals use it). `adapter` names a person's
-        adapter; with none (or none trained yet) the base model answers in the same batch.
+        `sampling` replaces the model's profile for this reply; `temperature`/`top_p` override
+        one field (`temperature=0` is greedy). `adapter` names a person's adapter; with none (or
+        none trained yet) the base model answers in the same batch.
         """
         ids = self.encode_messages(messages)
         budget = self.context_tokens
@@ -163,12 +172,15 @@ class Engine:
         req = _Request(
             ids=ids,
             max_new=max_new,
-            temperature=self.settings.temperature if temperature is None else float(temperature),
-            top_p=self.settings.top_p if top_p is None else float(top_p),
+            sampler=RowState(
+                (sampling or self.sampling).replace(temperature=temperature, top_p=top_p),
+                end_ids=self.loaded.eos_token_ids,
+                sentence_end_ids=self._sentence_ends,
+                seed=seed,
+            ),
             adapter=adapter,
             loop=asyncio.get_running_loop(),
             out=asyncio.Queue(),
-            seed=seed,
         )
         self._submit(req)
         try:
@@ -406,28 +418,8 @@ class Engine:
             req.slot = -1
 
     def _sample(self, logits: Any, rows: list[_Request]) -> list[int]:
-        """Greedy for temperature 0, else temperature + nucleus (top_p) sampling, row by row."""
-        import torch
-
-        logits = logits.float()
-        out: list[int] = []
-        greedy = logits.argmax(dim=-1).tolist()
-        for i, req in enumerate(rows):
-            if req.temperature <= 0:
-                out.append(int(greedy[i]))
-                continue
-            probs = torch.softmax(logits[i] / req.temperature, dim=-1)
-            if 0 < req.top_p < 1:
-                sorted_probs, order = probs.sort(descending=True)
-                cumulative = sorted_probs.cumsum(0)
-                cut = cumulative - sorted_probs > req.top_p
-                sorted_probs[cut] = 0
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-            generator = None
-            if req.seed is not None:
-                generator = torch.Generator(device=probs.device).manual_seed(req.seed + len(req.generated))
-            out.append(int(torch.multinomial(probs, 1, generator=generator).item()))
-        return out
+        """Each row's next token under its own settings (core/llm/sampling.py)."""
+        return next_tokens(logits, [req.sampler for req in rows])
 
     def _emit(self, req: _Request, token: int) -> bool:
         """Record one token and send the new text; return True when the request is finished."""
@@ -441,11 +433,14 @@ class Engine:
             req.send(_DONE)
             return True
         req.generated.append(token)
+        req.sampler.observe(token)
         self.stats.tokens += 1
         text = self.tokenizer.decode(
             req.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
         done = len(req.generated) >= req.max_new or len(req.ids) + len(req.generated) >= self.context_tokens
+        text, stopped = visible(text, req.sampler.sampling, final=done)
+        done = done or stopped
         # hold back a partial UTF-8 character until its last byte arrives (or the reply ends)
         if text.startswith(req.emitted) and (done or not text.endswith("\ufffd")):
             delta = text[len(req.emitted) :]

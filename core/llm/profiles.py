@@ -1,0 +1,66 @@
+"""Each model's default sampling, chosen by bench/reply_quality.py.
+
+A 135M model and an 8B model want different settings: the small one loops and drifts unless its
+reply is kept on a short leash, a big one does not need it and loses nuance under heavy
+penalties. Settings (CONFIDANTE_TEMPERATURE, CONFIDANTE_TOP_P) and a caller override a profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.llm.sampling import Sampling
+
+_STOPS = ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "\nUser:", "\nuser:")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    sampling: Sampling
+
+
+SMALL = Profile(
+    "small (<= 0.5B, the bundled SmolLM2-135M)",
+    Sampling(
+        temperature=0.3,
+        top_p=0.9,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        frequency_penalty=0.0,
+        presence_penalty=0.0,
+        no_repeat_ngram=4,
+        stop=_STOPS,
+        stop_on_repeat=True,
+        end_bonus_after=40,
+        end_bonus=0.5,
+    ),
+)
+
+GENERIC = Profile(
+    "1B-8B Llama-family",
+    Sampling(
+        temperature=0.6,
+        top_p=0.9,
+        top_k=50,
+        min_p=0.02,
+        repetition_penalty=1.05,
+        no_repeat_ngram=0,
+        stop=_STOPS,
+        stop_on_repeat=True,
+        end_bonus_after=200,
+        end_bonus=0.3,
+    ),
+)
+
+
+def profile_for(loaded: object) -> Profile:
+    """The profile for a loaded model: by its size (hidden width) where the config says,
+    else by its name (SmolLM2-135M and -360M are small)."""
+    config = getattr(getattr(loaded, "model", None), "config", None)
+    hidden = getattr(config, "hidden_size", None)
+    if isinstance(hidden, int):
+        return SMALL if hidden <= 1024 else GENERIC
+    name = str(getattr(loaded, "name", "")).lower()
+    return SMALL if any(tag in name for tag in ("135m", "360m")) else GENERIC
