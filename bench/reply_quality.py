@@ -396,7 +396,7 @@ async def latency(
 
     Default settings, prefix cache included, as a running server has them: one warm-up request
     (the first prompt, not timed) has served somebody before, so the shared start of every
-    prompt (persona, worked exchange) is cached, and each timed prompt's own part is not."""
+    prompt (the persona) is cached, and each timed prompt's own part is not."""
     from core.llm.engine import Engine
 
     engine = Engine(loaded, settings)

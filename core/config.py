@@ -48,11 +48,8 @@ class Settings(BaseSettings):
     top_p: float | None = None
     context_tokens: int = 2048
     persona: str = (
-        "You are Confidante, a warm AI assistant talking with one person. You are not that "
-        "person: what they tell you about themselves is theirs, so answer them with 'you' and "
-        "'your'. Keep answers short: one or two sentences unless they ask for more. When they ask "
-        "about themselves, answer only from what they told you; if they never told you, say you "
-        "don't know."
+        "You are Confidante, a warm, concise personal assistant. You remember what this person "
+        "told you before and use it when it helps."
     )
 
     # generation on a serving engine (core/llm/remote.py) instead of in this process: the URL of an

@@ -3,17 +3,10 @@
 The bundled model is small: it uses facts placed in the person's own message far better than
 facts in the system message or in an earlier replayed turn (bench/recall_eval.py scores the
 layouts), so the default layout puts what is known just before the new message.
-
-A small model also slips into the person's voice ("I'm Priya ...") and makes up answers about
-them. So one short worked exchange shows how to answer a person who introduces themselves and
-how to say "I don't know" about something never said, and a question about the person with
-nothing relevant known says so in the prompt, the way the example does
-(bench/reply_quality.py measures both).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -62,110 +55,6 @@ def with_known(facts: str, message: str) -> str:
     return f"(What you know about me:\n{facts})\n\n{message}"
 
 
-NOT_TOLD = "(I haven't told you this yet.)"
-
-# One worked exchange at the start of every prompt (the same tokens for everybody, so the
-# engine's prefix cache keeps it): answer a person who introduces themselves in your own voice,
-# and say you don't know what they never told you.
-EXAMPLE: tuple[dict[str, str], ...] = (
-    {"role": "user", "content": f"What's my brother's name?\n{NOT_TOLD}"},
-    {"role": "assistant", "content": "I don't know, you haven't told me about your brother yet."},
-    {"role": "user", "content": "Hi, I'm Sam. I'm a baker and I love hiking."},
-    {"role": "assistant", "content": "Nice to meet you, Sam! Baking and hiking sound like a lovely mix."},
-)
-
-# "What is my cat called?", "Where do I live?", "Do you remember my name?"; not requests
-# ("How can I sleep better?", "What should I cook?")
-_ABOUT_ME = re.compile(
-    r"^\s*(?:(?:in|on|at|for) )?(?:what|what's|which|where|when|who|whose|how old|how many|do you (?:know|remember))\b"
-    r"(?![^?]*\b(?:should|could|can|would|shall|might) i\b)[^?]*\b(?:my|i|am i|do i|did i)\b[^?]*\?",
-    re.IGNORECASE,
-)
-_STOP = frozenset(
-    [
-        "what",
-        "whats",
-        "is",
-        "are",
-        "was",
-        "were",
-        "my",
-        "me",
-        "i",
-        "am",
-        "do",
-        "did",
-        "does",
-        "have",
-        "has",
-        "the",
-        "a",
-        "an",
-        "in",
-        "of",
-        "to",
-        "for",
-        "which",
-        "who",
-        "when",
-        "how",
-        "called",
-        "name",
-        "named",
-        "remember",
-        "you",
-        "your",
-        "tell",
-        "can",
-        "could",
-        "please",
-        "again",
-        "kind",
-    ]
-)
-
-
-def asks_about_me(message: str) -> bool:
-    """A question about the person themselves ("What is my cat called?")."""
-    return bool(_ABOUT_ME.search(message.strip()))
-
-
-# words that ask about the same thing as other words do ("What do I do for a living?" is
-# answered by "I work as a nurse"); a word maps to its topic, or stands for itself
-_TOPIC_WORDS = {
-    "work": "work job living career profession occupation employer company office",
-    "home": "live lives living city town country home where",
-    "pet": "pet pets cat cats dog dogs",
-    "birthday": "birthday born birth month",
-    "car": "car drive drives vehicle",
-    "sport": "training train race marathon running triathlon preparing",
-    "language": "language languages learning studying speak",
-    "music": "instrument instruments play band",
-    "allergy": "allergic allergy allergies",
-    "food": "food eat favourite favorite dish",
-}
-_TOPICS: dict[str, set[str]] = {}
-for _topic, _words in _TOPIC_WORDS.items():
-    for _word in _words.split():
-        _TOPICS.setdefault(_word, set()).add(_topic)
-
-
-def _stems(text: str) -> set[str]:
-    words = re.findall(r"[a-z]+", text.lower().replace("'s", ""))
-    return {t for w in words if w not in _STOP and len(w) > 2 for t in _TOPICS.get(w, {w[:5]})}
-
-
-def nothing_known_about(message: str, known: Sequence[str]) -> bool:
-    """Whether none of `known` shares a content word with a personal question: then the
-    prompt says so, and the small model says it doesn't know instead of inventing."""
-    if not asks_about_me(message):
-        return False
-    wanted = _stems(message)
-    if not wanted:
-        return False
-    return not any(wanted & _stems(line) for line in known)
-
-
 def _recent_messages(recent: Sequence[Turn], group: bool) -> list[dict[str, str]]:
     messages = []
     for turn in recent:
@@ -198,11 +87,8 @@ def build_messages(
             " You are in a group chat; answer the person who addressed you."
             " Use only what was said in this group."
         )
-    head: list[dict[str, str]] = [{"role": "system", "content": system}, *EXAMPLE]
+    head: list[dict[str, str]] = [{"role": "system", "content": system}]
     message = parts.message
-    told = [*known, *(t.text for t in parts.recent if t.role == "user")]
-    if nothing_known_about(message, told):
-        message = f"{message}\n{NOT_TOLD}"
     if known:
         facts = "\n".join(known)
         if layout == "system":
