@@ -33,6 +33,7 @@ def main() -> None:
 
     from core.llm.engine import Engine, _Request
     from core.llm.model import load_model
+    from core.llm.sampling import RowState, Sampling
 
     settings = Settings(temperature=0)
     engine = Engine(load_model(settings), settings, lean=args.path == "lean")
@@ -43,7 +44,9 @@ def main() -> None:
         for i in range(args.rows):
             text = f"Write a long story about cat number {i} who travels the world."
             ids = engine.encode_messages([{"role": "user", "content": text}])
-            engine._prefill(_Request(ids, 100_000, 0.0, 1.0, None, loop, asyncio.Queue()))
+            engine._prefill(
+                _Request(ids, 100_000, RowState(Sampling(temperature=0)), None, loop, asyncio.Queue())
+            )
 
     with torch.inference_mode():
         runs = []

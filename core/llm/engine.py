@@ -83,7 +83,7 @@ class Engine:
         *,
         adapters: AdapterRegistry | None = None,
         max_batch: int | None = None,
-        lean: bool = True,
+        lean: bool = False,
     ) -> None:
         self.loaded = loaded
         self.settings = settings
@@ -110,8 +110,10 @@ class Engine:
         self._decoder, self._head = _split_head(loaded.model)
         # SDPA takes a ready boolean (rows, 1, 1, keys) mask; other attention kernels build their own
         self._sdpa = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
-        # decode steps over the model's own weights without transformers' per-layer overhead
-        # (core/llm/decode.py); other architectures, and `lean=False`, decode with the model itself
+        # `lean`: decode steps over the model's own weights without transformers' per-layer
+        # overhead (core/llm/decode.py). Off by default: a step timed alone is faster (34 vs 26
+        # tok/s), but through this engine it measured slower (25.5 vs 27.6 tok/s one row, 67.7 vs
+        # 80.9 four rows; bench/llm_bench.py --decode-only) and nobody has found why yet
         self._lean = None
         if lean and self._head is not None and LeanDecoder.supports(loaded.model):
             self._lean = LeanDecoder(loaded.model)

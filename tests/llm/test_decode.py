@@ -18,6 +18,7 @@ from core.config import Settings
 from core.llm.decode import LeanDecoder
 from core.llm.engine import Engine, _Request
 from core.llm.model import LoadedModel, tiny_llama, tiny_tokenizer
+from core.llm.sampling import RowState, Sampling
 from tests.llm.test_adapters import make_peft_adapter
 
 PROMPTS = [
@@ -77,7 +78,7 @@ def decode_trace(loaded: LoadedModel, tmp_path, *, lean: bool, adapters=(), step
         for i, text in enumerate(PROMPTS):
             ids = engine.encode_messages([{"role": "user", "content": text}])
             adapter = f"p{i}" if i < len(adapters) else None
-            req = _Request(ids, 10_000, 0.0, 1.0, adapter, loop, asyncio.Queue())
+            req = _Request(ids, 10_000, RowState(Sampling(temperature=0)), adapter, loop, asyncio.Queue())
             engine._prefill(req)
             rows.append(req)
             engine._step()  # the next row joins a batch that already decodes
