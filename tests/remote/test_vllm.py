@@ -20,6 +20,7 @@ from core.llm.adapters import AdapterStore, plain_copy
 from core.llm.engine import Engine
 from core.llm.model import load_model
 from core.llm.remote import RemoteEngine, ServerUnavailable
+from core.llm.sampling import Sampling
 from core.llm.served_adapters import ServedAdapters
 from infra.vllm.server import SERVED_NAME, bundled_model_dir
 
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.vllm
 
 ASK = [{"role": "user", "content": "What should I cook tonight? Answer in one sentence."}]
 TOKENS = 24
+
+# plain greedy, as the server decodes at temperature 0: our profile's penalties and stops would differ
+GREEDY = Sampling(temperature=0.0)
 
 
 def _make_adapter(model, path: Path, seed: int) -> None:
@@ -96,7 +100,7 @@ def ours(local, settings) -> Engine:
 
 
 async def _ours(engine: Engine, person: str | None) -> str:
-    return await engine.generate(ASK, adapter=person, temperature=0.0, max_new_tokens=TOKENS)
+    return await engine.generate(ASK, adapter=person, sampling=GREEDY, max_new_tokens=TOKENS)
 
 
 def _listed(settings: Settings) -> set[str]:
