@@ -86,7 +86,8 @@ def make_app(settings: Settings | None = None) -> Celery:
                 "data_folder_in": str(folder),
                 "data_folder_out": str(folder),
                 "store_processed": False,
-                # its fanout exchange table; kombu's default is ./control in the working directory
+                # its exchange tables (one `<exchange>.exchange` per bound queue: confidante and
+                # adapters); kombu's default is ./control in whatever directory the process started
                 "control_folder": str(folder.parent / "control"),
             },
             # remote control and events would poll the folder for nothing: no worker needs them here

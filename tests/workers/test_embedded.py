@@ -136,3 +136,25 @@ def test_import_queues_the_history_consolidation_without_starting_a_worker(monke
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in queued] == [
         ("confidante.consolidate", "['dana']")
     ]
+
+
+def test_every_queue_binding_goes_under_the_data_dir_not_the_cwd(settings, tmp_path, monkeypatch):
+    """kombu's filesystem transport writes one `<exchange>.exchange` table per bound queue, into
+    ./control unless told otherwise: both queues a worker consumes (consolidation and adapters)
+    must land in the data dir's broker folder, whatever directory the process started in."""
+    from workers.app import ensure_dirs, make_app
+    from workers.worker import ALL_QUEUES
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    app = make_app(settings)
+    ensure_dirs(settings)
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        app.amqp.queues.select(ALL_QUEUES)  # as `worker --queues` does: each its own exchange
+        for queue in app.amqp.queues.consume_from.values():
+            queue(channel).declare()
+    tables = {p.name for p in (broker_dir(settings) / "control").glob("*.exchange")}
+    assert tables == {f"{q}.exchange" for q in ALL_QUEUES}
+    assert not list(cwd.iterdir())
