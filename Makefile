@@ -29,12 +29,12 @@ bench: $(STAMP)
 	bash infra/test-services.sh bash bench/run_all.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check bots core workers tests bench
-	$(BIN)/ruff format --check bots core workers tests bench
+	$(BIN)/ruff check app bots core workers tests bench
+	$(BIN)/ruff format --check app bots core workers tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format bots core workers tests bench
-	$(BIN)/ruff check --fix bots core workers tests bench
+	$(BIN)/ruff format app bots core workers tests bench
+	$(BIN)/ruff check --fix app bots core workers tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

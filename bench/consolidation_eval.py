@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.targets import Targets  # noqa: E402
 from core.memory.consolidate import Consolidator, slot_of  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.records import PRIVATE, Person, Turn, chat_scope  # noqa: E402
@@ -266,7 +267,7 @@ def script(i: int, rng: random.Random) -> Plan:
     return p
 
 
-def run(people: int, seed: int) -> None:
+def run(people: int, seed: int) -> Targets:
     import torch
 
     torch.set_num_threads(1)  # as in a worker process (workers/worker.py)
@@ -413,6 +414,12 @@ def run(people: int, seed: int) -> None:
         print("\nmissed (first 12):", "; ".join(misses[:12]))
     if wrong:
         print("not planted (first 12):", "; ".join(wrong[:12]))
+    targets = Targets("consolidation_eval targets")
+    targets.check("duplicate current memories", duplicates, "==", 0)
+    targets.check("writes when re-run from scratch", rerun_writes, "==", 0)
+    targets.check("private memories with group evidence", leaks, "==", 0)
+    targets.check("contradictions resolved, share", round(resolved / max(1, contradictions), 2), "==", 1)
+    return targets
 
 
 if __name__ == "__main__":
@@ -420,4 +427,4 @@ if __name__ == "__main__":
     parser.add_argument("--people", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    run(args.people, args.seed)
+    run(args.people, args.seed).exit()

@@ -32,6 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from bench.targets import Targets
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -237,13 +239,14 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    met = {
-        "ttft_p95_s": _pct(ttft, 95) <= TARGETS["ttft_p95_s"],
-        "reply_p95_s": _pct(whole, 95) <= TARGETS["reply_p95_s"],
-    }
-    for name, ok in met.items():
-        print(f"target {name} <= {TARGETS[name]}: {'met' if ok else 'missed'}")
-    return 0 if all(s == c for s, c in agree.values()) and len(whole) == sent else 1
+    targets = Targets("load_test targets")
+    targets.check("first token p95, s", round(_pct(ttft, 95), 2), "<=", TARGETS["ttft_p95_s"])
+    targets.check("full reply p95, s", round(_pct(whole, 95), 2), "<=", TARGETS["reply_p95_s"])
+    targets.check("replies received / messages sent", len(whole) / max(1, sent), "==", 1)
+    targets.check(
+        "/metrics counts that differ from the load tool", sum(s != c for s, c in agree.values()), "==", 0
+    )
+    return targets.report()
 
 
 if __name__ == "__main__":

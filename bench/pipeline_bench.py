@@ -30,6 +30,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from bench.targets import Targets
 from core.assistant import Assistant, open_store
 from core.config import Settings
 from core.memory.embed import DIM, default_embedder
@@ -202,6 +203,11 @@ def main() -> None:
     row(table, "later in a session (warm)", later)
     row(table, "a newcomer's first (registers)", new)
     Console().print(table)
+    targets = Targets("pipeline_bench targets")
+    everything = first + later
+    p95 = statistics.quantiles(everything, n=100, method="inclusive")[94] if len(everything) > 1 else 0.0
+    targets.check("pipeline overhead p95, all in sessions, ms", round(p95, 1), "<", 50)
+    targets.exit()
 
 
 if __name__ == "__main__":

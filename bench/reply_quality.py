@@ -40,6 +40,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.targets import Targets
+
 HELD_OUT = 12
 ASKING: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("asking")  # (pid, ask text)
 CAP = 256  # today's default max_new_tokens
@@ -482,7 +484,7 @@ def fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(results: list[tuple[str, dict]], title: str) -> None:
+def print_table(results: list[tuple[str, dict]], title: str) -> Targets:
     table = Table(title=title)
     for col in ("configuration", "replies", "fact acc", "never-said: don't know / invented", "degenerate",
                 "at cap", "identity slips", "words (median)", "words, 1-sentence Qs", "first token s",
@@ -503,18 +505,17 @@ def print_table(results: list[tuple[str, dict]], title: str) -> None:
             fmt(m["full_median"], ".2f"),
         )
     Console(width=220).print(table)
-    targets = results[0][1]
-    checks = [
-        ("fact accuracy >= 0.90", targets["fact_accuracy"] >= 0.90),
-        ("degenerate share <= 0.05", targets["degenerate"] <= 0.05),
-        ("identity slips = 0", targets["identity_slips"] == 0),
-        ("invented never-said <= 0.20", targets["invented"] <= 0.20),
-        ("median words, 1-sentence questions <= 60", targets["words_short_median"] <= 60),
-    ]
-    print("targets (first row):", "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks))
+    first = results[0][1]
+    targets = Targets("reply_quality targets (first row)")
+    targets.check("fact accuracy", round(first["fact_accuracy"], 2), ">=", 0.90)
+    targets.check("degenerate share", round(first["degenerate"], 2), "<=", 0.05)
+    targets.check("identity slips", first["identity_slips"], "==", 0)
+    targets.check("invented never-said", round(first["invented"], 2), "<=", 0.20)
+    targets.check("median words, 1-sentence questions", first["words_short_median"], "<=", 60)
+    return targets
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> Targets:
     import torch
 
     from core.config import Settings
@@ -561,13 +562,14 @@ async def main(args: argparse.Namespace) -> None:
                         a.summary(cap, by_id)))  # fmt: skip
         if args.dump:
             _dump(args.dump.with_suffix(".anchor.jsonl"), a.rows)
-    print_table(
+    targets = print_table(
         results, f"Reply quality, {loaded.name}, {args.people} people, {time.perf_counter() - started:.0f} s"
     )
     if args.dump:
         _dump(args.dump, scores.rows)
     if args.json:
         args.json.write_text(json.dumps([{"label": k, **v} for k, v in results], indent=1))
+    return targets
 
 
 def _value(text: str) -> Any:
@@ -580,7 +582,7 @@ def _value(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def score_dump(path: Path, people_count: int, label: str) -> None:
+def score_dump(path: Path, people_count: int, label: str) -> Targets:
     """The table from a --dump file (a run cut short still has its finished seeds)."""
     cast = people(people_count)
     by_id = {p.pid: p for p in cast}
@@ -591,7 +593,7 @@ def score_dump(path: Path, people_count: int, label: str) -> None:
         scores.rows.append(
             Row(d["pid"], by_id[d["pid"]].held_out, asks[(d["pid"], d["ask"])], d["reply"], d["tokens"])
         )
-    print_table(
+    return print_table(
         [
             (label, scores.summary(CAP, by_id)),
             ("  tuning slice", scores.summary(CAP, by_id, held=False)),
@@ -624,7 +626,5 @@ if __name__ == "__main__":
     parser.add_argument("--dump", type=Path, help="write every reply here (jsonl) to read them")
     parser.add_argument("--json", type=Path, help="write the table here")
     args = parser.parse_args()
-    if args.score:
-        score_dump(args.score, args.people, args.label)
-    else:
-        asyncio.run(main(args))
+    done = score_dump(args.score, args.people, args.label) if args.score else asyncio.run(main(args))
+    done.exit()
