@@ -137,7 +137,7 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
         log = open(f"{tmp}/run.log", "wb")  # noqa: SIM115 - the child writes it
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from bots.cli import app; app()", "run"],
+            [sys.executable, "-c", "from app.cli import app; app()", "run"],
             env=env,
             cwd=tmp,
             stdout=log,

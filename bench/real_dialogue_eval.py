@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bots.cli import _recall_items  # noqa: E402
+from app.cli import _recall_items  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.importers import import_history  # noqa: E402

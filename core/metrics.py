@@ -3,7 +3,7 @@
 Why one module: a metric's name, labels and buckets are part of an operator's dashboards, so they
 must not drift between the places that update them. Labels are bounded sets (platform, outcome,
 stage, task): never a person, chat or message id, which would leak who talks and grow without end.
-Serving the registry over HTTP is the composition's job (bots/ops_http.py); the core only counts.
+Serving the registry over HTTP is the composition's job (app/ops_http.py); the core only counts.
 
 Values that live in some object (the engine's token count, the journal's backlog, the broker's
 queue) are read when scraped, through `watch_*`, so the chat path pays nothing for them.

@@ -25,7 +25,7 @@ def main() -> None:
             yield delta
 
     Engine.stream = slowed
-    from bots.cli import main as cli
+    from app.cli import main as cli
 
     sys.argv = ["confidante", "run"]
     cli()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def confidante(args: list[str], env: dict[str, str], stdin: str = "") -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bots.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from bots.cli import app
+from app.cli import app
 from core.config import get_settings
 from tests.history.conftest import DATA
 

@@ -105,7 +105,7 @@ def test_relative_phrases_against_the_moment_said() -> None:
 
 
 def test_recall_json_keeps_its_format(chat: Store) -> None:
-    from bots.cli import _recall_items
+    from app.cli import _recall_items
 
     items = _recall_items(Recall(chat, lambda s: 1), chat, "dana", "how old is the daughter", 3)
     assert items and all(

@@ -282,10 +282,10 @@ def test_adapter_cli_lists_versions_and_explains_a_refused_rollback(store, setti
     import typer
     from typer.testing import CliRunner
 
-    import bots.adapter_cli as cli
-    import bots.cli
+    import app.adapter_cli as cli
+    from app import people
 
-    monkeypatch.setattr(bots.cli, "_store", lambda _settings: store)
+    monkeypatch.setattr(people, "open_cli_store", lambda _settings: store)
     monkeypatch.setattr(cli, "get_settings", lambda: settings)
     app = typer.Typer()
     app.add_typer(cli.adapter_app, name="adapter")

@@ -60,7 +60,7 @@ def text_event(event_id: str, body: str, *, sender: str | None = ZEB) -> dict:
 
 
 async def test_a_bad_event_and_a_failing_handler_log_no_text_or_name(tmp_path, capsys, caplog):
-    from bots.cli import configure_logging
+    from app.cli import configure_logging
 
     caplog.set_level(logging.INFO)
     settings = Settings(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bots.cli import app
+from app.cli import app
 from core.assistant import open_store
 from core.config import Settings, get_settings
 from core.memory.records import Turn

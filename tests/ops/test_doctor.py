@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from typer.testing import CliRunner
 
-from bots.cli import app
+from app.cli import app
 from tests.ops.conftest import free_port
 from tests.slack.fake_slack import FakeSlack
 from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI

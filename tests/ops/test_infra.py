@@ -13,7 +13,7 @@ import pytest
 import typer
 import yaml
 
-from bots.cli import app
+from app.cli import app
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 CLI = typer.main.get_command(app)

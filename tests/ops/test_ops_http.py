@@ -8,7 +8,7 @@ import shutil
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bots.ops_http import serve_ops
+from app.ops_http import serve_ops
 from core.assistant import Assistant
 from tests.helpers import dm, say
 from tests.ops.conftest import free_port

@@ -51,7 +51,7 @@ async def _traffic(a: Assistant) -> str:
 
 
 def _run_with_production_logging(tmp_path, capsys, store_factory, engine, level: str, content: bool):
-    from bots.cli import configure_logging
+    from app.cli import configure_logging
 
     settings = _settings(tmp_path, log_level=level, log_content=content)
     configure_logging(settings)

@@ -33,7 +33,7 @@ class Failing(ScriptedAssistant):
 
 
 async def serve(assistant, settings):
-    from bots.cli import configure_logging
+    from app.cli import configure_logging
 
     configure_logging(settings)
     bot = SlackBot(assistant, settings)

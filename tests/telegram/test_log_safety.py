@@ -1,5 +1,5 @@
 """No message text in the logs at the default level, even when a handler fails: production
-logging (bots.cli.configure_logging) captured while the real PTB Application, fed by the fake
+logging (app.cli.configure_logging) captured while the real PTB Application, fed by the fake
 Bot API, answers a message whose handling raises, and an update that lacks its chat."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _restore_logging():
 
 
 def production_logging(settings: Settings) -> None:
-    from bots.cli import configure_logging
+    from app.cli import configure_logging
 
     configure_logging(settings)
 

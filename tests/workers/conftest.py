@@ -87,7 +87,7 @@ def spawn_worker() -> Iterator[Callable[..., subprocess.Popen]]:
     def spawn(settings: Settings, log: Path, *args: str, **env: str) -> subprocess.Popen:
         out = open(log, "ab")  # noqa: SIM115 - the child writes it
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from bots.cli import app; app()", "worker", *args],
+            [sys.executable, "-c", "from app.cli import app; app()", "worker", *args],
             env=worker_env(settings, **env),
             cwd=str(ROOT),
             stdout=out,

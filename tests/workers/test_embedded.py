@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-import bots.cli as cli
+import app.cli as cli
 from core.assistant import Assistant, open_store
 from core.config import get_settings
 from core.memory.store import Store
@@ -17,9 +19,10 @@ from workers.app import broker_dir
 from workers.embedded import EmbeddedWorker
 from workers.jobs import CeleryJobs
 from workers.locks import person_lock
+from workers.worker import ALL_QUEUES
 
 
-@pytest.mark.parametrize("command", ["run"])  # `chat` shares the wiring (bots/cli.py)
+@pytest.mark.parametrize("command", ["run"])  # `chat` shares the wiring (app/cli.py)
 def test_cli_runs_the_same_tasks_through_the_embedded_broker(
     command, tmp_path, monkeypatch, embedder, tiny_engine
 ):
@@ -138,23 +141,29 @@ def test_import_queues_the_history_consolidation_without_starting_a_worker(monke
     ]
 
 
-def test_every_queue_binding_goes_under_the_data_dir_not_the_cwd(settings, tmp_path, monkeypatch):
+def test_every_queue_binding_goes_under_the_data_dir_not_the_cwd(settings, tmp_path):
     """kombu's filesystem transport writes one `<exchange>.exchange` table per bound queue, into
     ./control unless told otherwise: both queues a worker consumes (consolidation and adapters)
-    must land in the data dir's broker folder, whatever directory the process started in."""
-    from workers.app import ensure_dirs, make_app
-    from workers.worker import ALL_QUEUES
-
+    must land in the data dir's broker folder, whatever directory the process started in. A
+    fresh process: kombu remembers bindings process-wide and would skip writing them again."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    app = make_app(settings)
-    ensure_dirs(settings)
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        app.amqp.queues.select(ALL_QUEUES)  # as `worker --queues` does: each its own exchange
-        for queue in app.amqp.queues.consume_from.values():
-            queue(channel).declare()
+    script = (
+        "from workers.app import ensure_dirs, make_app\n"
+        "from workers.worker import ALL_QUEUES\n"
+        "app = make_app()\n"
+        "ensure_dirs(app.confidante_settings)\n"
+        "app.amqp.queues.select(ALL_QUEUES)  # as `worker --queues` does: each its own exchange\n"
+        "with app.connection_for_write() as conn:\n"
+        "    for queue in app.amqp.queues.consume_from.values():\n"
+        "        queue(conn.default_channel).declare()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDANTE_")}
+    env.update(CONFIDANTE_DATA_DIR=str(settings.data_dir), PYTHONPATH=str(Path(__file__).parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
     tables = {p.name for p in (broker_dir(settings) / "control").glob("*.exchange")}
     assert tables == {f"{q}.exchange" for q in ALL_QUEUES}
     assert not list(cwd.iterdir())

@@ -32,7 +32,7 @@ def _configured(settings: Settings) -> dict[str, Callable[[Assistant, Settings],
 
 
 async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
-    from bots.ops_http import serve_ops
+    from app.ops_http import serve_ops
 
     async with serve_ops(assistant, settings):
         await _run(assistant, settings, person=person)

@@ -1,5 +1,5 @@
-"""The `confidante` command, and the composition root: the one place that wires channels,
-the core and the workers together."""
+"""The `confidante` command, and the composition root: the one place that wires channels
+(bots/), the core and the workers together."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bots.adapter_cli import adapter_app
+from app.adapter_cli import adapter_app
+from app.people import open_cli_store, resolve_person
 from core.config import Settings, get_settings
 
 app = typer.Typer(help="Confidante: a personal assistant that remembers you.", no_args_is_help=True)
@@ -80,29 +81,6 @@ def _assistant(settings: Settings, *, jobs=None):
         raise typer.Exit(2) from exc
 
 
-def _store(settings: Settings):
-    from core.memory.embed import default_embedder
-    from core.memory.store import Store
-
-    settings.ensure_data_dir()
-    return Store(
-        settings.data_dir / "lancedb",
-        default_embedder(),
-        search_cache_bytes=settings.search_cache_mb * 2**20,
-        search_cache_sync_rows=settings.search_cache_sync_rows,
-    )
-
-
-def _person_id(store, person: str) -> str:
-    if store.person(person) is not None:
-        return person
-    found = store.person_for("console", person)
-    if found is None:
-        err.print(f"[red]No person called {person!r}.[/red] Chat first: confidante chat --person {person}")
-        raise typer.Exit(1)
-    return found
-
-
 @app.command()
 def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talking")] = "") -> None:
     """Chat in this terminal (one line, one message; /exit quits)."""
@@ -125,7 +103,7 @@ def chat(person: Annotated[str, typer.Option("--person", "-p", help="Who is talk
 @app.command()
 def run() -> None:
     """Start every configured platform in one process; with none configured, chat here."""
-    from bots.run import run_platforms
+    from app.run import run_platforms
 
     settings = get_settings()
     configure_logging(settings)
@@ -224,7 +202,7 @@ def beat() -> None:
 def doctor() -> None:
     """Check settings, data dir, model, store, broker and each platform's credentials; say what
     to fix. Exits 1 when something is broken."""
-    from bots.doctor import load_settings, run_checks
+    from app.doctor import load_settings, run_checks
 
     settings, first = load_settings()
     findings = [first] + (run_checks(settings) if settings is not None else [])
@@ -251,7 +229,7 @@ def backup(
     everything people said)."""
     from datetime import UTC, datetime
 
-    from bots.backup import backup as take
+    from app.backup import backup as take
 
     settings = get_settings()
     if archive.is_dir():
@@ -271,8 +249,8 @@ def restore(
     force: Annotated[bool, typer.Option(help="Move an existing data dir aside and restore over it")] = False,
 ) -> None:
     """Unpack a backup as the data dir (stop `confidante run` first)."""
-    from bots.backup import RestoreRefused
-    from bots.backup import restore as put_back
+    from app.backup import RestoreRefused
+    from app.backup import restore as put_back
 
     settings = get_settings()
     try:
@@ -286,14 +264,11 @@ def restore(
 
 
 def _jobs(settings: Settings, *, start_worker: bool = True):
-    """Background work: Celery when the workers package is set up, else none. Without a broker,
-    `start_worker` starts the embedded worker; otherwise work only waits in its queue."""
-    try:
-        from workers.jobs import celery_jobs
-    except ImportError:
-        from core.jobs import NoJobs
+    """Background work through Celery. Without a broker, `start_worker` starts the embedded
+    worker; otherwise work only waits in its queue. A broken workers package is an error, not
+    a quiet "no consolidation": the import is not guarded."""
+    from workers.jobs import celery_jobs
 
-        return NoJobs()
     return celery_jobs(settings, start_worker=start_worker)
 
 
@@ -352,8 +327,8 @@ def recall(
 
     settings = get_settings()
     configure_logging(settings)
-    store = _store(settings)
-    person_id = _person_id(store, person)
+    store = open_cli_store(settings)
+    person_id = resolve_person(store, person)
 
     def tokens(text: str) -> int:
         return len(text) // 4 + 1
@@ -399,11 +374,11 @@ def import_(
     ] = "private",
 ) -> None:
     """Import chat history from an export file as a person's turns (safe to repeat)."""
-    from bots.importing import run_import
+    from app.importing import run_import
 
     settings = get_settings()
     configure_logging(settings)
-    imported_for = run_import(_store(settings), file, person, me=me, fmt=fmt, visibility=visibility)
+    imported_for = run_import(open_cli_store(settings), file, person, me=me, fmt=fmt, visibility=visibility)
     if imported_for:
         jobs = _jobs(settings, start_worker=False)  # the work waits for `confidante run`'s worker
         try:
@@ -435,9 +410,9 @@ def memory_export(
     from core.memory.export import export_person
 
     settings = get_settings()
-    store = _store(settings)
+    store = open_cli_store(settings)
     data = json.dumps(
-        export_person(store, _person_id(store, person)), ensure_ascii=False, indent=2, default=str
+        export_person(store, resolve_person(store, person)), ensure_ascii=False, indent=2, default=str
     )
     if output:
         output.write_text(data)
@@ -454,8 +429,8 @@ async def _command(person: str, text: str) -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    store = _store(settings)
-    person_id = _person_id(store, person)
+    store = open_cli_store(settings)
+    person_id = resolve_person(store, person)
     assistant = Assistant(settings, store, _NoModel())
     accounts = store.identities_of(person_id)
     console_ids = [a.platform_user_id for a in accounts if a.platform == "console"]

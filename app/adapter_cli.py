@@ -1,6 +1,6 @@
 """`confidante adapter list|train|rollback --person P`: see, retrain and roll back a person's adapter.
 
-Mount in bots/cli.py with `app.add_typer(adapter_app, name="adapter")`.
+Mount in app/cli.py with `app.add_typer(adapter_app, name="adapter")`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app import people
 from core.config import get_settings
 
 adapter_app = typer.Typer(help="Per-person adapters: list versions, train one now, roll back.")
@@ -22,10 +23,8 @@ PersonOpt = Annotated[str, typer.Option("--person", "-p", help="Person id or con
 
 
 def _person(person: str) -> tuple[object, str]:
-    from bots.cli import _person_id, _store
-
-    store = _store(get_settings())
-    return store, _person_id(store, person)
+    store = people.open_cli_store(get_settings())
+    return store, people.resolve_person(store, person)
 
 
 def _fmt(value: object, spec: str = ".3f") -> str:

@@ -1,4 +1,4 @@
-"""Checks of a deployment's parts, shared by /readyz (bots/ops_http.py) and `confidante doctor`.
+"""Checks of a deployment's parts, shared by /readyz (app/ops_http.py) and `confidante doctor`.
 
 Each check returns None when the part works, else one sentence saying what is wrong and what to
 do. They are blocking and bounded by short timeouts: callers run them in threads.
@@ -53,10 +53,8 @@ def store(path: Path, store_obj: Any = None) -> str | None:
 
 
 def broker(settings: Settings) -> str | None:
-    try:
-        from workers.broker import check
-    except ImportError:  # a deployment without the workers package has no broker to check
-        return None
+    from workers.broker import check
+
     return check(settings)
 
 

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from bots import health
+from app import health
 from core import metrics
 from core.config import Settings
 
@@ -41,10 +41,9 @@ def watch(assistant: Any, settings: Settings) -> None:
     store = getattr(assistant, "store", None)
     if store is not None and hasattr(store, "backlog"):
         metrics.watch_backlog(store.backlog)
-    with contextlib.suppress(ImportError):
-        from workers.broker import queue_depth
+    from workers.broker import queue_depth
 
-        metrics.watch_queue(lambda: queue_depth(settings))
+    metrics.watch_queue(lambda: queue_depth(settings))
 
 
 def make_app(assistant: Any, settings: Settings) -> web.Application:

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from bots import health
-from bots.backup import in_use
+from app import health
+from app.backup import in_use
 from core.config import Settings
 
 TIMEOUT = 5.0
