@@ -24,6 +24,7 @@ from core import metrics
 from core.access import Access
 from core.commands import Commands, is_command
 from core.config import Settings
+from core.forgetting import Forgetting
 from core.identity import Identities
 from core.inbox import Entry, Inbox, Receipt, State, key_of
 from core.jobs import Jobs, NoJobs
@@ -76,7 +77,10 @@ class Assistant:
         self.identities = Identities(store, global_failures=settings.link_failures_global)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
-        self.commands = Commands(self)
+        self.forgetting = Forgetting(store, self.jobs, self)
+        self.commands = Commands(
+            store=store, identities=self.identities, access=self.access, forgetting=self.forgetting
+        )
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._active: set[tuple[str, str, str]] = set()  # being answered now
         self._recent: OrderedDict[tuple[str, str, str], deque[Turn]] = OrderedDict()
@@ -220,7 +224,7 @@ class Assistant:
 
     async def redact(self, platform: str, chat_id: str, message_id: str) -> None:
         """Forget one message (the person deleted it) and everything consolidated from it."""
-        await asyncio.to_thread(self.forget_turns_of_message, platform, chat_id, message_id)
+        await asyncio.to_thread(self.forgetting.forget_message, platform, chat_id, message_id)
 
     async def chat_closed(self, platform: str, chat_id: str) -> None:
         await self._set_active(platform, chat_id, False)
@@ -476,6 +480,12 @@ class Assistant:
             self._recent[key] = deque(t for t in self._recent[key] if t.person_id != person_id)
         self._drop_prompt_prefixes()
 
+    def drop_turns(self, turn_ids: set[str]) -> None:
+        """Deleted turns leave the recent windows and the prompt prefixes (core/forgetting.py)."""
+        for key in list(self._recent):
+            self._recent[key] = deque(t for t in self._recent[key] if t.id not in turn_ids)
+        self._drop_prompt_prefixes()
+
     async def _edit(self, msg: Incoming, text: str) -> None:
         owner = self.store.person_for(msg.platform, msg.sender_id)
         stored = await asyncio.to_thread(
@@ -500,41 +510,6 @@ class Assistant:
                         "user",
                     ):
                         turn.text = text
-
-    def forget_turns_of_message(self, platform: str, chat_id: str, message_id: str) -> None:
-        turns = self.store.turns_by_message(platform, chat_id, message_id)
-        self.store.delete_turns([t.id for t in turns])
-        self.forget([t.id for t in turns], person_ids={t.person_id for t in turns})
-
-    def forget(
-        self, turn_ids: list[str], memory_ids: list[str] = (), person_ids: set[str] = frozenset()
-    ) -> None:
-        """Drop these memories and those built from these (deleted) turns, purge old table
-        versions so the text leaves the disk, clear caches, and tell the workers."""
-        derived = self.store.memories_from_turns(turn_ids)
-        self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
-        for person_id in set(person_ids) | {m.person_id for m in derived}:
-            self._refresh_profile(person_id)  # before the purge, so the old profile goes too
-        self.store.purge_history()
-        gone = set(turn_ids)
-        for key in list(self._recent):
-            self._recent[key] = deque(t for t in self._recent[key] if t.id not in gone)
-        self._drop_prompt_prefixes()
-        for person_id in set(person_ids) | {m.person_id for m in derived}:
-            self.jobs.memory_changed(person_id)
-
-    def _refresh_profile(self, person_id: str) -> None:
-        """A forgotten memory must leave the profile now, not when a worker gets to it."""
-        from core.memory.consolidate import profile_text
-        from core.memory.records import PRIVATE
-
-        person = self.store.person(person_id)
-        if person is None or not person.profile:
-            return
-        profile = profile_text(self.store.memories_of(person_id, visibilities=[PRIVATE]))
-        if profile != person.profile:
-            person.profile = profile
-            self.store.save_person(person)
 
     def _log_content(self, event: str, person: Person, text: str) -> None:
         if self.settings.log_content:

@@ -24,7 +24,10 @@ from core.messages import Button, Document, Incoming, Reply
 from core.text import preview
 
 if TYPE_CHECKING:
-    from core.assistant import Assistant
+    from core.access import Access
+    from core.forgetting import Forgetting
+    from core.identity import Identities
+    from core.memory.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +96,16 @@ class Item:
 
 
 class Commands:
-    def __init__(self, assistant: Assistant) -> None:
-        self.a = assistant
+    """The chat commands. They see the store, the identities (linking), the admin rules and
+    forgetting: only what they use, not the assistant that runs the pipeline."""
+
+    def __init__(
+        self, *, store: Store, identities: Identities, access: Access, forgetting: Forgetting
+    ) -> None:
+        self.store = store
+        self.identities = identities
+        self.access = access
+        self.forgetting = forgetting
         self._confirm: dict[str, float] = {}
 
     def menu(self) -> list[tuple[str, str]]:
@@ -118,7 +129,7 @@ class Commands:
     def items(self, person: Person, chat: ChatContext) -> list[Item]:
         """The numbered list /memory shows and /forget N refers to (same order both times)."""
         scopes = [PRIVATE] if chat.kind == "direct" else [chat.scope]
-        store = self.a.store
+        store = self.store
         memories = store.memories_of(person.person_id, visibilities=scopes)
         turns = store.turns_of(person.person_id, visibilities=scopes)
         said = [t for t in turns if t.role == "user"][-MEMORY_LIST_TURNS:]
@@ -144,7 +155,7 @@ class Commands:
         scopes = [PRIVATE] if chat.kind == "direct" else [chat.scope]
         old = [
             m
-            for m in self.a.store.memories_of(person.person_id, current_only=False, visibilities=scopes)
+            for m in self.store.memories_of(person.person_id, current_only=False, visibilities=scopes)
             if not m.current
         ]
         if not old:
@@ -156,7 +167,7 @@ class Commands:
     async def _whoami(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         if chat.kind != "direct":  # which accounts are one person is private
             return Reply(text="Ask me /whoami in a direct chat.")
-        accounts = await asyncio.to_thread(self.a.store.identities_of, person.person_id)
+        accounts = await asyncio.to_thread(self.store.identities_of, person.person_id)
         lines = ["These accounts are one person to me:"] + [
             f"- {i.platform}: {i.platform_user_id}" for i in accounts
         ]
@@ -177,7 +188,7 @@ class Commands:
         )
 
     def _forget_sync(self, person: Person, chat: ChatContext, arg: str) -> int | None:
-        store = self.a.store
+        store = self.store
         if arg.isdigit():
             items = self.items(person, chat)
             n = int(arg)
@@ -202,7 +213,7 @@ class Commands:
             turns += [r for r in store.turns_by_message(t.platform, t.chat_id, t.message_id) if r.id != t.id]
         store.delete_turns([t.id for t in turns])
         memory_ids = [i.memory.id for i in chosen if i.memory is not None]
-        self.a.forget([t.id for t in turns], memory_ids, {person.person_id})
+        self.forgetting.forget([t.id for t in turns], memory_ids, {person.person_id})
         return len(chosen)
 
     async def _forget_me(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
@@ -220,10 +231,7 @@ class Commands:
                 buttons=[Button("Yes, erase everything", "/forget_me confirm")],
             )
         del self._confirm[person.person_id]
-        await asyncio.to_thread(self.a.store.forget_person, person.person_id)
-        self.a.drop_caches(person.person_id)
-        self.a.jobs.forget_person(person.person_id)
-        log.info("person erased", person=person.person_id)
+        await asyncio.to_thread(self.forgetting.forget_person, person.person_id)
         return Reply(text="Done. I've erased everything about you. If you write again, I start from nothing.")
 
     # -- export and settings ------------------------------------------------------------------
@@ -231,7 +239,7 @@ class Commands:
     async def _export(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         if chat.kind != "direct":
             return Reply(text="Ask me for /export in a direct chat: it holds your private data.")
-        data = await asyncio.to_thread(export_person, self.a.store, person.person_id)
+        data = await asyncio.to_thread(export_person, self.store, person.person_id)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         body = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode()
         return Reply(
@@ -241,12 +249,12 @@ class Commands:
 
     async def _pause(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         person.settings.paused = True
-        await asyncio.to_thread(self.a.store.save_person, person)
+        await asyncio.to_thread(self.store.save_person, person)
         return Reply(text="Paused: I won't remember new messages until you send /resume. I still answer.")
 
     async def _resume(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         person.settings.paused = False
-        await asyncio.to_thread(self.a.store.save_person, person)
+        await asyncio.to_thread(self.store.save_person, person)
         return Reply(text="Resumed: I'll remember what you tell me again.")
 
     async def _share(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
@@ -260,16 +268,16 @@ class Commands:
             shared.add(chat.scope)
             text = "Done: in this group I may use your private profile and memories. /share off revokes it."
         person.settings.shared_chats = sorted(shared)
-        await asyncio.to_thread(self.a.store.save_person, person)
+        await asyncio.to_thread(self.store.save_person, person)
         return Reply(text=text)
 
     async def _context(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         if chat.kind != "group":
             return Reply(text="/context on|off is for groups.")
-        settings = self.a.store.chat(msg.platform, msg.chat_id)
+        settings = self.store.chat(msg.platform, msg.chat_id)
         if arg.lower() in ("on", "off"):
             settings.record_context = arg.lower() == "on"
-            await asyncio.to_thread(self.a.store.save_chat, msg.platform, msg.chat_id, settings)
+            await asyncio.to_thread(self.store.save_chat, msg.platform, msg.chat_id, settings)
         state = (
             "on: I keep this group's messages as context"
             if settings.record_context
@@ -283,7 +291,7 @@ class Commands:
             if arg:
                 text += " That code was shown here, so it no longer works: ask for a new one with /link."
             return Reply(text=text)
-        ids = self.a.identities
+        ids = self.identities
         if not arg:
             code = ids.issue_code(person.person_id)
             return Reply(
@@ -293,11 +301,8 @@ class Commands:
             kept, merged = await asyncio.to_thread(ids.redeem, arg, msg.platform, msg.sender_id)
         except LinkError as exc:
             return Reply(text=str(exc))
-        self.a.drop_caches()
-        if merged != kept:
-            self.a.jobs.forget_person(merged)  # its rows now belong to `kept`; drop what was derived
-            self.a.jobs.memory_changed(kept)
-        accounts = await asyncio.to_thread(self.a.store.identities_of, kept)
+        self.forgetting.accounts_changed(kept, merged)  # merged's rows are kept's now: rebuild
+        accounts = await asyncio.to_thread(self.store.identities_of, kept)
         lines = ["Linked. These accounts are now one person to me and share everything I know:"]
         lines += [f"- {i.platform}: {i.platform_user_id}" for i in accounts]
         lines.append("If one of them isn't yours, send /unlink from it, or /forget_me.")
@@ -308,23 +313,23 @@ class Commands:
             return Reply(text="Send /unlink to me in a direct chat.")
         platform, account = msg.platform, msg.sender_id
         if arg:  # "/unlink slack: T1:U2" separates another of this person's accounts
-            accounts = await asyncio.to_thread(self.a.store.identities_of, person.person_id)
+            accounts = await asyncio.to_thread(self.store.identities_of, person.person_id)
             wanted = re.sub(r"\s*:\s*", ":", arg.strip(), count=1)
             chosen = [i for i in accounts if f"{i.platform}:{i.platform_user_id}" == wanted]
             if not chosen:
                 return Reply(text="That isn't one of your accounts. /whoami lists them as platform: id.")
             platform, account = chosen[0].platform, chosen[0].platform_user_id
-        new = await asyncio.to_thread(self.a.identities.unlink, platform, account)
+        new = await asyncio.to_thread(self.identities.unlink, platform, account)
         if new is None:
             return Reply(text="This account isn't joined to another one.")
-        self.a.drop_caches()
+        self.forgetting.accounts_changed()
         if arg:
             return Reply(text=f"Unlinked {platform}: {account}. It no longer sees anything of yours.")
         return Reply(text="Unlinked. This account is separate now and starts fresh.")
 
     async def _stats(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
-        if not self.a.access.is_admin(msg):
+        if not self.access.is_admin(msg):
             return Reply(text="/stats is for the assistant's admins.")
-        counts = await asyncio.to_thread(self.a.store.counts)
+        counts = await asyncio.to_thread(self.store.counts)
         lines = ["Counts (no content):"] + [f"- {name}: {n:,}" for name, n in sorted(counts.items())]
         return Reply(text="\n".join(lines))

@@ -104,7 +104,7 @@ async def test_consolidation_hears_of_a_turn_only_once_lancedb_holds_it(assistan
 
         def forget_person(self, person_id: str) -> None: ...
 
-    assistant.jobs = Jobs()
+    assistant = Assistant(assistant.settings, assistant.store, assistant.engine, jobs=Jobs())
     await say(assistant, dm("I started learning the cello."))
     assistant.store.settle()
     assert seen_rows == [2], "a worker told about the turn must be able to read it"

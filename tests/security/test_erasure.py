@@ -63,8 +63,8 @@ async def _alice_everywhere(a: Assistant) -> str:
 async def test_forget_me_leaves_nothing_on_disk(
     assistant: Assistant, engine: RecordingEngine, settings
 ) -> None:
-    a = assistant
-    a.jobs = jobs = RecordingJobs()
+    jobs = RecordingJobs()
+    a = Assistant(settings, assistant.store, engine, jobs=jobs)
     pid = await _alice_everywhere(a)
     root = settings.data_dir
     for marker in ALICE:

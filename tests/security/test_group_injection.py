@@ -117,7 +117,7 @@ async def _seed(a: Assistant) -> None:
         visibility=chat_scope("telegram", G1),
     )
     a.store.save_memories([old, gone])
-    a.forget([], ["a5"], {alice.person_id})
+    a.forgetting.forget([], ["a5"], {alice.person_id})
     # The profile is set last: forgetting rebuilds a profile from the private memories.
     alice = a.store.person(alice.person_id)
     alice.profile = "Alice is recovering from burnout (PROFILE-LYNX)."
