@@ -8,22 +8,14 @@ import typer
 from rich.console import Console
 
 from core.config import Settings
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 
 err = Console(stderr=True)
 
 
 def open_cli_store(settings: Settings) -> Store:
     """The store as a one-shot command sees it: no journal (a running chat process owns that)."""
-    from core.memory.embed import default_embedder
-
-    settings.ensure_data_dir()
-    return Store(
-        settings.data_dir / "lancedb",
-        default_embedder(),
-        search_cache_bytes=settings.search_cache_mb * 2**20,
-        search_cache_sync_rows=settings.search_cache_sync_rows,
-    )
+    return open_store(settings)
 
 
 def resolve_person(store: Store, person: str) -> str:

@@ -31,12 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from consolidation_eval import script  # noqa: E402
 
-from core.assistant import Assistant, open_store  # noqa: E402
+from core.assistant import Assistant
 from core.config import Settings  # noqa: E402
 from core.memory.consolidate import Consolidator  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.records import PRIVATE, Person, Turn  # noqa: E402
-from core.memory.store import Store  # noqa: E402
+from core.memory.store import (
+    Store,  # noqa: E402
+    open_store,  # noqa: E402
+)
 from core.messages import Incoming, utcnow  # noqa: E402
 
 
@@ -167,7 +170,7 @@ def main() -> None:
     from workers.jobs import CeleryJobs
 
     settings = Settings(data_dir=data / "app", consolidate_after_turns=4, _env_file=None)
-    chat_store = open_store(settings)  # as `confidante run` opens it
+    chat_store = open_store(settings, journal=True)  # as `confidante run` opens it
     texts = hundred_turns(5)
     for k in range(args.backlog):
         seed_person(chat_store, f"backlog-{k}", texts)

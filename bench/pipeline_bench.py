@@ -31,11 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.targets import Targets
-from core.assistant import Assistant, open_store
+from core.assistant import Assistant
 from core.config import Settings
 from core.memory.embed import DIM, default_embedder
 from core.memory.records import Turn
-from core.memory.store import SCHEMAS, Store
+from core.memory.store import SCHEMAS, Store, open_store
 from core.messages import Incoming
 
 WORDS = [
@@ -182,7 +182,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), _env_file=None)
         fill_s = fill(Store(settings.data_dir / "lancedb", default_embedder()), args.turns, args.people)
-        store = open_store(settings)  # a fresh process: nothing cached yet
+        store = open_store(settings, journal=True)  # a fresh process: nothing cached yet
         assistant = Assistant(settings, store, InstantEngine())
         order = random.Random(1).sample(range(args.people), args.people)
         n_sessions = max(1, args.messages // args.burst)

@@ -29,9 +29,10 @@ from core.identity import Identities
 from core.inbox import Entry, Inbox, Receipt, State, key_of
 from core.jobs import Jobs, NoJobs
 from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
+from core.memory.embed import Embedder
 from core.memory.recall import ChatContext, Recall, Recalled
 from core.memory.records import Person, Turn, turn_id
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 from core.memory.writer import TurnsNotWritten
 from core.messages import Incoming, Reply
 from core.text import clean
@@ -575,27 +576,17 @@ def invalid_ids(msg: Incoming) -> str | None:
     return None
 
 
-def open_store(settings: Settings) -> Store:
-    """The chat process's store: LanceDB under the data dir, with the journal that lets it
-    record turns off the reply path (close it when the process stops)."""
-    from core.memory.embed import default_embedder
-
-    settings.ensure_data_dir()
-    return Store(
-        settings.data_dir / "lancedb",
-        default_embedder(),
-        journal=settings.data_dir / "journal" / "turns.jsonl",
-        search_cache_bytes=settings.search_cache_mb * 2**20,
-        search_cache_sync_rows=settings.search_cache_sync_rows,
-    )
-
-
 def build_assistant(
-    settings: Settings, *, engine: ChatEngine | None = None, jobs: Jobs | None = None
+    settings: Settings,
+    *,
+    engine: ChatEngine | None = None,
+    jobs: Jobs | None = None,
+    embedder: Embedder | None = None,
 ) -> Assistant:
-    """The default composition: LanceDB under the data dir, the configured model (or the serving
-    engine at CONFIDANTE_GENERATION_URL), given jobs."""
-    store = open_store(settings)
+    """The default composition: the chat process's store (with its journal), the configured
+    model (or the serving engine at CONFIDANTE_GENERATION_URL), given jobs. `embedder` and
+    `engine` default to the bundled ones; tests hand in their own instead of patching modules."""
+    store = open_store(settings, embedder=embedder, journal=True)
     if engine is None and settings.remote_generation:
         from core.llm.remote import RemoteEngine
 

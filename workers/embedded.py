@@ -43,6 +43,8 @@ WORKER_SETTINGS = (
     "consolidate_write_delay_seconds",
     "sweep_seconds",
     "compact_seconds",
+    "search_cache_mb",
+    "search_cache_sync_rows",
 )
 
 

@@ -16,7 +16,7 @@ from celery import Task
 from core.config import BUNDLED_MODEL, Settings, get_settings
 from core.memory.consolidate import Consolidator
 from core.memory.extract import Extractor, LLMExtractor, RuleExtractor
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 from workers import observe, training  # noqa: F401  (observe: counts tasks, binds request ids)
 from workers.app import (
     TASK_COMPACT,
@@ -53,12 +53,9 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def store() -> Store:
-    """One store per worker process, opened on first use (after a prefork fork)."""
-    from core.memory.embed import default_embedder
-
-    s = settings()
-    s.ensure_data_dir()
-    return Store(s.data_dir / "lancedb", default_embedder())
+    """One store per worker process, opened on first use (after a prefork fork), the same way
+    the chat process opens its own (the search cache's settings included)."""
+    return open_store(settings())
 
 
 @lru_cache(maxsize=1)

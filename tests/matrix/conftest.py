@@ -99,15 +99,9 @@ def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..
             old.close()  # the previous process has exited
         engine = Engine(tiny_model, settings)
         engines.append(engine)
-        import core.memory.embed as embed_mod
-
-        original = embed_mod.default_embedder
-        embed_mod.default_embedder = lambda: embedder  # share the session's loaded embedder
-        try:
-            assistants.append(build_assistant(settings, engine=RecordingEngine(engine)))
-            return assistants[-1]
-        finally:
-            embed_mod.default_embedder = original
+        # the session's loaded embedder, handed in (no module patching)
+        assistants.append(build_assistant(settings, engine=RecordingEngine(engine), embedder=embedder))
+        return assistants[-1]
 
     yield make
     for assistant in assistants:

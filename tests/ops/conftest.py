@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.assistant import Assistant, open_store
+from core.assistant import Assistant
 from core.config import Settings
 from core.memory.embed import default_embedder
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings, embedder) -> Iterator[Store]:
-    store = open_store(settings)
+    store = open_store(settings, embedder=embedder, journal=True)
     yield store
     store.close()
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from app.cli import app
-from core.assistant import open_store
 from core.config import Settings, get_settings
 from core.memory.records import Turn
+from core.memory.store import open_store
 
 
 def _cli(*args: str, data_dir: Path):
@@ -27,7 +27,9 @@ def _cli(*args: str, data_dir: Path):
 def test_backup_while_writing_and_purging_restores_every_accepted_turn(
     settings: Settings, embedder, tmp_path: Path
 ) -> None:
-    store = open_store(settings)  # the running bot: journal owned, turns written in the background
+    store = open_store(
+        settings, journal=True
+    )  # the running bot: journal owned, turns written in the background
     data = settings.data_dir
     (data / "adapters" / "p1" / "v1").mkdir(parents=True)
     (data / "adapters" / "p1" / "v1" / "adapter_model.safetensors").write_bytes(b"weights")
@@ -75,7 +77,7 @@ def test_backup_while_writing_and_purging_restores_every_accepted_turn(
     assert not (target / "models").exists()  # rebuilt at start, not worth a backup's space
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
 
-    restored = open_store(Settings(data_dir=target, _env_file=None))  # replays the journal copy
+    restored = open_store(Settings(data_dir=target, _env_file=None), journal=True)  # replays the journal copy
     try:
         restored.settle()
         present = restored.existing_turn_ids(before)

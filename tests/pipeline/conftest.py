@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.assistant import Assistant, open_store
+from core.assistant import Assistant
 from core.config import Settings
 from core.memory.embed import default_embedder
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 from tests.helpers import RecordingEngine
 
 
@@ -27,7 +27,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def store(settings: Settings, embedder) -> Iterator[Store]:
     """The chat process's store (`open_store`): turns are journaled and written in the background."""
-    store = open_store(settings)
+    store = open_store(settings, embedder=embedder, journal=True)
     yield store
     store.close()
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.assistant import LATE_NOTE, Assistant, open_store
+from core.assistant import LATE_NOTE, Assistant
 from core.inbox import Inbox, State, key_of
+from core.memory.store import open_store
 from tests.helpers import dm
 
 
 def process(settings, embedder, engine) -> Assistant:
     """What `confidante run` builds, on the same data dir: a new call is a new process."""
-    return Assistant(settings, open_store(settings), engine, inbox=Inbox(settings.data_dir / "inbox.sqlite3"))
+    return Assistant(
+        settings, open_store(settings, journal=True), engine, inbox=Inbox(settings.data_dir / "inbox.sqlite3")
+    )
 
 
 async def test_a_message_left_mid_answer_is_answered_once_by_the_next_process(settings, embedder, engine):

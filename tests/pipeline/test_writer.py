@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from core.assistant import Assistant, open_store
+from core.assistant import Assistant
 from core.config import Settings
 from core.memory import filters as f
 from core.memory import writer
 from core.memory.records import Turn
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 from tests.helpers import dm, say
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def test_a_recorded_turn_is_readable_at_once_and_written_with_its_reply(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)  # committed when settled, not before
-    store = open_store(settings)
+    store = open_store(settings, journal=True)
     try:
         user = Turn("dana", "console", "dana", "1", "user", "I am moving to Porto in May.")
         assert store.record_turns([user]) == 1
@@ -61,13 +61,13 @@ def test_a_recorded_turn_is_readable_at_once_and_written_with_its_reply(
 
 _CRASH = """
 import os, sys
-from core.assistant import open_store
+from core.memory.store import open_store
 from core.config import Settings
 from core.memory import writer
 from core.memory.records import Turn
 
 writer.LINGER_SECONDS = 3600.0
-store = open_store(Settings(data_dir=sys.argv[1], _env_file=None))
+store = open_store(Settings(data_dir=sys.argv[1], _env_file=None), journal=True)
 store.record_turns([Turn("dana", "console", "dana", "7", "user", "My locker code is 4471.")])
 os._exit(3)  # a crash: no close, no flush, the writer thread dies with the process
 """
@@ -79,7 +79,7 @@ async def test_a_crash_loses_no_message_and_dedupe_still_holds(settings: Setting
     assert crashed.returncode == 3
     assert "4471" in _journal(settings).read_text(encoding="utf-8")
 
-    store = open_store(settings)  # the next start writes what the journal holds
+    store = open_store(settings, journal=True)  # the next start writes what the journal holds
     try:
         assert _stored(store) == 1
         assert [t.text for t in store.turns_of("dana")] == ["My locker code is 4471."]
@@ -114,7 +114,7 @@ def test_forgetting_leaves_no_text_in_the_journal(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "LINGER_SECONDS", 60.0)
-    store = open_store(settings)
+    store = open_store(settings, journal=True)
     try:
         secret = "quokka-zanzibar-9120"
         store.record_turns([Turn("dana", "console", "dana", "1", "user", f"the alarm code is {secret}")])
@@ -127,9 +127,9 @@ def test_forgetting_leaves_no_text_in_the_journal(
 
 
 def test_a_second_process_on_the_same_data_dir_records_synchronously(settings: Settings) -> None:
-    first = open_store(settings)
+    first = open_store(settings, journal=True)
     try:
-        second = open_store(settings)  # cannot own the journal the first one holds
+        second = open_store(settings, journal=True)  # cannot own the journal the first one holds
         assert second.record_turns([Turn("eve", "console", "eve", "1", "user", "hello")]) == 1
         assert _stored(second, "eve") == 1, "no journal: written before record_turns returns"
         second.close()
@@ -147,7 +147,7 @@ def test_a_store_that_keeps_failing_makes_settle_fail_with_what_to_do(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(writer, "RETRY_SECONDS", 0.01)
-    store = open_store(settings)
+    store = open_store(settings, journal=True)
     real_commit = store._writer._commit
 
     def disk_full(turns: list[Turn]) -> None:

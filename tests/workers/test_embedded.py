@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import app.cli as cli
-from core.assistant import Assistant, open_store
+from core.assistant import Assistant
 from core.config import get_settings
-from core.memory.store import Store
+from core.memory.store import Store, open_store
 from workers.app import broker_dir
 from workers.embedded import EmbeddedWorker
 from workers.jobs import CeleryJobs
@@ -40,7 +40,9 @@ def test_cli_runs_the_same_tasks_through_the_embedded_broker(
 
     def assistant_with_tiny_model(settings, *, jobs=None):
         assert isinstance(jobs, CeleryJobs) and jobs.embedded is not None  # the real wiring
-        built["store"] = open_store(settings)  # the chat process's store: turns go through its journal
+        built["store"] = open_store(
+            settings, journal=True
+        )  # the chat process's store: turns go through its journal
         return Assistant(settings, built["store"], tiny_engine, jobs=jobs)
 
     monkeypatch.setattr(cli, "_assistant", assistant_with_tiny_model)
