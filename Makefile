@@ -29,12 +29,12 @@ bench: $(STAMP)
 	bash infra/test-services.sh bash bench/run_all.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check app bots core workers tests bench
-	$(BIN)/ruff format --check app bots core workers tests bench
+	$(BIN)/ruff check app bots core workers tests bench docs
+	$(BIN)/ruff format --check app bots core workers tests bench docs
 
 format: $(STAMP)
-	$(BIN)/ruff format app bots core workers tests bench
-	$(BIN)/ruff check --fix app bots core workers tests bench
+	$(BIN)/ruff format app bots core workers tests bench docs
+	$(BIN)/ruff check --fix app bots core workers tests bench docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

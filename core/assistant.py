@@ -1,4 +1,4 @@
-"""The pipeline one message goes through (README, "How it works"): identity, dedupe, command, record,
+"""The pipeline one message goes through (docs/architecture.md): identity, dedupe, command, record,
 recall, prompt, generate, reply, defer.
 
 One person's messages are handled in order (a lock per person, held until their reply has
