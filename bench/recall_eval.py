@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.personal_cases import Case, cases
+from bench.targets import Targets
 from core.assistant import Assistant
 from core.config import Settings
 from core.llm.prompt import LAYOUTS
@@ -83,7 +84,7 @@ def build(data: Path, models_dir: Path) -> tuple[Settings, Store, object]:
     return settings, store, Engine(load_model(settings), settings)
 
 
-async def main(limit: int, model_dir: Path) -> None:
+async def main(limit: int, model_dir: Path) -> Targets:
     items = cases()[:limit]
     with tempfile.TemporaryDirectory() as tmp:
         settings, store, engine = build(Path(tmp), model_dir.resolve())
@@ -95,11 +96,18 @@ async def main(limit: int, model_dir: Path) -> None:
         configs = [("no recall", "inline", False)] + [
             (f"recall, layout={name}", name, True) for name in LAYOUTS
         ]
+        results: dict[str, int] = {}
         for label, layout, use_recall in configs:
             assistant = Assistant(settings, store, engine, layout=layout, use_recall=use_recall)
             hits, seconds = await score(assistant, items, label)
+            results[label] = hits
             table.add_row(label, f"{hits}/{len(items)} ({hits / len(items):.0%})", f"{seconds:.0f}")
         Console().print(table)
+    targets = Targets("recall_eval targets")
+    baseline = results.pop("no recall")
+    for label, hits in results.items():  # only recall can bring the fact back
+        targets.check(f"{label}: answers with the fact, vs {baseline} without recall", hits, ">", baseline)
+    return targets
 
 
 if __name__ == "__main__":
@@ -107,4 +115,4 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=48)
     parser.add_argument("--model-dir", type=Path, default=Path("data/models"))
     args = parser.parse_args()
-    asyncio.run(main(args.limit, args.model_dir))
+    asyncio.run(main(args.limit, args.model_dir)).exit()

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.data_gen import NOW, conversations  # noqa: E402
+from bench.targets import Targets  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.recall import RECALL_ROLES, ChatContext, Recall  # noqa: E402
 from core.memory.records import PRIVATE, Person, Turn  # noqa: E402
@@ -97,14 +98,21 @@ def main() -> None:
 
     kinds = sorted({kind for per in scores.values() for kind in per})
     print(f"\n{'method':10} {'kind':8} {'n':>4} {'R@5':>6} {'R@10':>6}")
+    overall: dict[str, float] = {}
     for method in ("vector", "full-text", "hybrid"):
         for kind in [*kinds, "all"]:
             rows = [r for kk in kinds for r in scores[method][kk]] if kind == "all" else scores[method][kind]
             r5 = sum(r[0] for r in rows) / len(rows)
             r10 = sum(r[1] for r in rows) / len(rows)
             print(f"{method:10} {kind:8} {len(rows):>4} {r5:>6.3f} {r10:>6.3f}")
+            if kind == "all":
+                overall[method] = round(r10, 3)
+    targets = Targets("retrieval_eval targets (R@10, all questions)")
+    for single in ("vector", "full-text"):  # fusion must not lose what a single search finds
+        targets.check(f"hybrid R@10 vs {single}", overall["hybrid"], ">=", overall[single])
     if args.dir is None:
         shutil.rmtree(workdir, ignore_errors=True)
+    targets.exit()
 
 
 if __name__ == "__main__":

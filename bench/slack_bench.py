@@ -25,6 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.targets import Targets
 from bots.slack import SlackBot
 from core.assistant import build_assistant
 from core.config import Settings
@@ -48,7 +49,7 @@ def pct(values: list[float], q: float) -> float:
     return values[k]
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace) -> Targets:
     console = Console()
     fake = FakeSlack()
     fake.add_team(TOKEN, "T111", "UBOT111", "BBOT111")
@@ -155,6 +156,13 @@ async def run(args: argparse.Namespace) -> None:
         f"max_new_tokens {args.tokens}; mean ack {statistics.mean(r['ack'] for r in rows) * 1000:.0f} ms; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
+    targets = Targets("slack_bench targets")
+    acks = [r["ack"] for r in rows]
+    targets.check(
+        "ack p95, s (Slack retries an event not acknowledged in 3 s)", round(pct(acks, 95), 3), "<", 3.0
+    )
+    targets.check("events answered / sent", len(rows) / max(1, args.events), "==", 1)
+    return targets
 
 
 def main() -> None:
@@ -169,7 +177,7 @@ def main() -> None:
         default=str(Path.home() / ".cache" / "confidante-bench"),
         help="data dir holding the converted model between runs",
     )
-    asyncio.run(run(parser.parse_args()))
+    asyncio.run(run(parser.parse_args())).exit()
 
 
 if __name__ == "__main__":
