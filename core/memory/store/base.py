@@ -10,12 +10,11 @@ from typing import Any
 
 import lancedb
 import pyarrow as pa
-from lancedb.background_loop import LOOP
-from lancedb.table import AsyncTable
 
 from core.memory.embed import Embedder
 from core.memory.hot import SearchCache
 from core.memory.records import Person, PersonSettings
+from core.memory.store import lance
 from core.memory.store.schema import (
     SCHEMAS,
     SEARCH_CACHE_BYTES,
@@ -47,9 +46,7 @@ class StoreBase:
         self._tables = {name: self._open(name, schema) for name, schema in SCHEMAS.items()}
         # The same tables' async handles (one object with the sync ones, so they see every write
         # at once): recall sends all its searches in one batch on LanceDB's event loop.
-        self._async = {name: table._table for name, table in self._tables.items()}
-        if not all(isinstance(t, AsyncTable) for t in self._async.values()):
-            raise RuntimeError("this lancedb version no longer wraps an AsyncTable in its LanceTable")
+        self._async = {name: lance.async_handle(table) for name, table in self._tables.items()}
         self._write_lock = threading.RLock()
         self._people: dict[str, Person] = {}
         self._identities: dict[tuple[str, str], str] = {}
@@ -83,7 +80,7 @@ class StoreBase:
             query = query.select(columns)
         # LanceDB applies a default limit to queries; lift it unless the caller set one.
         query = query.limit(limit if limit is not None else 10_000_000)
-        return LOOP.run(query.to_arrow()).to_pylist()
+        return lance.run(query.to_arrow()).to_pylist()
 
     def _load_small_tables(self) -> None:
         """People and accounts are few and read on every message: keep them in memory."""

@@ -12,12 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
-from lancedb.background_loop import LOOP
 
 from core.memory import filters as f
 from core.memory.embed import DIM
 from core.memory.hot import TABLES, Entry, Rows, terms_of, unit
 from core.memory.records import Memory, Turn
+from core.memory.store import lance
 from core.memory.store.base import StoreBase
 from core.memory.store.schema import (
     _COLUMNS,
@@ -56,7 +56,7 @@ class CacheSync(StoreBase):
         async def both() -> list[int]:
             return list(await asyncio.gather(*(self._async[t].version() for t in TABLES)))
 
-        return dict(zip(TABLES, LOOP.run(both()), strict=True))
+        return dict(zip(TABLES, lance.run(both()), strict=True))
 
     def _hot_search(
         self, person_id: str, visibilities: list[str], searches: Sequence[Search]
@@ -87,7 +87,7 @@ class CacheSync(StoreBase):
     def _hot_load(self, person_id: str) -> Entry | None:
         """Load a person now if they are small, else in the background (None: not held yet)."""
         assert self._hot is not None
-        if LOOP.run(self._person_rows("turns", person_id)) > self._hot_sync_rows:
+        if lance.run(self._person_rows("turns", person_id)) > self._hot_sync_rows:
             self._load_later(person_id)
             return None
         entry = self._load_entry(person_id)
@@ -138,7 +138,7 @@ class CacheSync(StoreBase):
                 )
             )
 
-        results = LOOP.run(both())
+        results = lance.run(both())
         parts = {t: self._part(t, r) for t, r in zip(TABLES, results, strict=True)}
         return Entry(person_id, parts, dict(versions))
 
@@ -151,12 +151,12 @@ class CacheSync(StoreBase):
         version = self._versions()[name]
         where = self._hot_where(name, entry.person_id)
         if name == "memories":
-            part = self._part(name, LOOP.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"])))
+            part = self._part(name, lance.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"])))
             with hot.lock:
                 entry.parts[name], entry.versions[name] = part, version
                 hot.resized(entry)
             return
-        now = LOOP.run(self._read_rows(name, where, ["id", "text", "visibility"]))
+        now = lance.run(self._read_rows(name, where, ["id", "text", "visibility"]))
         ids, texts, scopes = (now[c].combine_chunks() for c in ("id", "text", "visibility"))
         with hot.lock:
             part = entry.parts[name]
@@ -165,11 +165,11 @@ class CacheSync(StoreBase):
         changed = ids.filter(pa.array(~same)).to_pylist()
         fetched = None
         if len(changed) > VERIFY_FETCH_ROWS:
-            whole = LOOP.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"]))
+            whole = lance.run(self._read_rows(name, where, [*_COLUMNS[name], "vector"]))
         else:
             whole = None
             if changed:
-                fetched = LOOP.run(
+                fetched = lance.run(
                     self._read_rows(
                         name,
                         f.all_of(where, f.is_in("id", changed)),

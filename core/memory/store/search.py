@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import structlog
-from lancedb.background_loop import LOOP
 
 from core.memory import filters as f
 from core.memory.embed import DIM
+from core.memory.store import lance
 from core.memory.store.base import StoreBase
 from core.memory.store.schema import (
     _MEMORY_COLUMNS,
@@ -147,7 +147,7 @@ class Searching(StoreBase):
                 return hits
         # list_indices is a sync call: ask before entering LanceDB's event loop
         fts = {s.table: self._has_fts(s.table) for s in searches if s.vector is None}
-        return LOOP.run(self._search_all(person_id, visibilities, searches, fts))
+        return lance.run(self._search_all(person_id, visibilities, searches, fts))
 
     async def _search_all(
         self, person_id: str, visibilities: list[str], searches: Sequence[Search], fts: dict[str, bool]
