@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.data_gen import filler_sentences  # noqa: E402
+from bench.targets import Targets  # noqa: E402
 from core.memory.embed import DIM, default_embedder  # noqa: E402
 from core.memory.importers import import_history  # noqa: E402
 from core.memory.store import Store  # noqa: E402
@@ -143,6 +144,12 @@ def main() -> None:
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     if args.dir is None:
         shutil.rmtree(workdir, ignore_errors=True)
+    targets = Targets("import_throughput targets")
+    # the file is streamed and embedded in batches: memory must not grow with the export
+    first, last = marks.get(1, rss0), marks.get(4, max(marks.values(), default=rss0))
+    targets.check("resident memory growth, first to last quarter, MiB", round(last - first), "<=", 256)
+    targets.check("re-import: messages stored twice", again.imported, "==", 0)
+    targets.exit()
 
 
 if __name__ == "__main__":
