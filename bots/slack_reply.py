@@ -20,6 +20,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.channel import Throttle, stream_edits
 from bots.slack_render import (
     SECTION_TEXT_LIMIT,
     STREAM_CHUNK_LIMIT,
@@ -277,11 +278,9 @@ class ReplySender:
             on_sent(earlier)
         posted = [earlier]
         done = ""  # text already finalized in earlier messages
-        text = already
-        last_update = time.monotonic() - self.update_interval  # the first text shows at once
         shown = ""
 
-        async def show(body: str, final: bool, with_buttons: bool = True) -> None:
+        async def update(body: str, final: bool, with_buttons: bool = True) -> None:
             nonlocal shown
             rendered = markdown_to_mrkdwn(body.strip()) if body.strip() else (" " if final else THINKING)
             if rendered == shown and not final:
@@ -292,44 +291,30 @@ class ReplySender:
             await client.chat_update(channel=target.channel, ts=posted[-1], text=rendered, blocks=blocks)
             shown = rendered
 
-        # Rendering never makes text longer than escaping it (plus a newline per code fence),
-        # so the escaped length is a cheap bound: render only when a message is nearly full.
-        escaped_len = len(escape(text))
-        async for delta in deltas:
-            text += delta
-            escaped_len += len(escape(delta))
-            current = text[len(done) :]
+        async def show(streamed: str, final: bool) -> None:
+            nonlocal done, shown
+            text = already + streamed
+            rest = text[len(done) :]
+            # Rendering never makes text longer than escaping it (plus a newline per code fence),
+            # so the escaped length is a cheap bound: render only when a message is nearly full.
             while (
-                escaped_len > SECTION_TEXT_LIMIT - 200
-                and len(markdown_to_mrkdwn(current)) > SECTION_TEXT_LIMIT - 10
+                len(escape(rest)) > SECTION_TEXT_LIMIT - 200
+                and len(markdown_to_mrkdwn(rest)) > SECTION_TEXT_LIMIT - 10
             ):
-                head = current[: fit(current, SECTION_TEXT_LIMIT - 10)]
-                rendered = markdown_to_mrkdwn(head)
-                await client.chat_update(
-                    channel=target.channel, ts=posted[-1], text=rendered, blocks=text_blocks(rendered)
-                )
+                head = rest[: fit(rest, SECTION_TEXT_LIMIT - 10)]
+                await update(head, final=True, with_buttons=False)
                 done += head
+                rest = text[len(done) :]
                 nxt = await client.chat_postMessage(
                     channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
                 )
                 posted.append(str(nxt["ts"]))
                 on_sent(posted[-1])
                 shown = ""
-                current = text[len(done) :]
-                escaped_len = len(escape(current))
-            if time.monotonic() - last_update >= self.update_interval:
-                await show(current, final=False)
-                last_update = time.monotonic()
-        rest = text[len(done) :]
-        while len(markdown_to_mrkdwn(rest)) > SECTION_TEXT_LIMIT - 10:
-            head = rest[: fit(rest, SECTION_TEXT_LIMIT - 10)]
-            await show(head, final=True, with_buttons=False)
-            done += head
-            rest = text[len(done) :]
-            nxt = await client.chat_postMessage(
-                channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
-            )
-            posted.append(str(nxt["ts"]))
-            on_sent(posted[-1])
-        await show(rest, final=True)
+            await update(rest, final)
+
+        # One message edited at most once per interval, never while Slack still answers the last.
+        streamed = await stream_edits(deltas, show, Throttle(self.update_interval), posted[0])
+        if not streamed.strip():
+            await show(streamed, True)  # nothing came: the placeholder gives way to what there is
         return posted

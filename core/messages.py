@@ -35,6 +35,9 @@ class Incoming:
     reply_to: str | None = None
     ts: datetime = field(default_factory=utcnow)
     edited: bool = False
+    # whether the sender administers this group chat; channels ask the platform only when
+    # core/chat_admin.py needs it (None: not asked)
+    sender_admin: bool | None = None
 
 
 @dataclass(frozen=True)
