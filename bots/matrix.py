@@ -136,6 +136,7 @@ class MatrixBot:
         self.synced = asyncio.Event()  # set after every successful sync (tests wait on it)
         self.sync_count = 0
         self.sync_failures = 0
+        self.joins_rate_limited = 0  # joins the homeserver made wait (M_LIMIT_EXCEEDED)
         self.first_sync_seconds = 0.0
 
     # ---- login ---------------------------------------------------------------------------------
@@ -394,6 +395,7 @@ class MatrixBot:
                 return resp
             if time.monotonic() > deadline:
                 return resp
+            self.joins_rate_limited += 1
             wait = (resp.retry_after_ms or 1000) / 1000
             log.info("matrix.join_rate_limited", room_id=room_id, retry_after_s=wait)
             await asyncio.sleep(wait)
