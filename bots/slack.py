@@ -355,6 +355,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),
+            workspace=team,
             sender_id=scoped(team, user),
             text=slash_command_text(str(body.get("text") or "")),
             message_id=f"cmd-{body.get('trigger_id')}",
@@ -409,6 +410,7 @@ class SlackBot:
             msg = Incoming(
                 platform=PLATFORM,
                 chat_id=scoped(team, f"home-{user}"),
+                workspace=team,
                 sender_id=scoped(team, user),
                 text=command,
                 message_id=f"action-{action.get('action_ts')}",
@@ -421,6 +423,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),
+            workspace=team,
             sender_id=scoped(team, user),
             text=command,
             message_id=f"action-{action.get('action_ts')}",
@@ -450,6 +453,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, f"home-{user}"),
+            workspace=team,
             sender_id=scoped(team, user),
             text="/memory",
             message_id=f"home-{nonce}",

@@ -186,6 +186,7 @@ def to_incoming(
     return Incoming(
         platform=PLATFORM,
         chat_id=scoped(team, channel),
+        workspace=team,
         sender_id=scoped(team, user),
         text=text,
         message_id=ts,

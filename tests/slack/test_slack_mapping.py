@@ -90,6 +90,7 @@ def test_dm_maps_with_team_scoped_ids():
         None,
     )
     assert msg.message_id == "1700000000.000100"
+    assert msg.workspace == "TX", "the channel names the workspace; an allow-list may name it alone"
 
 
 def test_same_user_id_in_two_workspaces_is_two_senders():
