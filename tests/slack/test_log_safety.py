@@ -67,7 +67,7 @@ async def test_an_event_without_user_is_rejected_naming_the_field(
     fake_slack: FakeSlack, tmp_path, capsys, caplog
 ):
     caplog.set_level(logging.INFO)
-    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1)
+    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
     bot, url = await serve(assistant, slack_settings(tmp_path, fake_slack))
     try:
         broken = event(TEXT)

@@ -24,7 +24,7 @@ from tests.slack.slack_support import (
 
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
-    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1)
+    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
     bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
     await bot.start()
     yield bot, assistant, f"{bot.endpoints.http_url}/slack/events"
@@ -338,7 +338,7 @@ async def test_a_very_long_reply_is_split_below_slacks_limits(tmp_path, fake_sla
         ("update", dm_event("long", ts="1700003000.000001")),
         ("auto", mention_event("long", ts="1700003000.000002")),
     ):
-        assistant = ScriptedAssistant(answer=long_answer, echo_commands=True, chunk=1)
+        assistant = ScriptedAssistant(answer=long_answer, echo_commands=True, chunk=1, delay=0.0)
         bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack, slack_stream_mode=mode))
         await bot.start()
         try:
@@ -367,7 +367,7 @@ async def test_a_message_is_in_the_inbox_before_slack_gets_its_200(tmp_path, fak
 
     class Recording(ScriptedAssistant):
         def __init__(self) -> None:
-            super().__init__(answer=ANSWER, echo_commands=True, chunk=1)
+            super().__init__(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
             self.accepted: list[str] = []
 
         def accept(self, msg) -> None:

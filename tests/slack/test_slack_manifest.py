@@ -34,7 +34,8 @@ def test_manifest_scopes_and_command_match_the_app():
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
     bot = SlackBot(
-        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1), slack_settings(tmp_path, fake_slack)
+        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+        slack_settings(tmp_path, fake_slack),
     )
     await bot.start()
     yield bot, f"{bot.endpoints.http_url}/slack/events"

@@ -22,7 +22,7 @@ from tests.slack.slack_support import (
 
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
-    assistant = ScriptedAssistant(answer="short answer", echo_commands=True, chunk=1)
+    assistant = ScriptedAssistant(answer="short answer", echo_commands=True, chunk=1, delay=0.0)
     bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
     await bot.start()
     yield bot, assistant, f"{bot.endpoints.http_url}/slack/events"
@@ -74,7 +74,8 @@ async def test_invalid_auth_is_reported_once_with_what_to_do(http_bot, fake_slac
 async def test_account_inactive_at_start_is_a_clear_setup_error(tmp_path, fake_slack):
     fake_slack.fail_next("auth.test", error="account_inactive")
     bot = SlackBot(
-        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1), slack_settings(tmp_path, fake_slack)
+        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+        slack_settings(tmp_path, fake_slack),
     )
     with pytest.raises(SlackSetupError, match="reinstall"):
         await bot.start()
@@ -84,7 +85,7 @@ async def test_run_slack_logs_setup_problems_and_returns(tmp_path, fake_slack, c
     settings = slack_settings(tmp_path, fake_slack, slack_bot_token="xoxb-wrong")
     with structlog.testing.capture_logs() as logs:
         await run_slack(
-            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1), settings
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0), settings
         )  # returns instead of raising
     (entry,) = [e for e in logs if e["event"] == "slack.not_started"]
     assert "invalid_auth" in entry["reason"] and "SLACK_BOT_TOKEN" in entry["reason"]
@@ -95,11 +96,11 @@ async def test_run_slack_logs_setup_problems_and_returns(tmp_path, fake_slack, c
 def test_missing_settings_say_what_to_set(tmp_path, fake_slack):
     with pytest.raises(SlackSetupError, match="SLACK_BOT_TOKEN"):
         SlackBot(
-            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1),
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
             slack_settings(tmp_path, fake_slack, slack_bot_token=None),
         )
     with pytest.raises(SlackSetupError, match="SLACK_SIGNING_SECRET"):
         SlackBot(
-            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1),
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
             slack_settings(tmp_path, fake_slack, slack_signing_secret=None),
         )
