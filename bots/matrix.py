@@ -637,9 +637,21 @@ class MatrixBot:
 
     async def _is_admin(self, room: MatrixRoom, user_id: str) -> bool:
         """Whether the sender may change the room's state: a power level of at least what the
-        room asks for state events (state_default, 50 unless the room says otherwise)."""
+        room asks for state events (state_default, 50 unless the room says otherwise). From
+        room version 12 on a room's creators outrank every level and are not listed in it."""
         levels = room.power_levels
+        if user_id not in levels.users and user_id in await self._creators(room.room_id):
+            return True
         return levels.get_user_level(user_id) >= levels.defaults.state_default
+
+    async def _creators(self, room_id: str) -> set[str]:
+        """Who created the room (the m.room.create event's sender and additional_creators)."""
+        resp = await self.client.room_get_state(room_id)
+        for event in getattr(resp, "events", []):
+            if event.get("type") == "m.room.create" and event.get("state_key") == "":
+                extra = event.get("content", {}).get("additional_creators") or []
+                return {str(event.get("sender"))} | {str(u) for u in extra}
+        return set()
 
     @staticmethod
     def _reply_relation(incoming: Incoming) -> dict[str, Any] | None:

@@ -227,6 +227,10 @@ async def test_bad_input_gets_clear_answers_and_nothing_is_lost(
         c = content(event)
         html = (c.get("m.new_content") or c).get("formatted_body", "")
         assert "<img" not in html
+    for _ in range(100):  # the last reply's closing edit is paced like the others: let it land
+        if not bot.state.pending:
+            break
+        await asyncio.sleep(0.1)
     assert bot.state.pending == {}
 
 
@@ -250,5 +254,5 @@ async def test_only_room_admins_turn_group_context_off(synapse, people, bots, tm
 
     await alice.say(group, "/context off")
     texts = await answered(alice, bot_id, group, 2, settle=0.3)
-    assert "off" in texts[-1]
+    assert texts[-1].startswith("Group context is off")
     assert not assistant.store.chat("matrix", group).record_context
