@@ -323,15 +323,17 @@ class TelegramChannel:
         if self.settings.log_content:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
-            await self._answer_unless_refused(incoming, Origin.of(incoming))
+            await self._answer_as_member(incoming, Origin.of(incoming))
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""
         origin = Origin.of(incoming)
         async with self._lock(origin.chat_id):
-            await self._answer_unless_refused(incoming, origin)
+            await self._answer_as_member(incoming, origin)
 
-    async def _answer_unless_refused(self, incoming: Incoming, origin: Origin) -> None:
+    async def _answer_as_member(self, incoming: Incoming, origin: Origin) -> None:
+        """Answer, first telling the core whether the sender administers the group when its
+        rule for the command needs that (core/chat_admin.py refuses a member's /context off)."""
         incoming = await with_admin_flag(incoming, lambda: self._is_admin(incoming, origin))
         await self._answer(incoming, origin)
 
@@ -497,7 +499,7 @@ class TelegramChannel:
         log.info("telegram.button", chat_id=chat.id, chat_kind=kind)
         if isinstance(message, Message):
             async with self._lock(chat.id):
-                await self._answer(incoming, Origin.of(incoming, quote=message.message_id))
+                await self._answer_as_member(incoming, Origin.of(incoming, quote=message.message_id))
 
     # ---- membership and errors ---------------------------------------------------------------
 
