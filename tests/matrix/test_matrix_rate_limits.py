@@ -3,6 +3,7 @@ them (the session's server raises them so other tests never trip them by acciden
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -45,8 +46,13 @@ async def test_joins_refused_for_the_rate_limit_are_retried(
     strict_synapse: Homeserver, inviter: Person, bots: list[Any], tmp_path: Path
 ) -> None:
     account = strict_synapse.register(unique("confidante"))
-    bot = await start_bot(ScriptedAssistant(), bot_settings(strict_synapse, account, tmp_path / "data"), bots)
-    rooms = [await inviter.create_room([account.user_id], name=f"room {i}") for i in range(INVITES)]
+    bot = await start_bot(
+        ScriptedAssistant(),
+        bot_settings(strict_synapse, account, tmp_path / "data", shutdown_grace_seconds=1),
+        bots,
+    )
+    # several invites at once, as when someone adds the bot to a handful of rooms
+    rooms = await asyncio.gather(*(inviter.create_room([account.user_id]) for _ in range(INVITES)))
 
     joined: set[str] = set()
 
