@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
 
 import structlog
 
+from bots.channel import build_channels
 from core.assistant import Assistant
 from core.config import Settings
 
 log = structlog.get_logger(__name__)
-
-
-def _configured(settings: Settings) -> dict[str, Callable[[Assistant, Settings], Awaitable[None]]]:
-    runners: dict[str, Callable[[Assistant, Settings], Awaitable[None]]] = {}
-    if settings.telegram_enabled:
-        from bots.telegram import run_telegram
-
-        runners["telegram"] = run_telegram
-    if settings.slack_enabled:
-        from bots.slack import run_slack
-
-        runners["slack"] = run_slack
-    if settings.matrix_enabled:
-        from bots.matrix import run_matrix
-
-        runners["matrix"] = run_matrix
-    return runners
 
 
 async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
@@ -39,7 +22,7 @@ async def run_platforms(assistant: Assistant, settings: Settings, *, person: str
 
 
 async def _run(assistant: Assistant, settings: Settings, *, person: str) -> None:
-    runners = _configured(settings)
+    runners = build_channels(settings)
     if not runners:
         from bots.console import chat
 

@@ -13,9 +13,8 @@ import contextlib
 import io
 import logging
 import time
-from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from nio import (
@@ -39,6 +38,7 @@ from nio import (
 from nio.events.misc import BadEvent, UnknownBadEvent
 from nio.exceptions import EncryptionError, LocalProtocolError
 
+from bots.channel import ChannelAssistant, ChatLocks, RecentIds, answer, drain, keep_alive, with_admin_flag
 from bots.matrix_addressing import (
     inviter_allowed,
     is_command,
@@ -49,7 +49,7 @@ from bots.matrix_addressing import (
     strip_reply_fallback,
     thread_root,
 )
-from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, Typing, backoff_delays
+from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays
 from bots.matrix_state import Credentials, MatrixState
 from core.config import Settings
 from core.messages import Incoming, Reply
@@ -62,15 +62,7 @@ INTRO = (
     "In a group, mention me or reply to me; in a direct chat just write. "
     "Send /memory to see what I remember, /forget to drop something, /forget_me to erase everything."
 )
-ERROR_REPLY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
-
-
-class AssistantLike(Protocol):
-    async def handle(self, msg: Incoming) -> Reply | None: ...
-    def accept(self, msg: Incoming) -> None: ...
-    async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
-    async def chat_closed(self, platform: str, chat_id: str) -> None: ...
-    def command_list(self) -> list[tuple[str, str]]: ...
+TYPING_TIMEOUT_MS = 30_000  # clients drop the notice after this; it is renewed before
 
 
 class _NoEventBodies(logging.Filter):
@@ -101,7 +93,7 @@ def is_direct(room: MatrixRoom) -> bool:
 
 
 class MatrixBot:
-    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
         if not settings.matrix_homeserver or not settings.matrix_user_id:
             raise MatrixConfigError(
                 "Set CONFIDANTE_MATRIX_HOMESERVER (e.g. https://matrix.example.org) and "
@@ -132,8 +124,8 @@ class MatrixBot:
         )
         self.display_name: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._own_events: OrderedDict[str, None] = OrderedDict()
+        self._lock = ChatLocks()
+        self._own_events = RecentIds(maxlen=2000)
         self._invites_seen: set[str] = set()
         self._greet: set[str] = set()
         self._closed_rooms: set[str] = set()
@@ -144,6 +136,7 @@ class MatrixBot:
         self.synced = asyncio.Event()  # set after every successful sync (tests wait on it)
         self.sync_count = 0
         self.sync_failures = 0
+        self.joins_rate_limited = 0  # joins the homeserver made wait (M_LIMIT_EXCEEDED)
         self.first_sync_seconds = 0.0
 
     # ---- login ---------------------------------------------------------------------------------
@@ -383,7 +376,7 @@ class MatrixBot:
             with contextlib.suppress(*NETWORK_ERRORS):
                 await self.client.room_leave(room_id)
             return
-        resp = await self._retry(lambda: self.client.join(room_id))
+        resp = await self._join(room_id)
         if isinstance(resp, JoinError):
             log.warning("matrix.join_failed", room_id=room_id, error=str(resp))
             return
@@ -391,6 +384,21 @@ class MatrixBot:
         self._closed_rooms.discard(room_id)
         await self.assistant.chat_opened(PLATFORM, room_id)  # invited back after a kick
         self._greet.add(room_id)
+
+    async def _join(self, room_id: str) -> Any:
+        """Join, waiting out the homeserver's rate limit (M_LIMIT_EXCEEDED, e.g. several invites
+        at once) as a send does: a refused join would leave the bot out of that room for good."""
+        deadline = time.monotonic() + self.outbox.give_up_after
+        while True:
+            resp = await self._retry(lambda: self.client.join(room_id))
+            if not (isinstance(resp, JoinError) and resp.status_code == "M_LIMIT_EXCEEDED"):
+                return resp
+            if time.monotonic() > deadline:
+                return resp
+            self.joins_rate_limited += 1
+            wait = (resp.retry_after_ms or 1000) / 1000
+            log.info("matrix.join_rate_limited", room_id=room_id, retry_after_s=wait)
+            await asyncio.sleep(wait)
 
     async def _send_intro(self, room_id: str) -> None:
         try:
@@ -525,9 +533,7 @@ class MatrixBot:
 
     def _remember_own(self, ids: list[str]) -> None:
         for event_id in ids:
-            self._own_events[event_id] = None
-        while len(self._own_events) > 2000:
-            self._own_events.popitem(last=False)
+            self._own_events.add(event_id)
 
     async def _is_own(self, room_id: str, event_id: str) -> bool:
         if event_id in self._own_events:
@@ -542,9 +548,8 @@ class MatrixBot:
         return False
 
     async def _handle(self, room_id: str, event: RoomMessageText | RoomMessageEmote) -> None:
-        lock = self._locks.setdefault(room_id, asyncio.Lock())
         try:
-            async with lock:
+            async with self._lock(room_id):
                 await self._answer(room_id, event)
         except asyncio.CancelledError:
             raise  # stays pending: answered at the next start
@@ -610,16 +615,43 @@ class MatrixBot:
         if self.settings.log_content:
             log.debug("matrix.incoming", room_id=room_id, text=incoming.text)
         relation_out = self._reply_relation(incoming)
-        async with Typing(self.client, room_id):
-            try:
-                reply = await self.assistant.handle(incoming)
-            except Exception:
-                log.exception("matrix.assistant_failed", room_id=room_id)
-                self._remember_own(await self.outbox.send_text(room_id, ERROR_REPLY, relation_out))
-                return
-            if reply is not None:
-                await self._deliver(room_id, reply, relation_out)
-                reply.finished()
+        incoming = await with_admin_flag(incoming, lambda: self._is_admin(room, incoming.sender_id))
+
+        async def apologize(text: str) -> None:
+            self._remember_own(await self.outbox.send_text(room_id, text, relation_out))
+
+        async with keep_alive(
+            lambda: self.client.room_typing(room_id, True, timeout=TYPING_TIMEOUT_MS),
+            TYPING_TIMEOUT_MS / 1000 * 0.6,
+            tolerate=NETWORK_ERRORS,
+            on_stop=lambda: self.client.room_typing(room_id, False),
+        ):
+            await answer(
+                self.assistant,
+                incoming,
+                lambda reply: self._deliver(room_id, reply, relation_out),
+                apologize,
+                platform=PLATFORM,
+                room_id=room_id,
+            )
+
+    async def _is_admin(self, room: MatrixRoom, user_id: str) -> bool:
+        """Whether the sender may change the room's state: a power level of at least what the
+        room asks for state events (state_default, 50 unless the room says otherwise). From
+        room version 12 on a room's creators outrank every level and are not listed in it."""
+        levels = room.power_levels
+        if user_id not in levels.users and user_id in await self._creators(room.room_id):
+            return True
+        return levels.get_user_level(user_id) >= levels.defaults.state_default
+
+    async def _creators(self, room_id: str) -> set[str]:
+        """Who created the room (the m.room.create event's sender and additional_creators)."""
+        resp = await self.client.room_get_state(room_id)
+        for event in getattr(resp, "events", []):
+            if event.get("type") == "m.room.create" and event.get("state_key") == "":
+                extra = event.get("content", {}).get("additional_creators") or []
+                return {str(event.get("sender"))} | {str(u) for u in extra}
+        return set()
 
     @staticmethod
     def _reply_relation(incoming: Incoming) -> dict[str, Any] | None:
@@ -643,10 +675,7 @@ class MatrixBot:
                     room_id, reply.stream, relation_out, earlier=earlier, on_sent=reply.sent
                 )
             except BaseException:
-                # The assistant records its turn when the stream ends: drain it whatever happened here.
-                with contextlib.suppress(Exception):
-                    async for _ in reply.stream:
-                        pass
+                await drain(reply)  # the assistant records its turn when the stream ends
                 raise
         else:
             ids = (
@@ -702,6 +731,6 @@ def _replace(incoming: Incoming, **changes: Any) -> Incoming:
     return replace(incoming, **changes)
 
 
-async def run_matrix(assistant: AssistantLike, settings: Settings) -> None:
+async def run_matrix(assistant: ChannelAssistant, settings: Settings) -> None:
     """Run the Matrix channel until cancelled (what `confidante run` starts beside the others)."""
     await MatrixBot(assistant, settings).run()

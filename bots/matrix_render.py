@@ -1,4 +1,4 @@
-"""Matrix message content: Markdown to `org.matrix.custom.html`, edits, and splitting.
+"""Matrix message content: Markdown to `org.matrix.custom.html`, edits, and their size.
 
 The model writes Markdown; Matrix clients show `formatted_body` (HTML) and fall back to the
 plain `body`. Raw HTML in the text (the model may echo what a person typed) is escaped, never
@@ -64,35 +64,7 @@ def content_size(content: dict[str, Any]) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
 
 
-def _edit_size(text: str) -> int:
-    # The worst case a streamed part reaches: the final edit of its message.
+def edit_size(text: str) -> int:
+    """The worst case a streamed part reaches: the final edit of its message (how Matrix text
+    is measured against `MAX_CONTENT_BYTES` when bots.channel.split_text cuts it)."""
     return content_size(edit_content("$" + "x" * 60, text))
-
-
-def split_text(text: str, max_bytes: int = MAX_CONTENT_BYTES) -> list[str]:
-    """Cut `text` into parts whose final edit fits `max_bytes`; "".join(parts) == text.
-
-    Prefers paragraph, then line, then word boundaries in the second half of a part, so a
-    cut rarely lands mid-word; a part never comes out empty.
-    """
-    parts: list[str] = []
-    rest = text
-    while rest and _edit_size(rest) > max_bytes:
-        lo, hi = 1, len(rest)
-        while lo < hi:  # longest prefix that fits
-            mid = (lo + hi + 1) // 2
-            if _edit_size(rest[:mid]) <= max_bytes:
-                lo = mid
-            else:
-                hi = mid - 1
-        cut = lo
-        for sep in ("\n\n", "\n", " "):
-            at = rest.rfind(sep, cut // 2, cut)
-            if at > 0:
-                cut = at + len(sep)
-                break
-        parts.append(rest[:cut])
-        rest = rest[cut:]
-    if rest or not parts:
-        parts.append(rest)
-    return parts

@@ -7,7 +7,6 @@ deduplicated by the homeserver instead of posting the message twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -19,7 +18,8 @@ from aiohttp import ClientError
 from nio import AsyncClient, RoomSendResponse
 from nio.exceptions import OlmUnverifiedDeviceError
 
-from bots.matrix_render import MAX_CONTENT_BYTES, edit_content, message_content, split_text, with_relation
+from bots.channel import Throttle, split_text, stream_edits
+from bots.matrix_render import MAX_CONTENT_BYTES, edit_content, edit_size, message_content, with_relation
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +62,10 @@ class Outbox:
         self.give_up_after = give_up_after
         self.max_content_bytes = max_content_bytes
         self.rate_limited = 0  # times the homeserver said M_LIMIT_EXCEEDED (for logs and tests)
+
+    def split(self, text: str) -> list[str]:
+        """Parts whose final edit fits an event; "".join(parts) == text (streams count offsets)."""
+        return split_text(text, self.max_content_bytes, length=edit_size, exact=True)
 
     def _apply_device_policy(self, room_id: str) -> None:
         """Mark devices per the owner's choice before keys are shared (encrypted rooms only)."""
@@ -122,7 +126,7 @@ class Outbox:
         """Send a whole text, split below the event size limit; the relation goes on every part.
         `earlier` and `on_sent` as for `stream`."""
         ids = []
-        for part in split_text(text, self.max_content_bytes):
+        for part in self.split(text):
             if not part.strip():
                 continue
             if earlier is not None:
@@ -154,15 +158,13 @@ class Outbox:
 
         `earlier`: a message an earlier run started for this reply (edited, not sent again);
         `on_sent` hears each new message's id as soon as the homeserver returns it."""
-        text = ""
-        done = 0  # chars of `text` already finished in earlier messages
+        done = 0  # chars of the text already finished in earlier messages
         event_id: str | None = earlier
         shown = ""
-        last = 0.0
         ids: list[str] = []
 
-        async def show(part: str) -> None:
-            nonlocal event_id, shown, last
+        async def show_part(part: str) -> None:
+            nonlocal event_id, shown
             body = part.strip()
             if not body or body == shown:
                 return
@@ -175,50 +177,20 @@ class Outbox:
                     await on_first()
             else:
                 await self.edit(room_id, event_id, body)
-            shown, last = body, time.monotonic()
+            shown = body
 
-        async for delta in deltas:
-            text += delta
+        async def show(text: str, final: bool) -> None:
+            nonlocal done, event_id, shown
             current = text[done:]
             # Cheap bound first: only measure rendered sizes when the part could be near the limit.
             if len(current.encode()) * 8 + 1024 > self.max_content_bytes:
-                parts = split_text(current, self.max_content_bytes)
-                for part in parts[:-1]:
-                    await show(part)
+                for part in self.split(current)[:-1]:
+                    await show_part(part)
                     done += len(part)
                     event_id, shown = None, ""
-                current = text[done:]
-            if event_id is None or time.monotonic() - last >= self.edit_interval:
-                await show(current)
-        await show(text[done:])
+            await show_part(text[done:])
+
+        # One edit per interval at most; a send that waits out M_LIMIT_EXCEEDED holds the next
+        # edit back, so the edits slow down to what the homeserver allows.
+        text = await stream_edits(deltas, show, Throttle(self.edit_interval), room_id)
         return text, ids
-
-
-class Typing:
-    """Keeps the typing notice up while the model works (clients drop it after the timeout)."""
-
-    def __init__(self, client: AsyncClient, room_id: str, timeout_ms: int = 30_000) -> None:
-        self.client, self.room_id, self.timeout_ms = client, room_id, timeout_ms
-        self._task: asyncio.Task[None] | None = None
-
-    async def _keep(self) -> None:
-        while True:
-            with contextlib.suppress(*NETWORK_ERRORS):
-                await self.client.room_typing(self.room_id, True, timeout=self.timeout_ms)
-            await asyncio.sleep(self.timeout_ms / 1000 * 0.6)
-
-    async def __aenter__(self) -> Typing:
-        self._task = asyncio.create_task(self._keep())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-            with contextlib.suppress(*NETWORK_ERRORS):
-                await self.client.room_typing(self.room_id, False)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from bots.channel import RecentIds
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +64,7 @@ class MatrixState:
         self._state_path = self.dir / "state.json"
         raw = _read(self._state_path) or {}
         self.next_batch: str | None = raw.get("next_batch")
-        self._handled: OrderedDict[str, None] = OrderedDict.fromkeys(raw.get("handled", []))
+        self._handled = RecentIds(maxlen=HANDLED_KEEP, initial=raw.get("handled", []))
         self.pending: dict[str, str] = dict(raw.get("pending", {}))  # event id -> room id
 
     # credentials
@@ -89,9 +90,7 @@ class MatrixState:
 
     def done(self, event_id: str) -> None:
         self.pending.pop(event_id, None)
-        self._handled[event_id] = None
-        while len(self._handled) > HANDLED_KEEP:
-            self._handled.popitem(last=False)
+        self._handled.add(event_id)
         self.save()
 
     def set_token(self, token: str) -> None:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -33,9 +33,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import slack_oauth
+from bots.channel import ChannelAssistant, ChatLocks, RecentIds, answer, drain, with_admin_flag
 from bots.slack_events import (
     PLATFORM,
-    SeenEvents,
     ThreadMemory,
     event_team,
     missing_field,
@@ -63,15 +63,6 @@ _AUTH_ERRORS = {
     "token_revoked": "the token was revoked: reinstall the app in that workspace",
     "token_expired": "the token expired: reinstall the app or enable token rotation",
 }
-
-
-class AssistantLike(Protocol):
-    async def handle(self, msg: Incoming) -> Reply | None: ...
-    def accept(self, msg: Incoming) -> None: ...
-    async def unanswered(self, platform: str) -> list[Incoming]: ...
-    async def redact(self, platform: str, chat_id: str, message_id: str) -> None: ...
-    async def chat_closed(self, platform: str, chat_id: str) -> None: ...
-    def command_list(self) -> list[tuple[str, str]]: ...
 
 
 class SlackSetupError(RuntimeError):
@@ -107,7 +98,7 @@ def build_client(settings: Settings, token: str | None) -> AsyncWebClient:
 class SlackBot:
     """The Slack channel. `start()` connects (Socket Mode) or listens (HTTP); `stop()` ends it."""
 
-    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
         self.assistant = assistant
         self.settings = settings
         self.socket_mode = settings.slack_app_token is not None
@@ -126,7 +117,9 @@ class SlackBot:
             stream_mode=settings.slack_stream_mode, update_interval=settings.slack_update_interval
         )
         self.endpoints = Endpoints()
-        self._seen = SeenEvents()
+        # Slack retries an event up to three times over about an hour: ids live for two hours
+        self._seen = RecentIds(maxlen=50_000, ttl=7200.0)
+        self._lock = ChatLocks()
         self._threads = ThreadMemory(path=settings.data_dir / "slack" / "threads.tsv")
         self._tasks: set[asyncio.Task[None]] = set()
         self._reported: set[tuple[str, str]] = set()
@@ -252,7 +245,7 @@ class SlackBot:
             log.warning("slack.event_rejected", event_id=body.get("event_id"), missing=field)
             return
         event_id = str(body.get("event_id") or "")
-        if event_id and not self._seen.first_time(event_id):
+        if event_id and not self._seen.add(event_id):
             log.info("slack.retry_dropped", event_id=event_id)
             return
         team = event_team(body, event)
@@ -265,7 +258,7 @@ class SlackBot:
         msg = self._read(body, event, context.bot_user_id)
         if msg is None:
             return
-        if not self._seen.first_time(f"{msg.chat_id}/{msg.message_id}/{int(msg.edited)}"):
+        if not self._seen.add(f"{msg.chat_id}/{msg.message_id}/{int(msg.edited)}"):
             return  # the message and app_mention events of one message
         log.info(
             "slack.message",
@@ -280,26 +273,37 @@ class SlackBot:
     async def _respond(self, client: AsyncWebClient, msg: Incoming, target: Target) -> None:
         if msg.addressed and msg.chat_kind == "group" and target.thread_ts:
             self._threads.add(target.team_id, target.channel, target.thread_ts)
-        status = False
-        if msg.addressed and target.thread_ts and not msg.edited:
-            status = await self._set_status(client, target, "is thinking…")
-        try:
-            reply = await self.assistant.handle(msg)
-        except Exception as err:
-            log.exception("slack.handle_failed", error=type(err).__name__)
-            await self._safe_post(client, target, "Sorry, something went wrong on my side. Please try again.")
-            return
-        silent = reply is None or (
-            reply.stream is None and not reply.text.strip() and not reply.buttons and reply.document is None
-        )
-        if silent:
-            if status:
-                await self._set_status(client, target, "")
-            if reply is not None:
-                reply.finished()
-            return
-        await self._deliver(client, reply, target)
-        reply.finished()
+        msg = await with_admin_flag(msg, lambda: self._is_admin(client, target))
+        async with self._lock(msg.chat_id):
+            status = False
+            if msg.addressed and target.thread_ts and not msg.edited:
+                status = await self._set_status(client, target, "is thinking…")
+
+            async def deliver(reply: Reply) -> None:
+                silent = reply.stream is None and not reply.text.strip() and not reply.buttons
+                if silent and reply.document is None:
+                    if status:
+                        await self._set_status(client, target, "")
+                    return
+                await self._deliver(client, reply, target)
+
+            await answer(
+                self.assistant,
+                msg,
+                deliver,
+                lambda text: self._safe_post(client, target, text),
+                platform=PLATFORM,
+                team=target.team_id,
+            )
+
+    async def _is_admin(self, client: AsyncWebClient, target: Target) -> bool:
+        """Whether the sender administers this channel: a workspace admin or owner
+        (users.info), or the channel's creator (conversations.info)."""
+        user = (await client.users_info(user=target.user_id))["user"]
+        if user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"):
+            return True
+        channel = (await client.conversations_info(channel=target.channel))["channel"]
+        return channel.get("creator") == target.user_id
 
     async def _deliver(self, client: AsyncWebClient, reply: Reply, target: Target) -> None:
         try:
@@ -307,12 +311,7 @@ class SlackBot:
         except SlackApiError as err:
             self._report(err, target.team_id)
         finally:
-            if reply.stream is not None:  # the core records its turn when the stream ends
-                try:
-                    async for _ in reply.stream:
-                        pass
-                except Exception as err:
-                    log.error("slack.stream_failed", error=type(err).__name__)
+            await drain(reply)  # the core records its turn when the stream ends
 
     async def _set_status(self, client: AsyncWebClient, target: Target, status: str) -> bool:
         try:
@@ -356,6 +355,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),
+            workspace=team,
             sender_id=scoped(team, user),
             text=slash_command_text(str(body.get("text") or "")),
             message_id=f"cmd-{body.get('trigger_id')}",
@@ -368,6 +368,8 @@ class SlackBot:
     async def _command_reply(
         self, client: AsyncWebClient, respond: Any, msg: Incoming, team: str, user: str, channel: str
     ) -> None:
+        target = Target(channel, None, team, user)
+        msg = await with_admin_flag(msg, lambda: self._is_admin(client, target))
         try:
             reply = await self.assistant.handle(msg)
         except Exception as err:
@@ -408,6 +410,7 @@ class SlackBot:
             msg = Incoming(
                 platform=PLATFORM,
                 chat_id=scoped(team, f"home-{user}"),
+                workspace=team,
                 sender_id=scoped(team, user),
                 text=command,
                 message_id=f"action-{action.get('action_ts')}",
@@ -420,6 +423,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, channel),
+            workspace=team,
             sender_id=scoped(team, user),
             text=command,
             message_id=f"action-{action.get('action_ts')}",
@@ -449,6 +453,7 @@ class SlackBot:
         msg = Incoming(
             platform=PLATFORM,
             chat_id=scoped(team, f"home-{user}"),
+            workspace=team,
             sender_id=scoped(team, user),
             text="/memory",
             message_id=f"home-{nonce}",
@@ -584,7 +589,7 @@ def _guard(signing_secret: str | None) -> Any:
     return guard
 
 
-async def run_slack(assistant: AssistantLike, settings: Settings) -> None:
+async def run_slack(assistant: ChannelAssistant, settings: Settings) -> None:
     """Run the Slack channel until cancelled (started by `confidante run` beside the others).
 
     A setup problem is logged with what to fix and the function returns, so the other channels

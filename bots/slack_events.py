@@ -7,7 +7,6 @@ Slack user and channel ids are only unique inside a workspace, so both carry the
 from __future__ import annotations
 
 import re
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -74,30 +73,6 @@ def slash_command_text(text: str) -> str:
         return "/help"
     name = head.lower().lstrip("/").replace("-", "_")
     return f"/{name} {rest.strip()}".rstrip()
-
-
-class SeenEvents:
-    """Event ids seen recently, so that Slack's retried deliveries are handled once.
-
-    Slack retries an event up to three times over about an hour, so entries live for two hours.
-    """
-
-    def __init__(self, ttl: float = 7200.0, max_size: int = 50_000) -> None:
-        self._ttl = ttl
-        self._max = max_size
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def first_time(self, key: str) -> bool:
-        now = time.monotonic()
-        while self._seen:
-            oldest, at = next(iter(self._seen.items()))
-            if now - at < self._ttl and len(self._seen) < self._max:
-                break
-            self._seen.pop(oldest)
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        return True
 
 
 class ThreadMemory:
@@ -211,6 +186,7 @@ def to_incoming(
     return Incoming(
         platform=PLATFORM,
         chat_id=scoped(team, channel),
+        workspace=team,
         sender_id=scoped(team, user),
         text=text,
         message_id=ts,

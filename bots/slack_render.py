@@ -86,33 +86,6 @@ def slack_to_plain(text: str, *, bot_user_id: str | None = None) -> str:
     return html.unescape(text).strip()
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Split text into pieces of at most `limit` characters, preferring paragraph, line, then
-    word boundaries, and never cutting inside a `&amp;`-style entity of escaped text."""
-    if limit <= 0:
-        raise ValueError("limit must be positive")
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        window = rest[: limit + 1]  # a separator right at the limit still counts
-        cut, skip = limit, 0
-        for sep in ("\n\n", "\n", " "):
-            idx = window.rfind(sep)
-            if idx > limit // 4:
-                cut, skip = idx, len(sep)
-                break
-        else:
-            amp = window.rfind("&", max(1, limit - 8), limit)
-            if amp != -1 and ";" not in rest[amp:limit]:
-                cut = amp
-        piece, rest = rest[:cut], rest[cut + skip :]
-        if piece.strip():
-            pieces.append(piece)
-    if rest.strip() or not pieces:
-        pieces.append(rest)
-    return pieces
-
-
 def fit(raw: str, limit: int) -> int:
     """How much of `raw` Markdown fits in one message once rendered as mrkdwn: an index at a
     paragraph, line or word boundary where possible (escaping can make text longer)."""

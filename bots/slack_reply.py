@@ -11,8 +11,7 @@ next message.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.channel import Throttle, stream_edits
 from bots.slack_render import (
     SECTION_TEXT_LIMIT,
     STREAM_CHUNK_LIMIT,
@@ -158,93 +158,20 @@ class ReplySender:
         earlier: str | None = None,
         on_sent: Callable[[str], None] = _ignore,
     ) -> list[str]:
-        if earlier is None and self.can_stream(target):
-            posted, leftover = await self._stream_native(client, deltas, target, buttons, on_sent)
-            if leftover is None:
-                return posted
-            # Streaming refused: continue the same reply by editing a message.
-            return posted + await self._stream_by_update(
-                client, deltas, target, buttons, leftover, on_sent=on_sent
-            )
-        return await self._stream_by_update(client, deltas, target, buttons, "", earlier, on_sent)
-
-    async def _stream_native(
-        self,
-        client: AsyncWebClient,
-        deltas: AsyncIterator[str],
-        target: Target,
-        buttons: list[Button],
-        on_sent: Callable[[str], None] = _ignore,
-    ) -> tuple[list[str], str | None]:
-        """Stream via chat.startStream/appendStream/stopStream.
-
-        Returns the posted ts list and None when done, or the text not yet shown when Slack
-        refused to start a stream (the caller carries on with chat.update).
-        """
-        posted: list[str] = []
-        streamer = None
-        pending = ""  # escaped text not yet sent
-        unsent = ""  # the same, as the model wrote it (handed to chat.update if Slack refuses)
-        in_message = 0
-        last_flush = 0.0
-        assert target.thread_ts is not None
-
-        async def open_stream() -> Any:
-            return await client.chat_stream(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                recipient_team_id=target.team_id,
-                recipient_user_id=target.user_id,
-                buffer_size=1,
-            )
-
-        async for delta in deltas:
-            pending += escape(delta)
-            unsent += delta
-            now = time.monotonic()
-            if now - last_flush < self.update_interval and len(pending) < STREAM_CHUNK_LIMIT // 2:
-                continue
-            if not pending.strip():
-                continue
-            if streamer is None:
-                streamer = await open_stream()
-            while pending:
-                cut = take_escaped(pending, STREAM_CHUNK_LIMIT)
-                try:
-                    await streamer.append(markdown_text=pending[:cut])
-                except SlackApiError as err:
-                    if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
-                        self._refuse(target, err)
-                        return posted, unsent
-                    raise
-                pending = pending[cut:]
-                in_message += cut
-            unsent = ""
-            if streamer.ts and (not posted or posted[-1] != streamer.ts):
-                posted.append(str(streamer.ts))
-                on_sent(posted[-1])
-            last_flush = now
-            if in_message >= STREAM_MESSAGE_LIMIT:
-                await streamer.stop()
-                streamer, in_message = None, 0
-        if streamer is None and not pending.strip() and not buttons:
-            return posted, None
-        if streamer is None:
-            streamer = await open_stream()
-        try:
-            await streamer.stop(
-                markdown_text=pending or None,
-                blocks=button_blocks(buttons) or None,
-            )
-        except SlackApiError as err:
-            if streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
-                self._refuse(target, err)
-                return posted, unsent
-            raise
-        if streamer.ts and (not posted or posted[-1] != streamer.ts):
-            posted.append(str(streamer.ts))
-            on_sent(posted[-1])
-        return posted, None
+        """Show a streamed reply: Slack's streaming API in a thread where it works, else one
+        message edited as the text grows (also when Slack refuses to start a stream midway).
+        Both are driven by bots.channel.stream_edits at most once per `update_interval`."""
+        if earlier is not None or not self.can_stream(target):
+            show, posted = await self._update_view(client, target, buttons, earlier, on_sent)
+            text = await stream_edits(deltas, show, Throttle(self.update_interval), target.channel)
+            if not text.strip():
+                await show(text, True)  # nothing came: the placeholder gives way to what there is
+            return posted
+        native = _NativeStream(self, client, target, buttons, on_sent)
+        text = await stream_edits(deltas, native.show, Throttle(self.update_interval), target.channel)
+        if not text.strip():
+            await native.show(text, True)
+        return native.posted
 
     def _refuse(self, target: Target, err: SlackApiError) -> None:
         self._no_stream_teams.add(target.team_id)
@@ -255,17 +182,16 @@ class ReplySender:
             hint="falling back to chat.update; enable 'Agents & AI Apps' for the app to stream",
         )
 
-    async def _stream_by_update(
+    async def _update_view(
         self,
         client: AsyncWebClient,
-        deltas: AsyncIterator[str],
         target: Target,
         buttons: list[Button],
-        already: str,
         earlier: str | None = None,
         on_sent: Callable[[str], None] = _ignore,
-    ) -> list[str]:
-        """One message edited at most once per interval; continues in a new message when full."""
+    ) -> tuple[Callable[[str, bool], Awaitable[None]], list[str]]:
+        """A message (or an earlier run's) to edit: returns `show(text, final)` for the whole
+        text so far, which continues in a new message when one is full, and the posted ts list."""
         if earlier is None:
             resp = await client.chat_postMessage(
                 channel=target.channel,
@@ -277,11 +203,9 @@ class ReplySender:
             on_sent(earlier)
         posted = [earlier]
         done = ""  # text already finalized in earlier messages
-        text = already
-        last_update = time.monotonic() - self.update_interval  # the first text shows at once
         shown = ""
 
-        async def show(body: str, final: bool, with_buttons: bool = True) -> None:
+        async def update(body: str, final: bool, with_buttons: bool = True) -> None:
             nonlocal shown
             rendered = markdown_to_mrkdwn(body.strip()) if body.strip() else (" " if final else THINKING)
             if rendered == shown and not final:
@@ -292,44 +216,144 @@ class ReplySender:
             await client.chat_update(channel=target.channel, ts=posted[-1], text=rendered, blocks=blocks)
             shown = rendered
 
-        # Rendering never makes text longer than escaping it (plus a newline per code fence),
-        # so the escaped length is a cheap bound: render only when a message is nearly full.
-        escaped_len = len(escape(text))
-        async for delta in deltas:
-            text += delta
-            escaped_len += len(escape(delta))
-            current = text[len(done) :]
+        async def show(text: str, final: bool) -> None:
+            nonlocal done, shown
+            rest = text[len(done) :]
+            # Rendering never makes text longer than escaping it (plus a newline per code fence),
+            # so the escaped length is a cheap bound: render only when a message is nearly full.
             while (
-                escaped_len > SECTION_TEXT_LIMIT - 200
-                and len(markdown_to_mrkdwn(current)) > SECTION_TEXT_LIMIT - 10
+                len(escape(rest)) > SECTION_TEXT_LIMIT - 200
+                and len(markdown_to_mrkdwn(rest)) > SECTION_TEXT_LIMIT - 10
             ):
-                head = current[: fit(current, SECTION_TEXT_LIMIT - 10)]
-                rendered = markdown_to_mrkdwn(head)
-                await client.chat_update(
-                    channel=target.channel, ts=posted[-1], text=rendered, blocks=text_blocks(rendered)
-                )
+                head = rest[: fit(rest, SECTION_TEXT_LIMIT - 10)]
+                await update(head, final=True, with_buttons=False)
                 done += head
+                rest = text[len(done) :]
                 nxt = await client.chat_postMessage(
                     channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
                 )
                 posted.append(str(nxt["ts"]))
                 on_sent(posted[-1])
                 shown = ""
-                current = text[len(done) :]
-                escaped_len = len(escape(current))
-            if time.monotonic() - last_update >= self.update_interval:
-                await show(current, final=False)
-                last_update = time.monotonic()
-        rest = text[len(done) :]
-        while len(markdown_to_mrkdwn(rest)) > SECTION_TEXT_LIMIT - 10:
-            head = rest[: fit(rest, SECTION_TEXT_LIMIT - 10)]
-            await show(head, final=True, with_buttons=False)
-            done += head
-            rest = text[len(done) :]
-            nxt = await client.chat_postMessage(
-                channel=target.channel, thread_ts=target.thread_ts, text="…", blocks=text_blocks("…")
+            await update(rest, final)
+
+        return show, posted
+
+
+def _raw_length(escaped: str) -> int:
+    """How many characters of the model's text an escaped piece holds (every & opens an entity)."""
+    return len(escaped) - 4 * escaped.count("&amp;") - 3 * (escaped.count("&lt;") + escaped.count("&gt;"))
+
+
+class _NativeStream:
+    """Slack's chat streaming API (`chat.startStream` / `appendStream` / `stopStream`) as a
+    `show(text, final)` for bots.channel.stream_edits: appends what is new since the last call.
+    When Slack refuses to start a stream the rest of the reply goes to an edited message."""
+
+    def __init__(
+        self,
+        sender: ReplySender,
+        client: AsyncWebClient,
+        target: Target,
+        buttons: list[Button],
+        on_sent: Callable[[str], None],
+    ) -> None:
+        assert target.thread_ts is not None
+        self.sender, self.client, self.target, self.buttons, self.on_sent = (
+            sender,
+            client,
+            target,
+            buttons,
+            on_sent,
+        )
+        self.posted: list[str] = []
+        self.streamer: Any = None
+        self.sent = 0  # characters of the text appended so far
+        self.opened_at = 0  # where the current stream's message starts in the text
+        self.in_message = 0  # escaped characters in the current stream's message
+        self.fallback: Callable[[str, bool], Awaitable[None]] | None = None
+        self.fallback_from = 0  # where the fallback message's text starts in the reply
+
+    async def _open(self) -> Any:
+        self.opened_at = self.sent
+        return await self.client.chat_stream(
+            channel=self.target.channel,
+            thread_ts=self.target.thread_ts,
+            recipient_team_id=self.target.team_id,
+            recipient_user_id=self.target.user_id,
+            buffer_size=1,
+        )
+
+    def _note(self) -> None:
+        ts = self.streamer.ts if self.streamer is not None else None
+        if ts and (not self.posted or self.posted[-1] != ts):
+            self.posted.append(str(ts))
+            self.on_sent(self.posted[-1])
+
+    async def _refused(self, err: SlackApiError, text: str, final: bool) -> None:
+        self.sender._refuse(self.target, err)
+        start = self.opened_at
+        self.fallback, posted = await self.sender._update_view(
+            self.client, self.target, self.buttons, on_sent=self.on_sent
+        )
+        self.posted += posted
+        await self._fallback(text, final, start)
+
+    async def _fallback(self, text: str, final: bool, start: int | None = None) -> None:
+        if start is not None:
+            self.fallback_from = start
+        assert self.fallback is not None
+        await self.fallback(text[self.fallback_from :], final)
+
+    async def _append(self, pending: str, text: str, final: bool) -> bool:
+        """Append escaped text in pieces Slack accepts, starting a new message when one is
+        full; False when Slack refused to start a stream (the rest went to the fallback)."""
+        while pending:
+            if self.streamer is None:
+                self.streamer = await self._open()
+            cut = take_escaped(pending, STREAM_CHUNK_LIMIT)
+            try:
+                await self.streamer.append(markdown_text=pending[:cut])
+            except SlackApiError as err:
+                if self.streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
+                    await self._refused(err, text, final)
+                    return False
+                raise
+            self.sent += _raw_length(pending[:cut])
+            self.in_message += cut
+            pending = pending[cut:]
+            self._note()
+            if self.in_message >= STREAM_MESSAGE_LIMIT:
+                await self.streamer.stop()
+                self.streamer, self.in_message = None, 0
+        return True
+
+    async def show(self, text: str, final: bool) -> None:
+        if self.fallback is not None:
+            await self._fallback(text, final)
+            return
+        pending = escape(text[self.sent :])
+        if not final:
+            if pending.strip():
+                await self._append(pending, text, final)
+            return
+        if len(pending) > STREAM_CHUNK_LIMIT:  # the closing call carries one piece at most
+            cut = take_escaped(pending, len(pending) - STREAM_CHUNK_LIMIT // 2)
+            if not await self._append(pending[:cut], text, final):
+                return
+            pending = escape(text[self.sent :])
+        if self.streamer is None and not pending.strip() and not self.buttons:
+            return
+        if self.streamer is None:
+            self.streamer = await self._open()
+        try:
+            await self.streamer.stop(
+                markdown_text=pending or None, blocks=button_blocks(self.buttons) or None
             )
-            posted.append(str(nxt["ts"]))
-            on_sent(posted[-1])
-        await show(rest, final=True)
-        return posted
+        except SlackApiError as err:
+            if self.streamer.ts is None and err.response.get("error") in _STREAM_UNAVAILABLE:
+                await self._refused(err, text, final)
+                return
+            raise
+        self.sent = len(text)
+        self._note()

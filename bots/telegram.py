@@ -13,7 +13,6 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -40,7 +39,16 @@ from telegram.ext import (
     filters,
 )
 
-from bots.base import RecentIds, Throttle, keep_alive
+from bots.channel import (
+    ChannelAssistant,
+    ChatLocks,
+    RecentIds,
+    Throttle,
+    answer,
+    drain,
+    keep_alive,
+    with_admin_flag,
+)
 from bots.telegram_incoming import (
     PLATFORM,
     UNREADABLE_REPLY,
@@ -58,22 +66,8 @@ log = structlog.get_logger(__name__)
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "my_chat_member"]
 _COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-SORRY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 EMPTY_REPLY = "I came up with nothing to say to that. Could you put it another way?"
-ADMINS_ONLY = "Only this group's admins can turn group context on or off."
-_CONTEXT_CHANGE = re.compile(r"^/context\s+(on|off)\b", re.IGNORECASE)
 BUTTON_EXPIRED = "This button has expired. Please send the command again."
-
-
-class AssistantLike(Protocol):
-    """What the channel needs from `core.assistant.Assistant`."""
-
-    async def handle(self, msg: Incoming) -> Reply | None: ...
-    def accept(self, msg: Incoming) -> None: ...
-    def dismiss(self, msg: Incoming) -> None: ...
-    async def unanswered(self, platform: str) -> list[Incoming]: ...
-    async def chat_closed(self, platform: str, chat_id: str) -> None: ...
-    def command_list(self) -> list[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ def _file_url(api_url: str) -> str:
 
 
 class TelegramChannel:
-    def __init__(self, assistant: AssistantLike, settings: Settings) -> None:
+    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
         if settings.telegram_bot_token is None:
             raise TelegramConfigError(
                 "TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and set it."
@@ -140,7 +134,7 @@ class TelegramChannel:
         self.me: BotIdentity | None = None
         self.commands: frozenset[str] = frozenset()
         self.webhook: WebhookServer | None = None
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._lock = ChatLocks()
         self._buttons: OrderedDict[str, str] = OrderedDict()
         self._recovering: set[asyncio.Task[None]] = set()
         self._started = False
@@ -300,13 +294,6 @@ class TelegramChannel:
             log.info("telegram.duplicate_update", update_id=update.update_id)
             raise ApplicationHandlerStop
 
-    def _lock(self, chat_id: int) -> asyncio.Lock:
-        """Messages of one chat are answered in order; different chats run side by side."""
-        lock = self._locks.get(chat_id)
-        if lock is None:
-            lock = self._locks[chat_id] = asyncio.Lock()
-        return lock
-
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None or self.me is None:
@@ -336,71 +323,49 @@ class TelegramChannel:
         if self.settings.log_content:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
-            await self._answer_unless_refused(incoming, Origin.of(incoming))
+            await self._answer_as_member(incoming, Origin.of(incoming))
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""
         origin = Origin.of(incoming)
         async with self._lock(origin.chat_id):
-            await self._answer_unless_refused(incoming, origin)
+            await self._answer_as_member(incoming, origin)
 
-    async def _answer_unless_refused(self, incoming: Incoming, origin: Origin) -> None:
-        if await self._refused_setting(incoming, origin):
-            self.assistant.dismiss(incoming)
-            return
+    async def _answer_as_member(self, incoming: Incoming, origin: Origin) -> None:
+        """Answer, first telling the core whether the sender administers the group when its
+        rule for the command needs that (core/chat_admin.py refuses a member's /context off)."""
+        incoming = await with_admin_flag(incoming, lambda: self._is_admin(incoming, origin))
         await self._answer(incoming, origin)
 
-    async def _refused_setting(self, incoming: Incoming, origin: Origin) -> bool:
-        """Only a group's Telegram admins may change whether the group is kept as context."""
-        if incoming.chat_kind != "group" or not _CONTEXT_CHANGE.match(incoming.text):
-            return False
+    async def _is_admin(self, incoming: Incoming, origin: Origin) -> bool:
+        """Whether the sender administers this group (the core decides what that allows)."""
         if incoming.sender_id == incoming.chat_id:
-            return False  # an anonymous admin speaks as the group itself
-        try:
-            member = await self.application.bot.get_chat_member(origin.chat_id, int(incoming.sender_id))
-        except (TelegramError, ValueError) as exc:
-            log.warning("telegram.admin_check_failed", chat_id=origin.chat_id, error=type(exc).__name__)
-            member = None
-        if member is not None and member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR):
-            return False
-        await self._guard(origin.chat_id, self._send(origin, ADMINS_ONLY))
-        return True
+            return True  # an anonymous admin speaks as the group itself
+        member = await self.application.bot.get_chat_member(origin.chat_id, int(incoming.sender_id))
+        return member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
 
     async def _answer(self, incoming: Incoming, origin: Origin) -> None:
         chat_id = origin.chat_id
-        typing = incoming.addressed and not incoming.edited
 
         async def show_typing() -> None:
             await self.application.bot.send_chat_action(
                 chat_id, ChatAction.TYPING, message_thread_id=origin.thread
             )
 
-        async def work() -> None:
-            reply = None
-            try:
-                reply = await self.assistant.handle(incoming)
-                if reply is not None:
-                    await self._deliver(reply, origin)
-            except ChatGone:
-                if reply is not None:
-                    reply.finished()  # nobody can read an answer there
-                raise
-            except Exception:
-                # the person must hear that something failed, never silence
-                log.exception("telegram.reply_failed", chat_id=chat_id)
-                try:
-                    await self._send(origin, SORRY)
-                except TelegramError as exc:
-                    log.error("telegram.apology_failed", chat_id=chat_id, error=type(exc).__name__)
-                    return  # nothing reached them: left unanswered, the next start answers it
-            if reply is not None:
-                reply.finished()
-
-        if typing:
+        work = answer(
+            self.assistant,
+            incoming,
+            lambda reply: self._deliver(reply, origin),
+            lambda text: self._send(origin, text),
+            platform=PLATFORM,
+            passthrough=(ChatGone,),
+            chat_id=chat_id,
+        )
+        if incoming.addressed and not incoming.edited:
             async with keep_alive(show_typing, self.settings.telegram_typing_interval):
-                await self._guard(chat_id, work())
+                await self._guard(chat_id, work)
         else:
-            await self._guard(chat_id, work())
+            await self._guard(chat_id, work)
 
     async def _guard(self, chat_id: int, work: Awaitable[None]) -> None:
         """Run a send; a 403 marks the chat inactive (logged once) instead of failing again and again."""
@@ -452,7 +417,7 @@ class TelegramChannel:
             self.sender, target, self.throttle, earlier=reply.earlier, on_sent=reply.sent
         )
         if chat_id in self.inactive:
-            await _drain(reply)
+            await drain(reply, close=True)
             return
         try:
             text = reply.text
@@ -472,7 +437,7 @@ class TelegramChannel:
                 )
                 reply.sent(sent.message_id)
         except ChatGone:
-            await _drain(reply)
+            await drain(reply, close=True)
             raise
 
     # ---- buttons -----------------------------------------------------------------------------
@@ -534,7 +499,7 @@ class TelegramChannel:
         log.info("telegram.button", chat_id=chat.id, chat_kind=kind)
         if isinstance(message, Message):
             async with self._lock(chat.id):
-                await self._answer(incoming, Origin.of(incoming, quote=message.message_id))
+                await self._answer_as_member(incoming, Origin.of(incoming, quote=message.message_id))
 
     # ---- membership and errors ---------------------------------------------------------------
 
@@ -553,20 +518,7 @@ class TelegramChannel:
         log.error("telegram.handler_error", error=type(context.error).__name__, exc_info=context.error)
 
 
-async def _drain(reply: Reply) -> None:
-    """Stop a reply nobody can see: close the generator, or read it out so the core finishes."""
-    stream = reply.stream
-    if stream is None:
-        return
-    closer = getattr(stream, "aclose", None)
-    if closer is not None:
-        await closer()
-        return
-    async for _ in stream:
-        pass
-
-
-async def run_telegram(assistant: AssistantLike, settings: Settings) -> None:
+async def run_telegram(assistant: ChannelAssistant, settings: Settings) -> None:
     """Run the Telegram channel until cancelled (the CLI cancels it on shutdown)."""
     channel = TelegramChannel(assistant, settings)
     await channel.start()

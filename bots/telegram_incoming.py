@@ -7,11 +7,11 @@ hands everything else to the core as group context.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from telegram import Message, MessageEntity, User
 
-from bots.base import remove_mention, strip_command_suffix
 from core.messages import Incoming
 
 PLATFORM = "telegram"
@@ -165,3 +165,24 @@ def to_incoming(
             edited=edited,
         )
     )
+
+
+def strip_command_suffix(text: str, bot_username: str) -> tuple[str, str | None]:
+    """Turn "/memory@ThisBot args" into "/memory args".
+
+    Returns (text, addressee): addressee is the @name the command carried (None when bare), so
+    the caller can tell a command for this bot from one for another bot in the same group.
+    """
+    m = re.match(r"^/([A-Za-z0-9_]{1,64})@([A-Za-z0-9_]{3,64})(?=\s|$)", text)
+    if not m:
+        return text, None
+    if m.group(2).lower() != bot_username.lower():
+        return text, m.group(2)
+    return f"/{m.group(1)}{text[m.end() :]}", m.group(2)
+
+
+def remove_mention(text: str, bot_username: str) -> str:
+    """Drop "@ThisBot" from the text so the model reads what was said, not how it was addressed."""
+    cleaned = re.sub(rf"(?<![\w@])@{re.escape(bot_username)}\b[,:]?", " ", text, flags=re.IGNORECASE)
+    cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return cleaned or text.strip()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from bots.base import utf16_len
+from bots.channel import utf16_len
 
 _md = MarkdownIt("commonmark", {"html": True}).enable("strikethrough")
 

@@ -9,7 +9,6 @@ deleted) is never retried: it becomes `ChatGone` and the chat is marked inactive
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -30,7 +29,7 @@ from telegram.error import (
 )
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from bots.base import Throttle, split_text, utf16_len
+from bots.channel import Throttle, split_text, stream_edits, utf16_len
 from bots.telegram_render import markdown_to_telegram_html
 
 log = structlog.get_logger(__name__)
@@ -298,58 +297,9 @@ class StreamRenderer:
 
     async def run(self, stream: AsyncIterator[str]) -> str:
         """Read the stream to its end while showing it; returns the whole text."""
-        buffer: list[str] = []
-        changed = asyncio.Event()
-        done = False
 
-        async def pump() -> None:
-            nonlocal done
-            try:
-                async for delta in stream:
-                    if delta:
-                        buffer.append(delta)
-                        changed.set()
-            finally:
-                done = True
-                changed.set()
+        async def show(text: str, final: bool) -> None:
+            await self.show(text, final=final)
 
-        reader = asyncio.create_task(pump())
-        key = self.target.chat_id
-        failure: BaseException | None = None
-        try:
-            while not done:
-                await changed.wait()
-                changed.clear()
-                if done:
-                    break
-                pause = self.throttle.wait_time(key)
-                if pause > 0:
-                    # wait out the pace, but go straight to the final write if the stream ends
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(reader), pause)
-                if done:
-                    break
-                self.throttle.mark(key)
-                text = "".join(buffer)
-                if text.strip():
-                    try:
-                        await self.show(text, final=False)
-                    except ChatGone:
-                        raise
-                    except TelegramError as exc:  # a failed intermediate edit: the final one catches up
-                        log.warning("telegram.stream_edit_failed", chat_id=key, error=str(exc))
-        except BaseException as exc:
-            failure = exc
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            raise
-        finally:
-            if failure is None:
-                await reader
-        text = "".join(buffer)
-        if text.strip():
-            if any(p.message_id is not None and not p.final for p in self.parts):
-                await self.throttle.wait(key)  # the closing edit respects the per-chat pace too
-            await self.show(text, final=True)
-        return text
+        # ChatGone is no TelegramError: a blocked chat stops the loop, a failed edit does not
+        return await stream_edits(stream, show, self.throttle, self.target.chat_id, tolerate=(TelegramError,))

@@ -48,13 +48,6 @@ class Bucket:
         return self.tokens < 0 or self.tokens + (now - self.stamp) * self.rate_per_second >= self.burst
 
 
-def _workspace(platform: str, chat_or_user_id: str) -> str | None:
-    """Slack ids carry their workspace ("T1:C2"); an allow-list may name the workspace alone."""
-    if platform == "slack" and ":" in chat_or_user_id:
-        return f"slack:{chat_or_user_id.split(':', 1)[0]}"
-    return None
-
-
 class Access:
     def __init__(self, settings: Settings, clock=time.monotonic) -> None:
         self.settings = settings
@@ -76,8 +69,7 @@ class Access:
         allowed = self.settings.allowed_chats
         if f"{msg.platform}:{msg.chat_id}" in allowed:
             return True
-        workspace = _workspace(msg.platform, msg.chat_id)
-        return workspace is not None and workspace in allowed
+        return msg.workspace is not None and f"{msg.platform}:{msg.workspace}" in allowed
 
     def is_admin(self, msg: Incoming) -> bool:
         return msg.platform == "console" or f"{msg.platform}:{msg.sender_id}" in self.settings.admins

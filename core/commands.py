@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from core import chat_admin
 from core.identity import LinkError
 from core.memory.export import export_person
 from core.memory.recall import ChatContext
@@ -275,6 +276,8 @@ class Commands:
         if chat.kind != "group":
             return Reply(text="/context on|off is for groups.")
         settings = self.store.chat(msg.platform, msg.chat_id)
+        if not chat_admin.may_change(msg):
+            return Reply(text=chat_admin.ADMINS_ONLY)
         if arg.lower() in ("on", "off"):
             settings.record_context = arg.lower() == "on"
             await asyncio.to_thread(self.store.save_chat, msg.platform, msg.chat_id, settings)

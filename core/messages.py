@@ -35,6 +35,12 @@ class Incoming:
     reply_to: str | None = None
     ts: datetime = field(default_factory=utcnow)
     edited: bool = False
+    # whether the sender administers this group chat; channels ask the platform only when
+    # core/chat_admin.py needs it (None: not asked)
+    sender_admin: bool | None = None
+    # the wider place the chat belongs to, when its platform has one (a Slack workspace): an
+    # allow-list may name it alone ("slack:T1"), so the channel says it and core parses no ids
+    workspace: str | None = None
 
 
 @dataclass(frozen=True)

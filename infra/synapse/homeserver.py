@@ -2,7 +2,8 @@
 
 Synapse lives in its own venv (infra/synapse/setup.sh) because its pins would fight the
 project's. This module only drives it as a subprocess: generate a config, start, register
-users through the shared-secret admin API, stop. No federation, SQLite, rate limits raised.
+users through the shared-secret admin API, stop. No federation, SQLite, rate limits raised
+(or, with `default_rate_limits`, Synapse's own, as a real homeserver has them).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ SETUP = ROOT / "infra" / "synapse" / "setup.sh"
 SERVER_NAME = "localhost"
 SHARED_SECRET = "confidante-test-shared-secret"
 
-# Raised so tests never trip them by accident; one test lowers a single user's message limit
-# through the admin API on purpose.
 OVERRIDES = """
 listeners:
   - port: {port}
@@ -47,6 +46,11 @@ bcrypt_rounds: 4
 report_stats: false
 enable_metrics: false
 url_preview_enabled: false
+"""
+
+# Raised so tests never trip them by accident; one test lowers a single user's message limit
+# through the admin API on purpose, and one server keeps Synapse's defaults.
+RAISED_LIMITS = """
 rc_message: {{per_second: 1000, burst_count: 10000}}
 rc_registration: {{per_second: 1000, burst_count: 10000}}
 rc_login:
@@ -112,8 +116,9 @@ class Registered:
 class Homeserver:
     """One Synapse process; `url` is its client API base."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, default_rate_limits: bool = False) -> None:
         self.workdir = workdir
+        self.default_rate_limits = default_rate_limits
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -157,6 +162,7 @@ class Homeserver:
         overrides = self.workdir / "overrides.yaml"
         overrides.write_text(
             OVERRIDES.format(port=self.port, secret=SHARED_SECRET)
+            + ("" if self.default_rate_limits else RAISED_LIMITS.format())
             + f"pid_file: '{data / 'homeserver.pid'}'\n"
             + f"signing_key_path: '{key}'\n"
             + f"media_store_path: '{data / 'media_store'}'\n"

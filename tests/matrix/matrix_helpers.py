@@ -11,7 +11,7 @@ import importlib.util
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,59 +171,6 @@ async def start_bot(assistant: Any, settings: Settings, registry: list[MatrixBot
     registry.append(bot)
     await asyncio.wait_for(bot.start(), 60)
     return bot
-
-
-class ScriptedAssistant:
-    """Stands in for the core where a test is about the channel alone (what reaches Matrix and
-    what the channel hands over); the integration tests use the real Assistant."""
-
-    def __init__(self, reply: Callable[[Any], str] | None = None, delay: float = 0.0, chunk: int = 4) -> None:
-        from core.messages import Incoming
-
-        self.seen: list[Incoming] = []
-        self.redacted: list[tuple[str, str, str]] = []
-        self.closed: list[tuple[str, str]] = []
-        self.opened: list[tuple[str, str]] = []
-        self.reply = reply or (lambda msg: f"You said: {msg.text}")
-        self.delay = delay
-        self.chunk = chunk
-
-    def accept(self, msg: Any) -> None:
-        """The real core records it in its inbox; nothing survives a restart here."""
-
-    def dismiss(self, msg: Any) -> None:
-        """The channel answered it itself."""
-
-    async def unanswered(self, platform: str) -> list[Any]:
-        return []
-
-    async def handle(self, msg: Any) -> Any:
-        from core.messages import Reply
-
-        self.seen.append(msg)
-        if msg.edited or not msg.addressed:
-            return None
-        text = self.reply(msg)
-        words = text.split(" ")
-
-        async def stream() -> AsyncIterator[str]:
-            for i in range(0, len(words), self.chunk):
-                await asyncio.sleep(self.delay)
-                yield (" " if i else "") + " ".join(words[i : i + self.chunk])
-
-        return Reply(stream=stream())
-
-    async def redact(self, platform: str, chat_id: str, message_id: str) -> None:
-        self.redacted.append((platform, chat_id, message_id))
-
-    async def chat_closed(self, platform: str, chat_id: str) -> None:
-        self.closed.append((platform, chat_id))
-
-    async def chat_opened(self, platform: str, chat_id: str) -> None:
-        self.opened.append((platform, chat_id))
-
-    def command_list(self) -> list[tuple[str, str]]:
-        return [("help", "what I can do"), ("forget_me", "erase everything")]
 
 
 class Proxy:

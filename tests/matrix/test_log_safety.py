@@ -16,7 +16,7 @@ from nio import SyncResponse
 
 from bots.matrix import MatrixBot
 from core.config import Settings
-from tests.matrix.matrix_helpers import ScriptedAssistant
+from tests.channel_fakes import ScriptedAssistant
 
 TEXT = "my bank PIN is LEAKCHECK-4711"
 NAME = "Zebulon Quist"
@@ -99,6 +99,6 @@ async def test_a_bad_event_and_a_failing_handler_log_no_text_or_name(tmp_path, c
     logged = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().err + caplog.text)
     rejected = [line for line in logged.splitlines() if "matrix.event_rejected" in line]
     assert any(re.search(r'missing(=|": ")sender', line) for line in rejected), logged[-2000:]
-    assert "matrix.assistant_failed" in logged and "RuntimeError" in logged  # the handler did fail
+    assert "matrix.reply_failed" in logged and "RuntimeError" in logged  # the handler did fail
     assert "AttributeError" not in logged
     assert TEXT not in logged and "LEAKCHECK" not in logged and NAME not in logged

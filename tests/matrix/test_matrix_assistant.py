@@ -227,4 +227,32 @@ async def test_bad_input_gets_clear_answers_and_nothing_is_lost(
         c = content(event)
         html = (c.get("m.new_content") or c).get("formatted_body", "")
         assert "<img" not in html
+    for _ in range(100):  # the last reply's closing edit is paced like the others: let it land
+        if not bot.state.pending:
+            break
+        await asyncio.sleep(0.1)
     assert bot.state.pending == {}
+
+
+async def test_only_room_admins_turn_group_context_off(synapse, people, bots, tmp_path, real_assistant):
+    """Only a member whose power level lets them change the room's state (the room's creator
+    here; not a member at the default level 0) may switch the group's context recording."""
+    alice, bob = await people("alice"), await people("bob")
+    account = synapse.register(unique("confidante"))
+    settings = settings_for(synapse, account, tmp_path)
+    assistant = real_assistant(settings)
+    await start_bot(assistant, settings, bots)
+    bot_id = account.user_id
+    group = await alice.create_room([bot_id, bob.user_id], name="team")
+    await bob.client.join(group)
+    await answered(alice, bot_id, group, 0, settle=0.5)  # the introduction
+
+    await bob.say(group, "/context off")
+    texts = await answered(alice, bot_id, group, 1, settle=0.3)
+    assert texts[-1] == "Only this group's admins can turn group context on or off."
+    assert assistant.store.chat("matrix", group).record_context
+
+    await alice.say(group, "/context off")
+    texts = await answered(alice, bot_id, group, 2, settle=0.3)
+    assert texts[-1].startswith("Group context is off")
+    assert not assistant.store.chat("matrix", group).record_context

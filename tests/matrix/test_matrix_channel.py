@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from nio import RoomMemberEvent, RoomMessageText, TypingNoticeEvent
 
+from tests.channel_fakes import ScriptedAssistant
 from tests.matrix.matrix_helpers import (
-    ScriptedAssistant,
     bot_settings,
     content,
     final_text,

@@ -8,7 +8,8 @@ import pytest
 from nio import MegolmEvent, RoomMessageText
 from nio.crypto.sessions import OutboundGroupSession
 
-from tests.matrix.matrix_helpers import ScriptedAssistant, bot_settings, content, is_edit, start_bot, unique
+from tests.channel_fakes import ScriptedAssistant
+from tests.matrix.matrix_helpers import bot_settings, content, is_edit, start_bot, unique
 
 pytestmark = pytest.mark.synapse
 

@@ -9,6 +9,7 @@ import stat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bots.channel import split_text
 from bots.matrix_addressing import (
     inviter_allowed,
     is_command,
@@ -18,7 +19,7 @@ from bots.matrix_addressing import (
     strip_reply_fallback,
     thread_root,
 )
-from bots.matrix_render import content_size, edit_content, message_content, split_text, to_html
+from bots.matrix_render import content_size, edit_content, edit_size, message_content, to_html
 from bots.matrix_state import Credentials, MatrixState
 
 BOT = "@confidante:example.org"
@@ -45,7 +46,7 @@ def test_an_edit_carries_the_new_content_and_points_at_the_original():
 @settings(max_examples=25, deadline=None)
 @given(st.text(min_size=1, max_size=3000))
 def test_split_keeps_every_character_and_every_part_fits(text):
-    parts = split_text(text, max_bytes=2000)
+    parts = split_text(text, 2000, length=edit_size, exact=True)
     assert "".join(parts) == text
     assert all(parts)
     assert all(content_size(edit_content("$" + "x" * 60, p)) <= 2000 for p in parts if len(p) > 1)
@@ -53,7 +54,7 @@ def test_split_keeps_every_character_and_every_part_fits(text):
 
 def test_split_prefers_paragraph_boundaries():
     text = "\n\n".join(f"paragraph {i} " + "word " * 80 for i in range(20))
-    parts = split_text(text, max_bytes=3000)
+    parts = split_text(text, 3000, length=edit_size, exact=True)
     assert len(parts) > 1
     assert all(p.endswith("\n\n") for p in parts[:-1])
 

@@ -63,7 +63,8 @@ async def test_strangers_hear_one_refusal_and_leave_no_trace(assistant: Assistan
 def test_workspace_allow_list_matches_exactly(chat_id: str, allowed: bool) -> None:
     settings = Settings(access="chats", allowed_chats=["slack:T1", "telegram:-100"], _env_file=None)
     access = Access(settings)
-    msg = dm("hi", person="T1:U1", platform="slack", chat_id=chat_id)
+    team = chat_id.split(":", 1)[0]  # what bots/slack_events.py reports as the chat's workspace
+    msg = dm("hi", person="T1:U1", platform="slack", chat_id=chat_id, workspace=team)
     assert access.allowed(msg) is allowed
     assert not access.allowed(group("hi", "x", chat_id="-1001"))
     assert access.allowed(group("hi", "x", chat_id="-100"))

@@ -64,6 +64,8 @@ class FakeSlack:
         self.acks: dict[str, float] = {}
         self.oauth_codes: dict[str, dict[str, Any]] = {}
         self.stream_enabled = True
+        self.admins: set[str] = set()  # users.info says is_admin for these user ids
+        self.creators: dict[str, str] = {}  # conversations.info: channel id -> creator's user id
         self._failures: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
         self._ts = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -202,6 +204,20 @@ class FakeSlack:
                 "bot_id": team.bot_id,
                 "is_enterprise_install": False,
             }
+        if method == "users.info":
+            user = str(a.get("user") or "")
+            if not user:
+                return {"ok": False, "error": "user_not_found"}
+            admin = user in self.admins
+            return {
+                "ok": True,
+                "user": {"id": user, "team_id": team.team_id, "is_admin": admin, "is_owner": False},
+            }
+        if method == "conversations.info":
+            channel = str(a.get("channel") or "")
+            if not channel:
+                return {"ok": False, "error": "channel_not_found"}
+            return {"ok": True, "channel": {"id": channel, "creator": self.creators.get(channel, "")}}
         if method == "chat.postMessage":
             if not a.get("channel"):
                 return {"ok": False, "error": "channel_not_found"}

@@ -1,5 +1,5 @@
-"""What the Slack tests share: settings pointing at the local Slack, signing, event builders,
-a core double for channel-level tests and a counting wrapper for the real engine."""
+"""What the Slack tests share: settings pointing at the local Slack, signing, event builders
+and a counting wrapper for the real engine (the core double is tests/channel_fakes.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 
 from core.config import Settings
-from core.messages import Button, Document, Incoming, Reply
 from tests.slack.fake_slack import FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -23,6 +22,8 @@ TOKEN = "xoxb-111-test-token"
 TEAM = "T111"
 BOT_USER = "UBOT111"
 APP_TOKEN = "xapp-1-test"
+# what the shared ScriptedAssistant answers in the Slack tests: Markdown and characters to escape
+ANSWER = "Hello **there** & <you>"
 
 
 def slack_settings(tmp_path: Path, fake: FakeSlack, **overrides: Any) -> Settings:
@@ -109,61 +110,6 @@ async def post_signed(
         async with session.post(url, data=body, headers=all_headers) as resp:
             text = await resp.text()
             return resp.status, text, time.perf_counter() - start
-
-
-class ScriptedAssistant:
-    """A core double for channel-level tests: records what arrives, streams a scripted answer.
-
-    The real Assistant is exercised in test_integration.py; here the point is Slack's side.
-    """
-
-    def __init__(self, answer: str = "Hello **there** & <you>", delay: float = 0.0) -> None:
-        self.answer = answer
-        self.delay = delay
-        self.received: list[Incoming] = []
-        self.redacted: list[tuple[str, str, str]] = []
-        self.closed: list[tuple[str, str]] = []
-        self.consumed = asyncio.Event()
-        self.buttons: list[Button] = []
-        self.document: Document | None = None
-
-    def accept(self, msg: Incoming) -> None:
-        """The real core records it in its inbox; nothing survives a restart here."""
-
-    def dismiss(self, msg: Incoming) -> None:
-        """The channel answered it itself."""
-
-    async def unanswered(self, platform: str) -> list[Incoming]:
-        return []
-
-    async def handle(self, msg: Incoming) -> Reply | None:
-        self.received.append(msg)
-        if not msg.addressed or msg.edited:
-            return None
-        if msg.text.startswith("/"):
-            return Reply(text=f"command {msg.text}", buttons=list(self.buttons), document=self.document)
-        return Reply(stream=self._stream())
-
-    async def _stream(self) -> AsyncIterator[str]:
-        for word in self.answer.split(" "):
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            yield word + " "
-        self.consumed.set()
-
-    async def redact(self, platform: str, chat_id: str, message_id: str) -> None:
-        self.redacted.append((platform, chat_id, message_id))
-
-    async def chat_closed(self, platform: str, chat_id: str) -> None:
-        self.closed.append((platform, chat_id))
-
-    def command_list(self) -> list[tuple[str, str]]:
-        return [
-            ("help", "what I can do"),
-            ("memory", "what I know"),
-            ("forget_me", "erase me"),
-            ("export", "export"),
-        ]
 
 
 class CountingEngine:

@@ -12,8 +12,9 @@ import pytest
 import structlog
 
 from bots.slack import SlackBot
+from tests.channel_fakes import ScriptedAssistant
 from tests.slack.fake_slack import FakeSlack
-from tests.slack.slack_support import ScriptedAssistant, dm_event, event_body, post_signed, slack_settings
+from tests.slack.slack_support import ANSWER, dm_event, event_body, post_signed, slack_settings
 
 TEXT = "my bank PIN is LEAKCHECK-4711"
 NAME = "Zebulon Quist"
@@ -58,7 +59,7 @@ async def test_a_failing_handler_logs_its_traceback_without_the_message(
     finally:
         await bot.stop()
     logged = capsys.readouterr().err + caplog.text
-    assert "slack.handle_failed" in logged and "Traceback" in logged and "RuntimeError" in logged
+    assert "slack.reply_failed" in logged and "Traceback" in logged and "RuntimeError" in logged
     assert TEXT not in logged and "LEAKCHECK" not in logged and NAME not in logged
 
 
@@ -66,7 +67,7 @@ async def test_an_event_without_user_is_rejected_naming_the_field(
     fake_slack: FakeSlack, tmp_path, capsys, caplog
 ):
     caplog.set_level(logging.INFO)
-    assistant = ScriptedAssistant()
+    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
     bot, url = await serve(assistant, slack_settings(tmp_path, fake_slack))
     try:
         broken = event(TEXT)

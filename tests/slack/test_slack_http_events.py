@@ -9,10 +9,11 @@ import time
 import pytest
 
 from bots.slack import SlackBot
+from tests.channel_fakes import ScriptedAssistant
 from tests.slack.slack_support import (
+    ANSWER,
     BOT_USER,
     TEAM,
-    ScriptedAssistant,
     dm_event,
     event_body,
     mention_event,
@@ -23,7 +24,7 @@ from tests.slack.slack_support import (
 
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
-    assistant = ScriptedAssistant()
+    assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
     bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
     await bot.start()
     yield bot, assistant, f"{bot.endpoints.http_url}/slack/events"
@@ -255,7 +256,9 @@ async def test_retried_delivery_is_handled_once(http_bot, fake_slack):
 
 
 async def test_ack_comes_before_a_slow_generation_ends(tmp_path, fake_slack):
-    assistant = ScriptedAssistant(answer="one two three four", delay=1.0)  # ~4 s of "generation"
+    assistant = ScriptedAssistant(
+        answer="one two three four", delay=1.0, echo_commands=True, chunk=1
+    )  # ~4 s of "generation"
     bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
     await bot.start()
     try:
@@ -335,7 +338,7 @@ async def test_a_very_long_reply_is_split_below_slacks_limits(tmp_path, fake_sla
         ("update", dm_event("long", ts="1700003000.000001")),
         ("auto", mention_event("long", ts="1700003000.000002")),
     ):
-        assistant = ScriptedAssistant(answer=long_answer)
+        assistant = ScriptedAssistant(answer=long_answer, echo_commands=True, chunk=1, delay=0.0)
         bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack, slack_stream_mode=mode))
         await bot.start()
         try:
@@ -364,7 +367,7 @@ async def test_a_message_is_in_the_inbox_before_slack_gets_its_200(tmp_path, fak
 
     class Recording(ScriptedAssistant):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
             self.accepted: list[str] = []
 
         def accept(self, msg) -> None:

@@ -373,3 +373,30 @@ async def test_odd_ids_and_text_reach_the_core_and_get_an_answer(real_bot, fake_
     await fake_slack.wait_for(
         lambda: any("empty message" in m.text for m in fake_slack.posted_in("D1")), timeout=30
     )
+
+
+async def test_only_channel_admins_turn_group_context_off(real_bot, fake_slack):
+    """Turning context off or on records (or stops recording) everyone in the channel: the core
+    allows it to the channel's admins only, and Slack tells who they are."""
+    bot, _, url = real_bot
+    fake_slack.admins = {"U9"}  # a workspace admin
+    fake_slack.creators["C1"] = "U8"  # the channel's creator
+
+    async def context(user: str, arg: str) -> str:
+        before = len(fake_slack.posted_in("C1"))
+        event = mention_event(f"/context {arg}", ts=_ts(), user=user)
+        status, _, _ = await post_signed(url, event_body(event, event_id=f"Ev{_ts()}"))
+        assert status == 200
+        await fake_slack.wait_for(lambda: len(fake_slack.posted_in("C1")) > before, timeout=30)
+        await bot.drain()
+        return fake_slack.posted_in("C1")[-1].text
+
+    chat = bot.assistant.store.chat
+    assert await context("U1", "off") == "Only this group's admins can turn group context on or off."
+    assert chat("slack", f"{TEAM}:C1").record_context, "a member's change is refused"
+    assert "off" in await context("U9", "off")
+    assert not chat("slack", f"{TEAM}:C1").record_context
+    assert "on" in await context("U8", "on")
+    assert chat("slack", f"{TEAM}:C1").record_context
+    asked = [c.args.get("user") for c in fake_slack.calls_to("users.info")]
+    assert asked == ["U1", "U9", "U8"]

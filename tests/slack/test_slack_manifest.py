@@ -9,7 +9,8 @@ import yaml
 
 from bots.slack import SlackBot
 from bots.slack_oauth import BOT_SCOPES
-from tests.slack.slack_support import ScriptedAssistant, event_body, post_signed, slack_settings
+from tests.channel_fakes import ScriptedAssistant
+from tests.slack.slack_support import ANSWER, event_body, post_signed, slack_settings
 
 MANIFEST = Path(__file__).resolve().parents[2] / "infra" / "slack-manifest.yaml"
 
@@ -32,7 +33,10 @@ def test_manifest_scopes_and_command_match_the_app():
 
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
-    bot = SlackBot(ScriptedAssistant(), slack_settings(tmp_path, fake_slack))
+    bot = SlackBot(
+        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+        slack_settings(tmp_path, fake_slack),
+    )
     await bot.start()
     yield bot, f"{bot.endpoints.http_url}/slack/events"
     await bot.stop()

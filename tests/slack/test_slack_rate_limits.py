@@ -8,9 +8,10 @@ import pytest
 import structlog
 
 from bots.slack import SlackBot, SlackSetupError, run_slack
+from tests.channel_fakes import ScriptedAssistant
 from tests.slack.slack_support import (
+    ANSWER,
     TEAM,
-    ScriptedAssistant,
     dm_event,
     event_body,
     mention_event,
@@ -21,7 +22,7 @@ from tests.slack.slack_support import (
 
 @pytest.fixture
 async def http_bot(tmp_path, fake_slack):
-    assistant = ScriptedAssistant(answer="short answer")
+    assistant = ScriptedAssistant(answer="short answer", echo_commands=True, chunk=1, delay=0.0)
     bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack))
     await bot.start()
     yield bot, assistant, f"{bot.endpoints.http_url}/slack/events"
@@ -72,7 +73,10 @@ async def test_invalid_auth_is_reported_once_with_what_to_do(http_bot, fake_slac
 
 async def test_account_inactive_at_start_is_a_clear_setup_error(tmp_path, fake_slack):
     fake_slack.fail_next("auth.test", error="account_inactive")
-    bot = SlackBot(ScriptedAssistant(), slack_settings(tmp_path, fake_slack))
+    bot = SlackBot(
+        ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+        slack_settings(tmp_path, fake_slack),
+    )
     with pytest.raises(SlackSetupError, match="reinstall"):
         await bot.start()
 
@@ -80,7 +84,9 @@ async def test_account_inactive_at_start_is_a_clear_setup_error(tmp_path, fake_s
 async def test_run_slack_logs_setup_problems_and_returns(tmp_path, fake_slack, caplog):
     settings = slack_settings(tmp_path, fake_slack, slack_bot_token="xoxb-wrong")
     with structlog.testing.capture_logs() as logs:
-        await run_slack(ScriptedAssistant(), settings)  # returns instead of raising
+        await run_slack(
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0), settings
+        )  # returns instead of raising
     (entry,) = [e for e in logs if e["event"] == "slack.not_started"]
     assert "invalid_auth" in entry["reason"] and "SLACK_BOT_TOKEN" in entry["reason"]
     assert "xoxb-wrong" not in str(logs)
@@ -89,6 +95,12 @@ async def test_run_slack_logs_setup_problems_and_returns(tmp_path, fake_slack, c
 
 def test_missing_settings_say_what_to_set(tmp_path, fake_slack):
     with pytest.raises(SlackSetupError, match="SLACK_BOT_TOKEN"):
-        SlackBot(ScriptedAssistant(), slack_settings(tmp_path, fake_slack, slack_bot_token=None))
+        SlackBot(
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+            slack_settings(tmp_path, fake_slack, slack_bot_token=None),
+        )
     with pytest.raises(SlackSetupError, match="SLACK_SIGNING_SECRET"):
-        SlackBot(ScriptedAssistant(), slack_settings(tmp_path, fake_slack, slack_signing_secret=None))
+        SlackBot(
+            ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
+            slack_settings(tmp_path, fake_slack, slack_signing_secret=None),
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from core.messages import Button, Document, Reply
+from tests.channel_fakes import ScriptedAssistant, chunks
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import FakeBotAPI, group_chat, message, private_chat, user
-from tests.telegram.scripted import ScriptedAssistant, chunks
 
 ADA = user(11, "Ada")
 GROUP = group_chat(-100900)

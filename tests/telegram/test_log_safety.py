@@ -10,9 +10,9 @@ import pytest
 import structlog
 
 from core.config import Settings
+from tests.channel_fakes import ScriptedAssistant
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import FakeBotAPI, message, private_chat, user
-from tests.telegram.scripted import ScriptedAssistant
 
 TEXT = "my bank PIN is LEAKCHECK-4711"
 NAME = "Zebulon"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.channel_fakes import ScriptedAssistant
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import BOT, FakeBotAPI, group_chat, message, private_chat, user
-from tests.telegram.scripted import ScriptedAssistant
 
 
 async def test_direct_message_streams_with_drafts_and_finishes_with_one_message(

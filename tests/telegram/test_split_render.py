@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.base import split_text, utf16_len
+from bots.channel import split_text, utf16_len
 from bots.telegram_render import markdown_to_telegram_html
 from tests.telegram.fake_bot_api import ApiError, parse_html
 

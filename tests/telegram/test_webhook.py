@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from bots.telegram import TelegramChannel, TelegramConfigError
+from tests.channel_fakes import ScriptedAssistant
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import FakeBotAPI, message, private_chat, user
-from tests.telegram.scripted import ScriptedAssistant
 
 SECRET = "s3cret_token-for-tests"
 ADA = user(11, "Ada")
