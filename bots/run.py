@@ -33,8 +33,9 @@ def _configured(settings: Settings) -> dict[str, Callable[[Assistant, Settings],
 
 async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
     from bots.ops_http import serve_ops
+    from bots.web.serve import serve_web
 
-    async with serve_ops(assistant, settings):
+    async with serve_ops(assistant, settings), serve_web(assistant, settings):
         await _run(assistant, settings, person=person)
 
 
