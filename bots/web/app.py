@@ -42,9 +42,14 @@ HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",  # a sign-in link's path never leaves in a Referer
+    "Referrer-Policy": "same-origin",  # a sign-in link's path never leaves in a Referer
     "Cache-Control": "no-store",
 }
+
+# typed request keys where aiohttp has them (newer releases warn about plain strings)
+_Key: Any = getattr(web, "RequestKey", None)
+SESSION: Any = _Key("session", Session) if _Key else "session"
+PERSON: Any = _Key("person", Person) if _Key else "person"
 
 _env = Environment(loader=PackageLoader("bots.web", "templates"), autoescape=select_autoescape(["html"]))
 
@@ -86,7 +91,7 @@ class WebPage:
     async def _guarded(self, request: web.Request, handler: Any) -> web.StreamResponse:
         public = request.path.startswith(("/signin", "/static/")) or request.path == "/signed-out"
         session = self.sessions.get(request.cookies.get(self.cookie))
-        request["session"] = session
+        request[SESSION] = session
         if request.method == "POST":
             origin = request.headers.get("Origin")
             if origin and origin not in (self.origin, f"{request.scheme}://{request.host}"):
@@ -109,7 +114,7 @@ class WebPage:
         if person is None:  # erased, or the account left: the session ends with it
             self.sessions.end(request.cookies.get(self.cookie))
             return self.render("signed_out.html", 401, session=None)
-        request["person"] = person
+        request[PERSON] = person
         return await handler(request)
 
     def _person_of(self, session: Session) -> Person | None:
@@ -118,13 +123,19 @@ class WebPage:
         return store.person(person_id) if person_id is not None else None
 
     def _done(self, request: web.Request, notice: str, to: str = "/") -> web.Response:
-        request["session"].notices.append(notice)
+        request[SESSION].notices.append(notice)
         return _redirect(to)
 
     def _context(self, request: web.Request, **more: Any) -> dict[str, Any]:
-        session: Session = request["session"]
+        session: Session = request[SESSION]
         notices, session.notices = session.notices, []
-        return {"session": session, "csrf": session.csrf, "notices": notices, "person": request["person"], **more}
+        return {
+            "session": session,
+            "csrf": session.csrf,
+            "notices": notices,
+            "person": request[PERSON],
+            **more,
+        }
 
     # -- signing in and out -------------------------------------------------------------------
 
@@ -176,7 +187,7 @@ class WebPage:
 
     async def index(self, request: web.Request) -> web.Response:
         filters = pages.Filters.read(request.query)
-        view = await asyncio.to_thread(pages.overview, self.a, request["person"], filters)
+        view = await asyncio.to_thread(pages.overview, self.a, request[PERSON], filters)
         return self.render(
             "memories.html", **self._context(request, view=view, filters=filters, kinds=pages.KINDS)
         )
@@ -184,7 +195,7 @@ class WebPage:
     async def forget(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         memory_ids, turn_ids = form.getall("memory", []), form.getall("turn", [])
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         if not memory_ids and not turn_ids:
             return self._done(request, "Nothing was selected, so nothing was forgotten.")
         memories, turns, complete = await asyncio.to_thread(
@@ -196,11 +207,13 @@ class WebPage:
                 "Not found",
                 "Some of those items are not among your data (maybe already forgotten). Nothing was changed.",
                 404,
-                request["session"],
+                request[SESSION],
             )
         await asyncio.to_thread(own_data.forget, self.a, person.person_id, turns, [m.id for m in memories])
         n = len(memories) + len(turns)
-        return self._done(request, f"Forgotten: {n} item{'s' if n != 1 else ''}. It's gone from my storage too.")
+        return self._done(
+            request, f"Forgotten: {n} item{'s' if n != 1 else ''}. It's gone from my storage too."
+        )
 
     async def edit_page(self, request: web.Request) -> web.Response:
         memory = await asyncio.to_thread(self._current_memory, request)
@@ -213,7 +226,7 @@ class WebPage:
         if memory is None:
             return self._not_yours(request)
         text = str((await request.post()).get("text", ""))
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         try:
             await asyncio.to_thread(own_data.edit_memory, self.a, person.person_id, memory.id, text)
         except own_data.EditError as exc:  # the form comes back with what they wrote
@@ -223,26 +236,28 @@ class WebPage:
         return self._done(request, "Saved. The old text is kept in the memory's history.")
 
     def _current_memory(self, request: web.Request):
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         wanted = request.match_info["memory_id"]
         return next((m for m in self.a.store.memories_of(person.person_id) if m.id == wanted), None)
 
     def _not_yours(self, request: web.Request) -> web.Response:
         return self.message(
-            "Not found", "That memory is not among your current memories.", 404, request["session"]
+            "Not found", "That memory is not among your current memories.", 404, request[SESSION]
         )
 
     # -- settings, export, erasure ------------------------------------------------------------
 
     async def pause(self, request: web.Request) -> web.StreamResponse:
         paused = request.path == "/pause"
-        await asyncio.to_thread(own_data.set_paused, self.a, request["person"], paused)
+        await asyncio.to_thread(own_data.set_paused, self.a, request[PERSON], paused)
         if paused:
-            return self._done(request, "Paused: I won't remember new messages until you resume. I still answer.")
+            return self._done(
+                request, "Paused: I won't remember new messages until you resume. I still answer."
+            )
         return self._done(request, "Resumed: I'll remember what you tell me again.")
 
     async def export(self, request: web.Request) -> web.Response:
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         data = await asyncio.to_thread(export_person, self.a.store, person.person_id)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         body = json.dumps(data, ensure_ascii=False, indent=2, default=str).encode()
@@ -263,7 +278,7 @@ class WebPage:
                 400,
                 **self._context(request, error="Tick the box to confirm; nothing was erased."),
             )
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         await asyncio.to_thread(own_data.forget_everything, self.a, person.person_id)
         self.sessions.end(request.cookies.get(self.cookie))
         response = self.message(
@@ -279,14 +294,14 @@ class WebPage:
     async def adapters(self, request: web.Request) -> web.Response:
         from workers.training import list_versions
 
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         rows = await asyncio.to_thread(list_versions, person.person_id, self.settings)
         return self.render("adapters.html", **self._context(request, rows=rows))
 
     async def rollback(self, request: web.Request) -> web.StreamResponse:
         from workers.training import rollback
 
-        person: Person = request["person"]
+        person: Person = request[PERSON]
         version = str((await request.post()).get("version", "")) or None
         try:
             chosen = await asyncio.to_thread(rollback, person.person_id, self.settings, version)

@@ -70,7 +70,9 @@ class Filters:
             try:
                 setattr(f, name, date.fromisoformat(raw))
             except ValueError:
-                f.problems.append(f"“{preview(raw, 30)}” is not a date like 2026-05-31: the {name} filter is off.")
+                f.problems.append(
+                    f"“{preview(raw, 30)}” is not a date like 2026-05-31: the {name} filter is off."
+                )
         try:
             f.page = max(1, int(query.get("page", "1")))
         except ValueError:
@@ -129,9 +131,7 @@ class Overview:
     searched: bool
 
 
-def _memory_rows(
-    assistant: Assistant, memories: list[Memory], everything: list[Memory]
-) -> list[MemoryRow]:
+def _memory_rows(assistant: Assistant, memories: list[Memory], everything: list[Memory]) -> list[MemoryRow]:
     wanted = {t for m in memories for t in m.source_turn_ids}
     turns = {t.id: t for t in assistant.store.turns_by_ids(wanted)} if wanted else {}
     rows = []
