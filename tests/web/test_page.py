@@ -44,7 +44,10 @@ def memory(server, person_id: str, text: str):
 def test_sign_in_shows_profile_memories_sources_and_history(server, people, new_page):
     for width, name in ((390, "phone"), (1280, "desktop")):
         page = new_page(width)
-        sign_in(server, page, "ann")
+        page.goto(server.link_for("ann"))
+        shot(page, f"signin-{name}")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{server.base}/")
         assert page.get_by_role("heading", name="What I know about you").is_visible()
         profile = page.locator(".profile").inner_text()
         assert "Lives in Lisbon" in profile and "Berlin" not in profile
@@ -69,6 +72,9 @@ def test_search_uses_recall_and_filters_narrow_it(server, people, new_page):
     assert page.get_by_role("heading", name=re.compile("Best matches")).is_visible()
     assert found[0].startswith("Works") and any(r.startswith("Works at Acme") for r in found[:3]), found
     shot(page, "search-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "search-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{server.base}/?kind=message")
     assert rows(page) and all("You said:" in r for r in rows(page))
     page.goto(f"{server.base}/")
@@ -92,6 +98,7 @@ def test_correcting_a_memory_keeps_the_old_text_in_history(server, people, new_p
     page.get_by_label("What I should remember instead").fill("   ")
     page.get_by_role("button", name="Save").click()
     assert "The new text is empty" in page.get_by_role("alert").inner_text()
+    shot(page, "edit-error-desktop")
     page.get_by_label("What I should remember instead").fill("Works at Initech")
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(f"{server.base}/")
