@@ -160,7 +160,8 @@ def _memory_rows(assistant: Assistant, memories: list[Memory], everything: list[
 
 
 def _message_row(t: Turn) -> MessageRow:
-    return MessageRow(turn=t, when=day(t.ts), where=chat_label(t), text=preview(t.text, 500))
+    said = {"user": "You said", "assistant": "I said"}.get(t.role, "From your chats")
+    return MessageRow(turn=t, when=day(t.ts), where=chat_label(t), text=f"{said}: “{preview(t.text, 500)}”")
 
 
 def overview(assistant: Assistant, person: Person, filters: Filters) -> Overview:
@@ -214,6 +215,6 @@ def owned(assistant: Assistant, person_id: str, memory_ids: list[str], turn_ids:
     store.settle_turns_of(person_id)
     mine = {m.id: m for m in store.memories_of(person_id, current_only=False)}
     memories = [mine[i] for i in memory_ids if i in mine]
-    turns = [t for t in store.turns_by_ids(turn_ids) if t.person_id == person_id and t.role == "user"]
+    turns = [t for t in store.turns_by_ids(turn_ids) if t.person_id == person_id]
     complete = len(memories) == len(set(memory_ids)) and len(turns) == len(set(turn_ids))
     return memories, turns, complete
