@@ -169,3 +169,24 @@ def test_sessions_expire():
     assert sessions.get(sid) is session and sessions.get(sid + "x") is None
     now[0] += 61
     assert sessions.get(sid) is None
+
+
+def test_only_current_memories_of_ones_own_can_be_corrected(server):
+    server.say("I live in Bergen.", "pia")
+    server.consolidate("pia")
+    server.say("I moved to Narvik.", "pia")
+    server.consolidate("pia")
+    pia = server.person_id("pia")
+    old = next(m for m in server.store.memories_of(pia, current_only=False) if not m.current)
+    [now] = server.store.memories_of(pia)
+    client, csrf = signed_in(server, "pia")
+    with contextlib.closing(client):
+        assert client.get(f"/memories/{old.id}/edit").status_code == 404  # history is not edited
+        assert client.post(f"/memories/{old.id}/edit", data={"csrf": csrf, "text": "x"}).status_code == 404
+        too_long = "Lives in " + "a" * 600
+        response = client.post(f"/memories/{now.id}/edit", data={"csrf": csrf, "text": too_long})
+        assert response.status_code == 400 and "a memory holds up to 500" in response.text
+        assert too_long in response.text  # what they wrote comes back, nothing lost
+        assert server.store.memories_of(pia) == [now]
+        for crafted in ("' OR '1'='1", "x" * 600, "%00"):
+            assert client.get(f"/memories/{crafted}/edit").status_code == 404
