@@ -80,7 +80,11 @@ class Assistant:
         self.access = Access(settings)
         self.forgetting = Forgetting(store, self.jobs, self)
         self.commands = Commands(
-            store=store, identities=self.identities, access=self.access, forgetting=self.forgetting
+            store=store,
+            identities=self.identities,
+            access=self.access,
+            forgetting=self.forgetting,
+            settings=settings,
         )
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._active: set[tuple[str, str, str]] = set()  # being answered now

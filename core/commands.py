@@ -16,16 +16,18 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from core import chat_admin
+from core import chat_admin, own_data
 from core.identity import LinkError
 from core.memory.export import export_person
 from core.memory.recall import ChatContext
 from core.memory.records import PRIVATE, Memory, Person, Turn
 from core.messages import Button, Document, Incoming, Reply
+from core.signin import SignInLinks
 from core.text import preview
 
 if TYPE_CHECKING:
     from core.access import Access
+    from core.config import Settings
     from core.forgetting import Forgetting
     from core.identity import Identities
     from core.memory.store import Store
@@ -48,6 +50,7 @@ MENU: list[tuple[str, str]] = [
     ("whoami", "Which accounts are joined"),
     ("share", "Let this group use your private profile (/share here, /share off)"),
     ("context", "Group: keep unaddressed messages as context (/context on|off)"),
+    ("web", "A private page to see, search and correct what I know"),
     ("stats", "Admin: counts, never content"),
 ]
 _NAMES = {name for name, _ in MENU}
@@ -101,13 +104,21 @@ class Commands:
     forgetting: only what they use, not the assistant that runs the pipeline."""
 
     def __init__(
-        self, *, store: Store, identities: Identities, access: Access, forgetting: Forgetting
+        self,
+        *,
+        store: Store,
+        identities: Identities,
+        access: Access,
+        forgetting: Forgetting,
+        settings: Settings,
     ) -> None:
+        self.settings = settings  # the web page's address and link lifetime
         self.store = store
         self.identities = identities
         self.access = access
         self.forgetting = forgetting
         self._confirm: dict[str, float] = {}
+        self.signin = SignInLinks(settings.web_link_seconds)  # the web page redeems them
 
     def menu(self) -> list[tuple[str, str]]:
         return list(MENU)
@@ -210,11 +221,8 @@ class Commands:
                 if needle in t.text.lower()
             ]
         turns = [i.turn for i in chosen if i.turn is not None]
-        for t in list(turns):
-            turns += [r for r in store.turns_by_message(t.platform, t.chat_id, t.message_id) if r.id != t.id]
-        store.delete_turns([t.id for t in turns])
         memory_ids = [i.memory.id for i in chosen if i.memory is not None]
-        self.forgetting.forget([t.id for t in turns], memory_ids, {person.person_id})
+        own_data.forget(self.store, self.forgetting, person.person_id, turns, memory_ids)
         return len(chosen)
 
     async def _forget_me(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
@@ -249,13 +257,11 @@ class Commands:
         )
 
     async def _pause(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
-        person.settings.paused = True
-        await asyncio.to_thread(self.store.save_person, person)
+        await asyncio.to_thread(own_data.set_paused, self.store, person, True)
         return Reply(text="Paused: I won't remember new messages until you send /resume. I still answer.")
 
     async def _resume(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
-        person.settings.paused = False
-        await asyncio.to_thread(self.store.save_person, person)
+        await asyncio.to_thread(own_data.set_paused, self.store, person, False)
         return Reply(text="Resumed: I'll remember what you tell me again.")
 
     async def _share(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
@@ -329,6 +335,22 @@ class Commands:
         if arg:
             return Reply(text=f"Unlinked {platform}: {account}. It no longer sees anything of yours.")
         return Reply(text="Unlinked. This account is separate now and starts fresh.")
+
+    async def _web(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        settings = self.settings
+        if chat.kind != "direct":  # a link shown to a group would open this person's data to it
+            return Reply(text="Ask me for /web in a direct chat: the link opens your private data.")
+        if settings.web_port <= 0:
+            return Reply(text="The web page is turned off on this server.")
+        token = self.signin.issue(msg.platform, msg.sender_id)
+        minutes = max(1, round(settings.web_link_seconds / 60))
+        return Reply(
+            text=(
+                f"Your private page: {settings.web_base_url}/signin/{token}\n"
+                f"The link works once, within {minutes} minutes, and only for you: don't forward it. "
+                "Send /web again for a new one."
+            )
+        )
 
     async def _stats(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
         if not self.access.is_admin(msg):

@@ -137,6 +137,15 @@ class Settings(BaseSettings):
     # operations (bots/ops_http.py): /healthz, /readyz and /metrics inside `confidante run`; port 0 = off
     ops_host: str = "127.0.0.1"
     ops_port: int = 9464
+    # the personal web page (bots/web/): /web in a direct chat sends a one-time sign-in link; port 0 = off
+    web_host: str = "127.0.0.1"
+    web_port: int = 8765
+    # the address people open (a reverse proxy with TLS: https://confidante.example.org); unset:
+    # http://<web_host>:<web_port>
+    web_public_url: str | None = None
+    web_secure_cookies: bool | None = None  # unset: Secure cookies when web_public_url is https
+    web_link_seconds: int = 600  # a sign-in link's life
+    web_session_seconds: int = 8 * 3600  # a signed-in session's life
     # log lines as JSON objects: auto = when stderr is not a terminal (a container, systemd)
     log_json: Literal["auto", "true", "false"] = "auto"
 
@@ -248,6 +257,17 @@ class Settings(BaseSettings):
     @property
     def matrix_enabled(self) -> bool:
         return self.matrix_homeserver is not None and self.matrix_user_id is not None
+
+    @property
+    def web_base_url(self) -> str:
+        """Where the web page is reached, without a trailing slash."""
+        return (self.web_public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
+
+    @property
+    def web_cookies_secure(self) -> bool:
+        if self.web_secure_cookies is not None:
+            return self.web_secure_cookies
+        return self.web_base_url.startswith("https://")
 
     @property
     def remote_generation(self) -> bool:

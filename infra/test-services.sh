@@ -23,7 +23,19 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
-# Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
+# Debian's Chromium for the web page's browser tests (tests/web, driven through Playwright)
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the browser tests (tests/web)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The browser tests (tests/web) need Debian's Chromium at /usr/bin/chromium." >&2
+    echo "Install it as root (apt-get install chromium), then run make test again." >&2
+    exit 1
+  fi
+fi
+
+# Synapse for the Matrix tests# Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
 # the test session itself starts and stops the server.
 bash "$(dirname "$0")/synapse/setup.sh"
 # vLLM's CPU build for the remote-generation tests, in its own venv (~2 min and ~3.5 GB the first
