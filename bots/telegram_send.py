@@ -353,3 +353,26 @@ class StreamRenderer:
                 await self.throttle.wait(key)  # the closing edit respects the per-chat pace too
             await self.show(text, final=True)
         return text
+
+
+async def send_first(
+    sender: Sender,
+    on_gone: Callable[[int, str], Awaitable[None]],
+    chat_id: str,
+    text: str,
+    *,
+    key: str,
+    thread_id: str | None = None,
+) -> str:
+    """A message the assistant starts (a reminder): sendMessage with no message to answer.
+
+    Telegram has no idempotency key, so `key` is unused here (see core/reminders/dispatch.py).
+    A chat that blocked the bot is marked inactive once (`on_gone`) and the reminder stops."""
+    from core.reminders.dispatch import ChatGone as ReminderChatGone
+
+    try:
+        message = await sender.send(int(chat_id), text, thread_id=int(thread_id) if thread_id else None)
+    except ChatGone as exc:
+        await on_gone(int(chat_id), exc.reason)
+        raise ReminderChatGone(chat_id) from exc
+    return str(message.message_id)

@@ -66,26 +66,31 @@ class Channel:
 
 
 class Clock:
-    """Real time, or time running `speed` times faster from `origin` (tests, the soak bench)."""
+    """Real time, or a test clock: at the real instant `anchor` it reads `origin`, and it runs
+    `speed` times faster (tests and the soak bench). Every process given the same three values
+    reads the same time, so a restart in a test keeps the clock."""
 
-    def __init__(self, speed: float = 1.0, origin: datetime | None = None) -> None:
+    def __init__(
+        self, speed: float = 1.0, origin: datetime | None = None, anchor: datetime | None = None
+    ) -> None:
         self.speed = speed
         self.real = speed == 1.0 and origin is None
-        self.origin = origin or datetime.now(UTC)
-        self._started = time.monotonic()
+        self.anchor = (anchor or datetime.now(UTC)).timestamp()
+        self.origin = origin or datetime.fromtimestamp(self.anchor, UTC)
 
     def now(self) -> datetime:
         if self.real:
             return datetime.now(UTC)
-        return self.origin + timedelta(seconds=(time.monotonic() - self._started) * self.speed)
+        return self.origin + timedelta(seconds=(time.time() - self.anchor) * self.speed)
 
     def seconds_until(self, when: datetime) -> float:
         return max(0.0, (when - self.now()).total_seconds() / self.speed)
 
 
-def reminder_text(r: Reminder, due: datetime, now: datetime, late_after: float) -> str:
+def reminder_text(r: Reminder, due: datetime, now: datetime, late_after: float, up_since: datetime) -> str:
+    """The message; late (due before this process began delivering, or long overdue) says so."""
     text = f"⏰ Reminder: {r.what}"
-    if (now - due).total_seconds() > late_after:
+    if due < up_since or (now - due).total_seconds() > late_after:
         local = due.astimezone(ZoneInfo(r.tz))
         when = (
             f"{local:%H:%M}"
@@ -123,6 +128,7 @@ class Dispatcher:
         self.run_id = uuid.uuid4().hex
         self.channels: dict[str, Channel] = {}
         self._wake = asyncio.Event()
+        self.up_since = self.clock.now()
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, tuple[int, float]] = {}  # reminder id -> (failures, retry at)
@@ -154,6 +160,7 @@ class Dispatcher:
     async def run(self) -> None:
         while not self._acquire():  # another process delivers for this data dir
             await asyncio.sleep(2.0)
+        self.up_since = self.clock.now()
         log.info("reminder delivery started", platforms=sorted(self.channels))
         while True:
             self._wake.clear()
@@ -206,7 +213,7 @@ class Dispatcher:
         try:
             message_id = await channel.send(
                 r.chat_id,
-                reminder_text(r, claim.due, now, self.late_after),
+                reminder_text(r, claim.due, now, self.late_after, self.up_since),
                 key=claim.occurrence_id,
                 thread_id=r.thread_id,
             )

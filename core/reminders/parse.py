@@ -154,14 +154,16 @@ class _Text:
         return words.strip(" ,.;:!")
 
 
+_MENTION = r"(?:<@\w+>|@\S+)?[\s,:]*"  # "@bot remind me …" in a group
 _LEAD = re.compile(
-    r"^\s*(?:/remind(?:@\S+)?|(?:please\s+|can you\s+|could you\s+)?remind\s+me)\b[\s,:]*", re.I
+    rf"^\s*{_MENTION}(?:/remind(?:@\S+)?|(?:please\s+|can you\s+|could you\s+)?remind\s+me)\b[\s,:]*", re.I
 )
 
 
 def is_request(text: str) -> bool:
     """True for "remind me …" messages (routed here rather than to the model)."""
-    return bool(re.match(r"^\s*(?:please\s+|can you\s+|could you\s+|hey,?\s+)?remind\s+me\b", text, re.I))
+    lead = rf"^\s*{_MENTION}(?:please\s+|can you\s+|could you\s+|hey,?\s+)?remind\s+me\b"
+    return bool(re.match(lead, text, re.I))
 
 
 def parse(text: str, now: datetime, tz_name: str) -> Parsed:
