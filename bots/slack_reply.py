@@ -12,7 +12,7 @@ next message.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -333,3 +333,61 @@ class ReplySender:
             on_sent(posted[-1])
         await show(rest, final=True)
         return posted
+
+
+# -- messages the assistant starts (reminders, core/reminders/dispatch.py) -------------------
+
+REMINDER_EVENT = "confidante_reminder"  # message metadata: which occurrence a message delivered
+_CHAT_GONE = {"channel_not_found", "is_archived", "not_in_channel", "account_inactive", "user_disabled"}
+ClientFor = Callable[[str], Awaitable[AsyncWebClient | None]]
+
+
+async def send_first(
+    client_for: ClientFor,
+    on_gone: Callable[[str], Awaitable[None]],
+    chat_id: str,
+    text: str,
+    *,
+    key: str,
+    thread_id: str | None = None,
+) -> str:
+    """chat.postMessage into the chat a reminder was set in ("TEAM:D…" is the person's DM),
+    tagged with the occurrence id as message metadata so `find_sent` can recognise it."""
+    from core.reminders.dispatch import ChatGone
+
+    team, channel = chat_id.split(":", 1)
+    client = await client_for(team)
+    if client is None:  # the workspace uninstalled the app
+        await on_gone(chat_id)
+        raise ChatGone(chat_id)
+    try:
+        response = await client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_id,
+            text=text,
+            metadata={"event_type": REMINDER_EVENT, "event_payload": {"occurrence": key}},
+        )
+    except SlackApiError as err:
+        if err.response.get("error") in _CHAT_GONE:
+            await on_gone(chat_id)
+            raise ChatGone(chat_id) from err
+        raise
+    return str(response["ts"])
+
+
+async def find_sent(client_for: ClientFor, chat_id: str, key: str) -> str | None:
+    """The ts of a message that already delivered occurrence `key` (a run killed between
+    Slack accepting it and recording it), from the chat's recent history; None if none."""
+    team, channel = chat_id.split(":", 1)
+    client = await client_for(team)
+    if client is None:
+        return None
+    history = await client.conversations_history(channel=channel, limit=100, include_all_metadata=True)
+    for message in history.get("messages", []):
+        meta = message.get("metadata") or {}
+        if (
+            meta.get("event_type") == REMINDER_EVENT
+            and (meta.get("event_payload") or {}).get("occurrence") == key
+        ):
+            return str(message["ts"])
+    return None

@@ -31,3 +31,6 @@ def real_time_of(settings, local: str, tz: str = BERLIN) -> float:
     target = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
     fake = (target - settings.reminder_clock_origin) / settings.reminder_clock_speed
     return (settings.reminder_clock_anchor + fake).timestamp() if isinstance(fake, timedelta) else 0.0
+
+
+from tests.slack.conftest import fake_slack  # noqa: E402, F401 - the fixture, shared
