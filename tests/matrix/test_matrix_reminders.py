@@ -4,6 +4,7 @@ same event, because its transaction id comes from the occurrence id."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -61,6 +62,10 @@ async def test_sending_an_occurrence_again_after_a_restart_is_the_same_event(
     room = await alice.create_room([account.user_id], direct=True)
     await alice.wait_for(lambda r, e: r == room and getattr(e, "sender", "") == account.user_id, what="intro")
 
+    deadline = time.monotonic() + 10
+    while room not in bot.client.rooms and time.monotonic() < deadline:  # the bot's sync saw the join
+        await asyncio.sleep(0.1)
+
     async def gone(room_id: str) -> None:
         raise AssertionError("the room is there")
 
@@ -69,6 +74,9 @@ async def test_sending_an_occurrence_again_after_a_restart_is_the_same_event(
     await bot.stop()
     bot2 = await start_bot(real_assistant(settings), settings, bots)  # the same device, a new process
     assert bot2.client.device_id == bot.client.device_id
+    deadline = time.monotonic() + 10
+    while room not in bot2.client.rooms and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     again = await send_first(bot2.outbox, gone, room, "⏰ Reminder: call mum", key=key)
     assert again == first
     await alice.wait_for(
