@@ -61,7 +61,7 @@ CLAIMED, SENT = "claimed", "sent"
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="seconds")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _ts(raw: str | None) -> datetime | None:
