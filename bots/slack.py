@@ -54,6 +54,7 @@ from bots.slack_reply import (
     find_sent,
     send_first,
     text_blocks,
+    user_zone,
 )
 from core.config import Settings
 from core.messages import Incoming, Reply
@@ -516,6 +517,7 @@ class SlackBot:
             send = functools.partial(send_first, self._client_for, self._reminder_chat_gone)
             find = functools.partial(find_sent, self._client_for)
             reminders.dispatcher.attach(PLATFORM, ReminderChannel(send, find))
+            reminders.zone_lookups[PLATFORM] = functools.partial(user_zone, self._client_for)
 
     async def _reminder_chat_gone(self, chat_id: str) -> None:
         await self.assistant.chat_closed(PLATFORM, chat_id)

@@ -391,3 +391,13 @@ async def find_sent(client_for: ClientFor, chat_id: str, key: str) -> str | None
         ):
             return str(message["ts"])
     return None
+
+
+async def user_zone(client_for: ClientFor, account: str) -> str | None:
+    """The IANA time zone of a Slack account ("TEAM:USER") from users.info, for reminders."""
+    team, user = account.split(":", 1)
+    client = await client_for(team)
+    if client is None:
+        return None
+    info = await client.users_info(user=user)
+    return (info.get("user") or {}).get("tz") or None

@@ -175,6 +175,11 @@ class Commands:
             return Reply(
                 text="Tell me what and when: /remind tomorrow at 9 call mum, or “remind me in 20 minutes to stretch”."
             )
+        if not person.settings.timezone:  # asked once: the platform's profile, else /timezone
+            found = await self.a.reminders.platform_zone(msg.platform, msg.sender_id)
+            if found:
+                person.settings.timezone = found
+                await asyncio.to_thread(self.a.store.save_person, person)
         text = await self.a.reminders.set(
             arg,
             person_id=person.person_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -51,12 +52,26 @@ class Reminders:
         self.clock = clock or Clock()
         self.per_person = per_person
         self.default_tz = default_tz
+        # platform -> async (account) -> IANA zone or None: the zone a platform's profile has
+        self.zone_lookups: dict[str, Callable[[str], Awaitable[str | None]]] = {}
         self.dispatcher = Dispatcher(
             store, lock_path, clock=self.clock, late_after_seconds=late_after_seconds, crash_point=crash_point
         )
 
     def close(self) -> None:
         self.store.close()
+
+    async def platform_zone(self, platform: str, account: str) -> str | None:
+        """The zone the person's platform profile names (Slack's users.info), if valid."""
+        lookup = self.zone_lookups.get(platform)
+        if lookup is None:
+            return None
+        try:
+            name = await lookup(account)
+            return zone(name).key if name else None
+        except Exception as exc:  # a lookup is a convenience: the person can still set it
+            log.info("platform time zone unavailable", platform=platform, error=type(exc).__name__)
+            return None
 
     # -- setting ------------------------------------------------------------------------------
 

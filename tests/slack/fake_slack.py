@@ -58,6 +58,7 @@ class Message:
 class FakeSlack:
     def __init__(self) -> None:
         self.teams: dict[str, Team] = {}
+        self.user_tz: dict[str, str] = {}  # users.info "tz" per user id
         self.app_tokens: set[str] = set()
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
@@ -267,6 +268,9 @@ class FakeSlack:
             return {"ok": True}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
+        if method == "users.info":  # tz as Slack's profile has it, for users a test gave one
+            uid = str(a.get("user", ""))
+            return {"ok": True, "user": {"id": uid, "team_id": team.team_id, "tz": self.user_tz.get(uid, "")}}
         if method == "conversations.history":  # newest first; metadata only when asked for
             shown = [m for m in self.messages.values() if m.channel == a.get("channel") and not m.thread_ts]
             shown = sorted(shown, key=lambda m: float(m.ts), reverse=True)[: int(a.get("limit") or 100)]
