@@ -349,6 +349,7 @@ class Commands:
             return Reply(text=str(exc))
         self.a.drop_caches()
         if merged != kept:
+            await asyncio.to_thread(self.a.reminders.store.reassign, merged, kept)
             self.a.jobs.forget_person(merged)  # its rows now belong to `kept`; drop what was derived
             self.a.jobs.memory_changed(kept)
         accounts = await asyncio.to_thread(self.a.store.identities_of, kept)
