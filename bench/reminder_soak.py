@@ -46,7 +46,7 @@ def _child(db: str, lock: str, sink: str, mode: str) -> None:
     async def main() -> None:
         client = httpx.AsyncClient(base_url=sink, timeout=10)
 
-        async def send(chat_id: str, text: str, *, key: str, thread_id: str | None = None) -> str:
+        async def send(chat_id: str, text: str, *, key: str, thread_id: str | None = None, buttons=()) -> str:
             r = await client.post("/send", json={"chat": chat_id, "key": key})
             return r.json()["id"]
 

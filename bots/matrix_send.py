@@ -241,6 +241,7 @@ async def send_first(
     *,
     key: str,
     thread_id: str | None = None,
+    buttons: list[Any] | None = None,  # Matrix has no buttons: /reminders snooze N instead
 ) -> str:
     """A message the assistant starts (a reminder) in the room it was set in. The transaction
     id comes from the occurrence id, so sending it again after a crash returns the event the

@@ -350,6 +350,7 @@ async def send_first(
     *,
     key: str,
     thread_id: str | None = None,
+    buttons: list[Button] | None = None,
 ) -> str:
     """chat.postMessage into the chat a reminder was set in ("TEAM:D…" is the person's DM),
     tagged with the occurrence id as message metadata so `find_sent` can recognise it."""
@@ -361,10 +362,12 @@ async def send_first(
         await on_gone(chat_id)
         raise ChatGone(chat_id)
     try:
+        blocks = [*text_blocks(markdown_to_mrkdwn(text)), *button_blocks(buttons)] if buttons else None
         response = await client.chat_postMessage(
             channel=channel,
             thread_ts=thread_id,
             text=text,
+            blocks=blocks,
             metadata={"event_type": REMINDER_EVENT, "event_payload": {"occurrence": key}},
         )
     except SlackApiError as err:

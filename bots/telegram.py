@@ -254,7 +254,7 @@ class TelegramChannel:
         """Reminders set in Telegram chats are sent from here (bots/telegram_send.send_first)."""
         reminders = getattr(self.assistant, "reminders", None)
         if reminders is not None:
-            send = functools.partial(send_first, self.sender, self._gone)
+            send = functools.partial(send_first, self.sender, self._gone, self._keyboard)
             reminders.dispatcher.attach(PLATFORM, ReminderChannel(send))
 
     async def stop(self, grace: float | None = None) -> None:

@@ -358,11 +358,13 @@ class StreamRenderer:
 async def send_first(
     sender: Sender,
     on_gone: Callable[[int, str], Awaitable[None]],
+    keyboard: Callable[[list[Any]], InlineKeyboardMarkup | None],
     chat_id: str,
     text: str,
     *,
     key: str,
     thread_id: str | None = None,
+    buttons: Sequence[Any] = (),
 ) -> str:
     """A message the assistant starts (a reminder): sendMessage with no message to answer.
 
@@ -371,7 +373,12 @@ async def send_first(
     from core.reminders.dispatch import ChatGone as ReminderChatGone
 
     try:
-        message = await sender.send(int(chat_id), text, thread_id=int(thread_id) if thread_id else None)
+        message = await sender.send(
+            int(chat_id),
+            text,
+            thread_id=int(thread_id) if thread_id else None,
+            markup=keyboard(list(buttons)),
+        )
     except ChatGone as exc:
         await on_gone(int(chat_id), exc.reason)
         raise ReminderChatGone(chat_id) from exc

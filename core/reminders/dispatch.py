@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
+from core.messages import Button
 from core.reminders.parse import occurrences_after
 from core.reminders.store import Claim, Reminder, ReminderStore
 
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_CHECK_SECONDS = 30.0  # a reminder added by another process is seen at least this often
 RETRY_SECONDS = (2, 5, 15, 60, 300)  # a platform error: try again, never drop
+SNOOZES = (("Snooze 10 min", 10), ("1 hour", 60), ("Tomorrow", 24 * 60))
 
 
 class ChatGone(Exception):
@@ -51,9 +53,12 @@ class ChatGone(Exception):
 
 
 class Sender(Protocol):
-    async def __call__(self, chat_id: str, text: str, *, key: str, thread_id: str | None) -> str:
+    async def __call__(
+        self, chat_id: str, text: str, *, key: str, thread_id: str | None, buttons: list[Button]
+    ) -> str:
         """Send `text` first (no message to reply to); returns the platform's message id.
-        `key` is the occurrence id: a platform with idempotent sends uses it as the key."""
+        `key` is the occurrence id: a platform with idempotent sends uses it as the key.
+        `buttons` (snooze) are shown where the platform has them, else ignored."""
 
 
 Finder = Callable[[str, str], Awaitable[str | None]]  # (chat id, key) -> message id already sent
@@ -99,6 +104,11 @@ def reminder_text(r: Reminder, due: datetime, now: datetime, late_after: float, 
         )
         text += f" (late: I was offline at {when})"
     return text
+
+
+def snooze_buttons(r: Reminder) -> list[Button]:
+    """Snooze this reminder (by id, so the buttons work whatever /reminders numbers it)."""
+    return [Button(label, f"/reminders snooze {r.id} {minutes}") for label, minutes in SNOOZES]
 
 
 def next_after(r: Reminder, now: datetime) -> datetime | None:
@@ -216,6 +226,7 @@ class Dispatcher:
                 reminder_text(r, claim.due, now, self.late_after, self.up_since),
                 key=claim.occurrence_id,
                 thread_id=r.thread_id,
+                buttons=snooze_buttons(r),
             )
         except ChatGone:
             log.info("reminder chat is gone; reminder stopped", reminder=r.id, platform=r.platform)

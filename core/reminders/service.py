@@ -147,8 +147,12 @@ class Reminders:
         self, arg: str, *, person_id: str, platform: str, chat_id: str, chat_kind: str, sender_id: str
     ) -> str:
         """/reminders, /reminders cancel 2, /reminders snooze 2 10."""
-        items = await asyncio.to_thread(self.listed, person_id, platform, chat_id, chat_kind)
         words = arg.split()
+        if len(words) >= 2 and words[0].lower() == "snooze" and re.fullmatch(r"[0-9a-f]{12}", words[1]):
+            # a snooze button on a delivered reminder names it by id
+            minutes = int(words[2]) if len(words) > 2 and words[2].isdigit() else 10
+            return await self.snooze(words[1], minutes, person_id=person_id, sender_id=sender_id)
+        items = await asyncio.to_thread(self.listed, person_id, platform, chat_id, chat_kind)
         if not words:
             return self.render(items, chat_kind)
         action = words[0].lower()
@@ -167,10 +171,14 @@ class Reminders:
         self.dispatcher.wake()
         return f"Cancelled: {chosen.what}"
 
-    async def snooze(self, reminder_id: str, minutes: int, person_id: str | None = None) -> str:
+    async def snooze(
+        self, reminder_id: str, minutes: int, person_id: str | None = None, sender_id: str | None = None
+    ) -> str:
         old = await asyncio.to_thread(self.store.get, reminder_id)
-        if old is None or (person_id is not None and old.person_id != person_id):
+        if old is None:
             return "That reminder is gone."
+        if person_id is not None and old.person_id != person_id and old.setter != sender_id:
+            return "Only the person who set that reminder can snooze it."
         until = self.clock.now() + timedelta(minutes=max(1, min(minutes, 7 * 24 * 60)))
         await asyncio.to_thread(self.store.snooze, reminder_id, until)
         self.dispatcher.wake()

@@ -192,7 +192,9 @@ class ReminderStore:
     def reassign(self, old_person: str, new_person: str) -> None:
         """Two accounts were linked into one person: their reminders go along."""
         with self._lock:
-            self._db.execute("UPDATE reminders SET person_id = ? WHERE person_id = ?", (new_person, old_person))
+            self._db.execute(
+                "UPDATE reminders SET person_id = ? WHERE person_id = ?", (new_person, old_person)
+            )
 
     def forget_person(self, person_id: str) -> int:
         """Erase every reminder of a person and their delivery records (/forget_me)."""

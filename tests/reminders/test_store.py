@@ -79,7 +79,7 @@ async def test_a_failing_platform_is_retried_not_dropped(tmp_path):
     r = add(store, first=NOW - timedelta(seconds=1))
     calls = []
 
-    async def flaky(chat_id, text, *, key, thread_id=None):
+    async def flaky(chat_id, text, *, key, thread_id=None, buttons=()):
         calls.append(key)
         if len(calls) == 1:
             raise ConnectionError("platform down")

@@ -68,6 +68,23 @@ async def test_a_reminder_set_in_chat_arrives_within_seconds_of_its_time(fake_ap
         reminders = [t for t in texts(fake_api, ADA["id"]) if t.startswith("⏰")]
         assert reminders == ["⏰ Reminder: call mum"]  # once, and not marked late
 
+        # its snooze button sets it again, 10 minutes on
+        shown = next(m for m in fake_api.bot_messages(ADA["id"]) if m.get("text", "").startswith("⏰"))
+        labels = [b["text"] for b in shown["reply_markup"]["inline_keyboard"][0]]
+        assert labels == ["Snooze 10 min", "1 hour", "Tomorrow"]
+        button = shown["reply_markup"]["inline_keyboard"][0][0]
+        query = {
+            "id": "q-1",
+            "from": ADA,
+            "chat_instance": "x",
+            "message": shown,
+            "data": button["callback_data"],
+        }
+        await fake_api.push({"callback_query": query})
+        await wait_text(fake_api, ADA["id"], "Snoozed: I'll remind you again on Fri 4 Dec at 18:10")
+        await say(fake_api, private_chat(ADA), ADA, "/reminders", command="/reminders")
+        await wait_text(fake_api, ADA["id"], "1. call mum — Fri 4 Dec at 18:10")
+
 
 async def ask(api: FakeBotAPI, chat, who, text: str, expect: str, **kw) -> str:
     """Send one message and wait for the answer containing `expect` (one at a time: in order)."""
