@@ -160,9 +160,16 @@ _LEAD = re.compile(
 )
 
 
+_NEXT = (
+    rf"(?:to|that|about|in|at|on|every|each|tomorrow|tonight|today|next|this|the\s+day|daily|weekly|monthly"
+    rf"|hourly|weekdays|weekends|noon|midnight|{_WD}|\d)\b"
+)
+
+
 def is_request(text: str) -> bool:
-    """True for "remind me …" messages (routed here rather than to the model)."""
-    lead = rf"^\s*{_MENTION}(?:please\s+|can you\s+|could you\s+|hey,?\s+)?remind\s+me\b"
+    """True for "remind me to …"-like messages (handled here rather than by the model);
+    "remind me what my cat is called?" is a question for memory, not a reminder."""
+    lead = rf"^\s*{_MENTION}(?:please\s+|can you\s+|could you\s+|hey,?\s+)?remind\s+me[\s,:]+{_NEXT}"
     return bool(re.match(lead, text, re.I))
 
 

@@ -74,3 +74,10 @@ def test_only_remind_me_messages_are_requests() -> None:
     assert is_request("please remind me in 5 minutes to stretch")
     assert not is_request("what did I ask you to remind me about?")
     assert not is_request("my mum reminds me of you")
+    assert not is_request("remind me what my cat is called?")  # a memory question
+    assert is_request("@ConfidanteTestBot remind me friday at noon about lunch")
+    assert all(
+        is_request(p)
+        for p, first, _, _ in CASES
+        if first != "ERR" and p.lower().startswith(("remind me", "please remind", "can you remind"))
+    )
