@@ -231,10 +231,20 @@ def parse(text: str, now: datetime, tz_name: str) -> Parsed:
     return Parsed(_what(t), first, tz.key)
 
 
+_LEFT_REPEAT = re.compile(
+    r"^(?:every|each)\b|\b(?:every|each)\s+(?:first|second|third|fourth|last|other)\b", re.I
+)
+
+
 def _what(t: _Text) -> str:
     what = t.rest()
     if not what:
         raise ParseError("What should I remind you about? For example: remind me to call mum at 6.")
+    if _LEFT_REPEAT.search(what):  # a repeat we did not understand must not become a one-off
+        raise ParseError(
+            "I can't repeat reminders that way yet. Try “every Monday at 9”, “every weekday at 8” or "
+            "“on the 3rd of every month”."
+        )
     return what
 
 
