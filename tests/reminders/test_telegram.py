@@ -170,7 +170,7 @@ async def test_timezone_command_whoami_and_a_bad_zone(fake_api, tmp_path, make):
         await wait_text(fake_api, BOB["id"], "Time zone: America/New_York")
         await say(fake_api, chat, BOB, "remind me tomorrow at 9 to run")
         await wait_text(fake_api, BOB["id"], "I'll remind you on Sat 5 Dec at 09:00 (America/New_York): run")
-        await say(fake_api, chat, BOB, "remind me sometime to run")
+        await say(fake_api, chat, BOB, "remind me to run sometime")
         await wait_text(fake_api, BOB["id"], "I couldn't tell when")
 
 
