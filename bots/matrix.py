@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -49,10 +50,11 @@ from bots.matrix_addressing import (
     strip_reply_fallback,
     thread_root,
 )
-from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays
+from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays, send_first
 from bots.matrix_state import Credentials, MatrixState
 from core.config import Settings
 from core.messages import Incoming, Reply
+from core.reminders.dispatch import Channel as ReminderChannel
 
 log = structlog.get_logger(__name__)
 
@@ -238,6 +240,13 @@ class MatrixBot:
         for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:  # reminders set in Matrix rooms are sent from here
+            send = functools.partial(send_first, self.outbox, self._reminder_room_gone)
+            reminders.dispatcher.attach(PLATFORM, ReminderChannel(send))
+
+    async def _reminder_room_gone(self, room_id: str) -> None:
+        await self.assistant.chat_closed(PLATFORM, room_id)
 
     def listen(self) -> None:
         """Hand synced events to the handlers below."""
@@ -252,6 +261,9 @@ class MatrixBot:
         """Sync no more; give replies in progress `grace` seconds (the shutdown grace period),
         then cut the rest: they stay pending and are answered at the next start."""
         self._stopping = True
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:
+            await reminders.dispatcher.detach(PLATFORM)
         if self._sync_task:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

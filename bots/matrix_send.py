@@ -7,6 +7,7 @@ deduplicated by the homeserver instead of posting the message twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 import uuid
@@ -81,9 +82,17 @@ class Outbox:
                 else:
                     self.client.blacklist_device(device)
 
-    async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
-        """Send one event and return its id, waiting out rate limits and outages."""
-        tx_id = str(uuid.uuid4())
+    async def send(
+        self,
+        room_id: str,
+        content: dict[str, Any],
+        event_type: str = "m.room.message",
+        *,
+        tx_id: str | None = None,
+    ) -> str:
+        """Send one event and return its id, waiting out rate limits and outages. A given
+        `tx_id` makes the send idempotent across processes (the homeserver dedups it)."""
+        tx_id = tx_id or str(uuid.uuid4())
         delays = backoff_delays(cap=self.backoff_max)
         deadline = time.monotonic() + self.give_up_after
         while True:
@@ -194,3 +203,32 @@ class Outbox:
         # edit back, so the edits slow down to what the homeserver allows.
         text = await stream_edits(deltas, show, Throttle(self.edit_interval), room_id)
         return text, ids
+
+
+async def send_first(
+    outbox: Outbox,
+    on_gone: Callable[[str], Awaitable[None]],
+    chat_id: str,
+    text: str,
+    *,
+    key: str,
+    thread_id: str | None = None,
+    buttons: list[Any] | None = None,  # Matrix has no buttons: /reminders snooze N instead
+) -> str:
+    """A message the assistant starts (a reminder) in the room it was set in. The transaction
+    id comes from the occurrence id, so sending it again after a crash returns the event the
+    homeserver already has instead of posting a second one (Synapse keeps transaction ids of
+    a device for 30 minutes)."""
+    from core.reminders.dispatch import ChatGone
+
+    if chat_id not in outbox.client.rooms:  # left, kicked, or the room is gone
+        await on_gone(chat_id)
+        raise ChatGone(chat_id)
+    tx_id = "reminder-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    try:
+        return await outbox.send(chat_id, message_content(text), tx_id=tx_id)
+    except MatrixSendError as exc:
+        if "M_FORBIDDEN" in str(exc):
+            await on_gone(chat_id)
+            raise ChatGone(chat_id) from exc
+        raise

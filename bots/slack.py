@@ -11,6 +11,7 @@ workspace's installation in the data dir.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Coroutine
@@ -45,9 +46,19 @@ from bots.slack_events import (
 )
 from bots.slack_home import home_view
 from bots.slack_render import render_pieces
-from bots.slack_reply import BUTTON_ACTION_PREFIX, ReplySender, Target, button_blocks, text_blocks
+from bots.slack_reply import (
+    BUTTON_ACTION_PREFIX,
+    ReplySender,
+    Target,
+    button_blocks,
+    find_sent,
+    send_first,
+    text_blocks,
+    user_zone,
+)
 from core.config import Settings
 from core.messages import Incoming, Reply
+from core.reminders.dispatch import Channel as ReminderChannel
 
 log = structlog.get_logger(__name__)
 
@@ -506,6 +517,15 @@ class SlackBot:
             log.info("slack.http_listening", url=self.endpoints.http_url, events=EVENTS_PATH)
 
         await self._answer_unanswered()
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:  # reminders set in Slack are sent from here
+            send = functools.partial(send_first, self._client_for, self._reminder_chat_gone)
+            find = functools.partial(find_sent, self._client_for)
+            reminders.dispatcher.attach(PLATFORM, ReminderChannel(send, find))
+            reminders.zone_lookups[PLATFORM] = functools.partial(user_zone, self._client_for)
+
+    async def _reminder_chat_gone(self, chat_id: str) -> None:
+        await self.assistant.chat_closed(PLATFORM, chat_id)
 
     async def _answer_unanswered(self) -> None:
         """Messages an earlier run received (and Slack considers delivered) but never answered."""
@@ -527,6 +547,9 @@ class SlackBot:
     async def stop(self, grace: float | None = None) -> None:
         """Take no new events; give replies in progress `grace` seconds (the shutdown grace
         period), then cut the rest: the inbox keeps them for the next start."""
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:
+            await reminders.dispatcher.detach(PLATFORM)
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None

@@ -357,3 +357,74 @@ class _NativeStream:
             raise
         self.sent = len(text)
         self._note()
+
+
+# -- messages the assistant starts (reminders, core/reminders/dispatch.py) -------------------
+
+REMINDER_EVENT = "confidante_reminder"  # message metadata: which occurrence a message delivered
+_CHAT_GONE = {"channel_not_found", "is_archived", "not_in_channel", "account_inactive", "user_disabled"}
+ClientFor = Callable[[str], Awaitable[AsyncWebClient | None]]
+
+
+async def send_first(
+    client_for: ClientFor,
+    on_gone: Callable[[str], Awaitable[None]],
+    chat_id: str,
+    text: str,
+    *,
+    key: str,
+    thread_id: str | None = None,
+    buttons: list[Button] | None = None,
+) -> str:
+    """chat.postMessage into the chat a reminder was set in ("TEAM:D…" is the person's DM),
+    tagged with the occurrence id as message metadata so `find_sent` can recognise it."""
+    from core.reminders.dispatch import ChatGone
+
+    team, channel = chat_id.split(":", 1)
+    client = await client_for(team)
+    if client is None:  # the workspace uninstalled the app
+        await on_gone(chat_id)
+        raise ChatGone(chat_id)
+    try:
+        blocks = [*text_blocks(markdown_to_mrkdwn(text)), *button_blocks(buttons)] if buttons else None
+        response = await client.chat_postMessage(
+            channel=channel,
+            thread_ts=thread_id,
+            text=text,
+            blocks=blocks,
+            metadata={"event_type": REMINDER_EVENT, "event_payload": {"occurrence": key}},
+        )
+    except SlackApiError as err:
+        if err.response.get("error") in _CHAT_GONE:
+            await on_gone(chat_id)
+            raise ChatGone(chat_id) from err
+        raise
+    return str(response["ts"])
+
+
+async def find_sent(client_for: ClientFor, chat_id: str, key: str) -> str | None:
+    """The ts of a message that already delivered occurrence `key` (a run killed between
+    Slack accepting it and recording it), from the chat's recent history; None if none."""
+    team, channel = chat_id.split(":", 1)
+    client = await client_for(team)
+    if client is None:
+        return None
+    history = await client.conversations_history(channel=channel, limit=100, include_all_metadata=True)
+    for message in history.get("messages", []):
+        meta = message.get("metadata") or {}
+        if (
+            meta.get("event_type") == REMINDER_EVENT
+            and (meta.get("event_payload") or {}).get("occurrence") == key
+        ):
+            return str(message["ts"])
+    return None
+
+
+async def user_zone(client_for: ClientFor, account: str) -> str | None:
+    """The IANA time zone of a Slack account ("TEAM:USER") from users.info, for reminders."""
+    team, user = account.split(":", 1)
+    client = await client_for(team)
+    if client is None:
+        return None
+    info = await client.users_info(user=user)
+    return (info.get("user") or {}).get("tz") or None

@@ -8,6 +8,7 @@ own webhook endpoint and registers it with a secret token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 from collections import OrderedDict
@@ -56,10 +57,11 @@ from bots.telegram_incoming import (
     missing_field,
     to_incoming,
 )
-from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget
+from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget, send_first
 from bots.telegram_webhook import WebhookServer
 from core.config import Settings
 from core.messages import Button, Incoming, Reply
+from core.reminders.dispatch import Channel as ReminderChannel
 
 log = structlog.get_logger(__name__)
 
@@ -207,6 +209,7 @@ class TelegramChannel:
                 bootstrap_retries=3,
             )
         self._started = True
+        self._attach_reminders()
         log.info("telegram.started", bot=self.me.username, mode="webhook" if self.webhook else "polling")
 
     async def _start_webhook(self) -> None:
@@ -241,10 +244,20 @@ class TelegramChannel:
         except TelegramError as exc:  # the menu is a convenience; the bot works without it
             log.warning("telegram.set_commands_failed", error=str(exc))
 
+    def _attach_reminders(self) -> None:
+        """Reminders set in Telegram chats are sent from here (bots/telegram_send.send_first)."""
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:
+            send = functools.partial(send_first, self.sender, self._gone, self._keyboard)
+            reminders.dispatcher.attach(PLATFORM, ReminderChannel(send))
+
     async def stop(self, grace: float | None = None) -> None:
         """Take no new updates; let replies in progress finish for up to `grace` seconds (the
         shutdown grace period), then cut the rest: the inbox keeps them for the next start."""
         app = self.application
+        reminders = getattr(self.assistant, "reminders", None)
+        if reminders is not None:
+            await reminders.dispatcher.detach(PLATFORM)
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if self.webhook is not None:

@@ -303,3 +303,33 @@ class StreamRenderer:
 
         # ChatGone is no TelegramError: a blocked chat stops the loop, a failed edit does not
         return await stream_edits(stream, show, self.throttle, self.target.chat_id, tolerate=(TelegramError,))
+
+
+async def send_first(
+    sender: Sender,
+    on_gone: Callable[[int, str], Awaitable[None]],
+    keyboard: Callable[[list[Any]], InlineKeyboardMarkup | None],
+    chat_id: str,
+    text: str,
+    *,
+    key: str,
+    thread_id: str | None = None,
+    buttons: Sequence[Any] = (),
+) -> str:
+    """A message the assistant starts (a reminder): sendMessage with no message to answer.
+
+    Telegram has no idempotency key, so `key` is unused here (see core/reminders/dispatch.py).
+    A chat that blocked the bot is marked inactive once (`on_gone`) and the reminder stops."""
+    from core.reminders.dispatch import ChatGone as ReminderChatGone
+
+    try:
+        message = await sender.send(
+            int(chat_id),
+            text,
+            thread_id=int(thread_id) if thread_id else None,
+            markup=keyboard(list(buttons)),
+        )
+    except ChatGone as exc:
+        await on_gone(int(chat_id), exc.reason)
+        raise ReminderChatGone(chat_id) from exc
+    return str(message.message_id)

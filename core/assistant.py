@@ -35,6 +35,8 @@ from core.memory.records import Person, Turn, turn_id
 from core.memory.store import Store, open_store
 from core.memory.writer import TurnsNotWritten
 from core.messages import Incoming, Reply
+from core.reminders.parse import is_request as is_reminder_request
+from core.reminders.service import Reminders, is_recall_question, open_reminders
 from core.text import clean
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,7 @@ class Assistant:
         layout: Layout = DEFAULT_LAYOUT,
         use_recall: bool = True,
         inbox: Inbox | None = None,
+        reminders: Reminders | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,16 +78,18 @@ class Assistant:
         self.layout = layout
         self.use_recall = use_recall
         self.inbox = inbox or Inbox()
+        self.reminders = reminders or open_reminders(settings, in_memory=True)
         self.identities = Identities(store, global_failures=settings.link_failures_global)
         self.recall = Recall(store, engine.count_tokens)
         self.access = Access(settings)
-        self.forgetting = Forgetting(store, self.jobs, self)
+        self.forgetting = Forgetting(store, self.jobs, self, self.reminders)
         self.commands = Commands(
             store=store,
             identities=self.identities,
             access=self.access,
             forgetting=self.forgetting,
             settings=settings,
+            reminders=self.reminders,
         )
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._active: set[tuple[str, str, str]] = set()  # being answered now
@@ -96,6 +101,7 @@ class Assistant:
         """The process is stopping: write the turns still staged (see Store.record_turns)."""
         self.store.close()
         self.inbox.close()
+        self.reminders.close()
 
     def accept(self, msg: Incoming) -> None:
         """Record a message in the inbox before the channel acknowledges it to the platform."""
@@ -253,6 +259,11 @@ class Assistant:
         self._log_content("message in", person, text)
         if is_command(text) and (msg.addressed or msg.chat_kind == "direct"):
             return await self.commands.run(msg, text, person, chat)
+        if msg.addressed and is_reminder_request(text):  # reminders are not memories: no turn kept
+            return await self.commands.run(msg, f"/remind {text}", person, chat)
+        if msg.addressed and is_recall_question(text):
+            answer = await self.reminders.recall(person.person_id, msg.platform, msg.chat_id, msg.chat_kind)
+            return Reply(text=answer)
         if not text.strip():
             if not msg.addressed:
                 return None
@@ -600,4 +611,11 @@ def build_assistant(
         from core.llm.model import load_model
 
         engine = Engine(load_model(settings), settings)
-    return Assistant(settings, store, engine, jobs=jobs, inbox=Inbox(settings.data_dir / "inbox.sqlite3"))
+    return Assistant(
+        settings,
+        store,
+        engine,
+        jobs=jobs,
+        inbox=Inbox(settings.data_dir / "inbox.sqlite3"),
+        reminders=open_reminders(settings),
+    )

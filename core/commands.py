@@ -23,6 +23,7 @@ from core.memory.recall import ChatContext
 from core.memory.records import PRIVATE, Memory, Person, Turn
 from core.messages import Button, Document, Incoming, Reply
 from core.signin import SignInLinks
+from core.reminders.parse import ParseError, zone
 from core.text import preview
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from core.forgetting import Forgetting
     from core.identity import Identities
     from core.memory.store import Store
+    from core.reminders.service import Reminders
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,9 @@ MENU: list[tuple[str, str]] = [
     ("forget", "Forget an item: /forget 3 or /forget marathon"),
     ("export", "All your data as a JSON file"),
     ("forget_me", "Erase everything about you"),
+    ("remind", "Set a reminder: /remind tomorrow at 9 call mum"),
+    ("reminders", "Your reminders (/reminders cancel 2)"),
+    ("timezone", "Your time zone for reminders: /timezone Europe/Berlin"),
     ("pause", "Stop remembering new messages"),
     ("resume", "Start remembering again"),
     ("link", "Join your accounts on other apps"),
@@ -111,8 +116,10 @@ class Commands:
         access: Access,
         forgetting: Forgetting,
         settings: Settings,
+        reminders: Reminders,
     ) -> None:
-        self.settings = settings  # the web page's address and link lifetime
+        self.settings = settings  # the web page's address, link lifetime, default time zone
+        self.reminders = reminders
         self.store = store
         self.identities = identities
         self.access = access
@@ -183,7 +190,56 @@ class Commands:
         lines = ["These accounts are one person to me:"] + [
             f"- {i.platform}: {i.platform_user_id}" for i in accounts
         ]
+        tz = person.settings.timezone
+        lines.append(f"Time zone: {tz}" if tz else "Time zone: not set (/timezone Europe/Berlin)")
         return Reply(text="\n".join(lines))
+
+    # -- reminders (core/reminders/) ----------------------------------------------------------
+
+    async def _remind(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if not arg:
+            return Reply(
+                text="Tell me what and when: /remind tomorrow at 9 call mum, or “remind me in 20 minutes to stretch”."
+            )
+        if not person.settings.timezone:  # asked once: the platform's profile, else /timezone
+            found = await self.reminders.platform_zone(msg.platform, msg.sender_id)
+            if found:
+                person.settings.timezone = found
+                await asyncio.to_thread(self.store.save_person, person)
+        text = await self.reminders.set(
+            arg,
+            person_id=person.person_id,
+            tz=person.settings.timezone or None,
+            platform=msg.platform,
+            chat_id=msg.chat_id,
+            chat_kind=msg.chat_kind,
+            setter=msg.sender_id,
+            thread_id=msg.thread_id,
+        )
+        return Reply(text=text)
+
+    async def _reminders(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        text = await self.reminders.command(
+            arg,
+            person_id=person.person_id,
+            platform=msg.platform,
+            chat_id=msg.chat_id,
+            chat_kind=msg.chat_kind,
+            sender_id=msg.sender_id,
+        )
+        return Reply(text=text)
+
+    async def _timezone(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        if not arg:
+            current = person.settings.timezone or f"not set (I use {self.settings.default_timezone})"
+            return Reply(text=f"Your time zone: {current}. Change it with /timezone Europe/Berlin.")
+        try:
+            name = zone(arg).key
+        except ParseError as exc:
+            return Reply(text=str(exc))
+        person.settings.timezone = name
+        await asyncio.to_thread(self.store.save_person, person)
+        return Reply(text=f"Your time zone is now {name}. Reminders you set from now on use it.")
 
     # -- forgetting ---------------------------------------------------------------------------
 

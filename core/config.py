@@ -7,6 +7,7 @@ Env vars (`CONFIDANTE_*` and the platforms' usual token names) win over an optio
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -128,6 +129,18 @@ class Settings(BaseSettings):
     compact_seconds: int = 6 * 3600  # beat: indexes and compaction
     outbox_retry_seconds: float = 5.0  # broker down: first retry after this, then backing off
     worker_drain_seconds: float = 60.0  # embedded: how long an exit waits for queued work
+
+    # reminders (core/reminders/): the zone of a person who has not set one, how many each may
+    # keep, and after how many seconds past its time a reminder says it is late
+    default_timezone: str = "UTC"
+    reminders_per_person: int = 50
+    reminder_late_seconds: float = 60.0
+    # tests and the soak bench only: run the reminder clock faster from an origin, and SIGKILL
+    # the process just "before" or "after" a reminder send
+    reminder_clock_speed: float = 1.0
+    reminder_clock_origin: datetime | None = None
+    reminder_clock_anchor: datetime | None = None  # the real instant the test clock read its origin
+    reminder_crash_point: Literal["", "before", "after"] = ""
 
     # crashes and restarts (core/inbox.py): a message left unanswered is answered at the next
     # start if it is younger than this, else only recorded

@@ -16,6 +16,7 @@ import structlog
 from core.jobs import Jobs
 from core.memory.records import PRIVATE
 from core.memory.store import Store
+from core.reminders.service import Reminders
 
 log = structlog.get_logger(__name__)
 
@@ -31,8 +32,9 @@ class ChatCaches(Protocol):
 
 
 class Forgetting:
-    def __init__(self, store: Store, jobs: Jobs, caches: ChatCaches) -> None:
+    def __init__(self, store: Store, jobs: Jobs, caches: ChatCaches, reminders: Reminders) -> None:
         self.store = store
+        self.reminders = reminders  # not memories, but the person's too
         self.jobs = jobs
         self.caches = caches
 
@@ -60,6 +62,7 @@ class Forgetting:
     def forget_person(self, person_id: str) -> None:
         """/forget_me: every row of the person, the caches, and what the workers derived."""
         self.store.forget_person(person_id)
+        self.reminders.forget_person(person_id)
         self.caches.drop_caches(person_id)
         self.jobs.forget_person(person_id)
         log.info("person erased", person=person_id)
@@ -69,6 +72,7 @@ class Forgetting:
         merge, what was derived from the merged person's rows (now `kept`'s) is rebuilt."""
         self.caches.drop_caches()
         if merged is not None and kept is not None and merged != kept:
+            self.reminders.store.reassign(merged, kept)
             self.jobs.forget_person(merged)
             self.jobs.memory_changed(kept)
 

@@ -38,6 +38,7 @@ class PersonSettings:
     contacts: list[str] = field(default_factory=list)  # the others' names there (their turns: "Name: text")
     # consolidation's progress (core/memory/consolidate.py): which turns were already read
     memory_state: dict = field(default_factory=dict)
+    timezone: str = ""  # IANA name (/timezone, or the platform's profile): reminders' wall clock
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

@@ -52,11 +52,13 @@ class Message:
     blocks: list[Any] = field(default_factory=list)
     streaming: bool = False
     updates: int = 0
+    metadata: dict[str, Any] | None = None
 
 
 class FakeSlack:
     def __init__(self) -> None:
         self.teams: dict[str, Team] = {}
+        self.user_tz: dict[str, str] = {}  # users.info "tz" per user id
         self.app_tokens: set[str] = set()
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
@@ -229,6 +231,8 @@ class FakeSlack:
                 if b.get("type") == "section" and len(b["text"]["text"]) > 3000:
                     return {"ok": False, "error": "invalid_blocks"}
             msg = Message(a["channel"], ts, a.get("thread_ts"), str(a.get("text") or ""), blocks)
+            meta = _json_field(a.get("metadata")) if a.get("metadata") else None
+            msg.metadata = meta if isinstance(meta, dict) else None
             self.messages[ts] = msg
             return {"ok": True, "channel": a["channel"], "ts": ts, "message": self._message_json(msg, team)}
         if method == "chat.update":
@@ -280,6 +284,20 @@ class FakeSlack:
             return {"ok": True}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
+        if method == "users.info":  # tz as Slack's profile has it, for users a test gave one
+            uid = str(a.get("user", ""))
+            return {"ok": True, "user": {"id": uid, "team_id": team.team_id, "tz": self.user_tz.get(uid, "")}}
+        if method == "conversations.history":  # newest first; metadata only when asked for
+            shown = [m for m in self.messages.values() if m.channel == a.get("channel") and not m.thread_ts]
+            shown = sorted(shown, key=lambda m: float(m.ts), reverse=True)[: int(a.get("limit") or 100)]
+            with_meta = str(a.get("include_all_metadata", "")).lower() in ("1", "true")
+            out = []
+            for m in shown:
+                row = {"type": "message", "ts": m.ts, "text": m.text, "bot_id": team.bot_id}
+                if with_meta and m.metadata:
+                    row["metadata"] = m.metadata
+                out.append(row)
+            return {"ok": True, "messages": out, "has_more": False}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(a.get("users", "X")).removeprefix("U")}}
         if method == "files.getUploadURLExternal":
