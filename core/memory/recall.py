@@ -24,6 +24,8 @@ from datetime import datetime
 
 import numpy as np
 
+from core.memory import rerank
+from core.memory.expand import hop_terms
 from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
 from core.memory.store import Hit, Search, Store
 from core.memory.when import When, around_anchor, asks_for_now, parse_when, without
@@ -48,6 +50,10 @@ NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER = 1, 1
 # "What sports does Paola watch?": a speaker named in the question is who said it, not a word to
 # match ("My name is Kevin" is no answer); their turns get this bonus, the name leaves the query.
 SPEAKER_BONUS = 0.5 / RRF_K
+# Second hop (core/memory/expand.py): the names and rare words of the best HOP_FROM turns are
+# searched again, that list fused with this weight; 0 turns it off.
+HOP_WEIGHT = 0.0
+HOP_FROM = 3
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
@@ -179,6 +185,8 @@ class Recall:
         )
         if not candidates:
             return []
+        if HOP_WEIGHT and text and text.strip():
+            self._second_hop(person.person_id, scopes, text, candidates, exclude_ids)
         if named and SPEAKER_BONUS:
             self._prefer_speakers(candidates, named)
         if when is not None:
@@ -190,10 +198,26 @@ class Recall:
                 c.score *= QUESTION_WEIGHT
         if query_text and asks_for_now(query_text):
             self._prefer_recent(list(candidates.values()))
-        ranked = self._diverse(sorted(candidates.values(), key=lambda c: c.score, reverse=True), k * 3)
+        ordered = sorted(candidates.values(), key=lambda c: c.score, reverse=True)
+        around: dict[str, list[Turn]] = {}
+        if rerank.WEIGHTS or rerank.TRACE is not None:
+            ordered, around = self._rerank(
+                person.person_id,
+                scopes,
+                query_text or "",
+                text or "",
+                ordered,
+                searches,
+                query_vector,
+                named,
+                when,
+            )
+        ranked = self._diverse(ordered, k * 3)
         chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
-        self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked})
-        seen = {h.item.id: h.item.source_id for _, hits in searches for h in hits if isinstance(h.item, Turn)}
+        self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked}, around)
+        seen = {
+            h.item.id: h.item.source_id for _, hits, _ in searches for h in hits if isinstance(h.item, Turn)
+        }
         return self._with_source_ids(chosen, seen)
 
     # -- the searches -------------------------------------------------------------------------
@@ -205,8 +229,9 @@ class Recall:
         text: str | None,
         scopes: list[str],
         when: When | None,
-    ) -> list[tuple[float, list[Hit]]]:
-        """(weight, hits) per ranked list; the store runs them side by side in one batch."""
+    ) -> list[tuple[float, list[Hit], bool]]:
+        """(weight, hits, whether full-text) per ranked list; the store runs them side by side
+        in one batch."""
         weights: list[float] = []
         searches: list[Search] = []
         spans: list[tuple[float, datetime | None, datetime | None]] = [(1.0, None, None)]
@@ -221,7 +246,8 @@ class Recall:
                 if text and text.strip():
                     weights.append(w)
                     searches.append(Search(name, CANDIDATES, text=text, **common))
-        return list(zip(weights, self.store.search_many(person_id, scopes, searches), strict=True))
+        found = self.store.search_many(person_id, scopes, searches)
+        return [(w, hits, s.vector is None) for w, hits, s in zip(weights, found, searches, strict=True)]
 
     def _resolve_anchor(self, person_id: str, when: When, scopes: list[str]) -> When | None:
         """For "before I moved": find when the person said it, and count from there."""
@@ -236,17 +262,17 @@ class Recall:
                 Search("turns", 10, text=when.anchor, roles=("user",)),
             ],
         )
-        fused = self._fuse([(1.0, by_vector), (2.0, by_text)], set())
+        fused = self._fuse([(1.0, by_vector, False), (2.0, by_text, True)], set())
         if not fused:
             return None
         best = max(fused.values(), key=lambda c: c.score)
         return around_anchor(when, best.ts)
 
     @staticmethod
-    def _fuse(lists: list[tuple[float, list[Hit]]], exclude_ids: set[str]) -> dict[str, _Candidate]:
+    def _fuse(lists: list[tuple[float, list[Hit], bool]], exclude_ids: set[str]) -> dict[str, _Candidate]:
         """Reciprocal rank fusion: each list adds weight / (RRF_K + rank) to what it found."""
         fused: dict[str, _Candidate] = {}
-        for weight, hits in lists:
+        for weight, hits, _ in lists:
             for rank, hit in enumerate(hits):
                 if hit.item.id in exclude_ids:
                     continue
@@ -274,6 +300,94 @@ class Recall:
                     if turn is not None and closeness(c) >= closeness(turn) - FOLD_MARGIN:
                         c.score += candidates.pop(source).score
         return candidates
+
+    def _second_hop(
+        self,
+        person_id: str,
+        scopes: list[str],
+        text: str,
+        candidates: dict[str, _Candidate],
+        exclude_ids: set[str],
+    ) -> None:
+        """Search again with what the first hop's best turns name, and fuse that list in."""
+        best = sorted(
+            (c for c in candidates.values() if isinstance(c.item, Turn)), key=lambda c: c.score, reverse=True
+        )[:HOP_FROM]
+        terms = hop_terms(text, [c.item.text for c in best])
+        if not terms:
+            return
+        [hits] = self.store.search_many(
+            person_id,
+            scopes,
+            [Search("turns", CANDIDATES, text=terms, roles=RECALL_ROLES, with_vectors=True)],
+        )
+        for c_id, c in self._fuse([(HOP_WEIGHT, hits, True)], exclude_ids).items():
+            if c_id in candidates:
+                candidates[c_id].score += c.score
+            else:
+                candidates[c_id] = c
+
+    def _rerank(
+        self,
+        person_id: str,
+        scopes: list[str],
+        question: str,
+        terms_text: str,
+        ordered: list[_Candidate],
+        searches: list[tuple[float, list[Hit], bool]],
+        query_vector: Sequence[float],
+        named: dict[str, bool],
+        when: When | None,
+    ) -> tuple[list[_Candidate], dict[str, list[Turn]]]:
+        """The top candidates in the learned model's order (core/memory/rerank.py), the rest
+        behind them in fused order; and the neighbours read for it, which recall cites."""
+        top, rest = ordered[: rerank.TOP], ordered[rerank.TOP :]
+        turns = [c.item for c in top if isinstance(c.item, Turn)]
+        around = self._neighbours(person_id, scopes, turns) if turns else {}
+        best: dict[str, tuple[int | None, int | None, float]] = {}
+        for _, hits, is_text in searches:
+            for rank, hit in enumerate(hits):
+                v, t, bm25 = best.get(hit.item.id, (None, None, 0.0))
+                if is_text:
+                    t = rank if t is None else min(t, rank)
+                    bm25 = max(bm25, -hit.distance)
+                else:
+                    v = rank if v is None else min(v, rank)
+                best[hit.item.id] = (v, t, bm25)
+        query = np.asarray(query_vector, dtype=np.float32)
+        fused = {c.item.id: c.score * RRF_K for c in ordered}
+        signals = []
+        for c in top:
+            v, t, bm25 = best.get(c.item.id, (None, None, 0.0))
+            near = around.get(c.item.id, [])
+            item = c.item
+            signals.append(
+                rerank.Signals(
+                    fused=c.score * RRF_K,
+                    cosine=float(c.vector @ query) if c.vector is not None else 0.0,
+                    bm25=bm25,
+                    vector_rank=v,
+                    text_rank=t,
+                    text=item.text,
+                    neighbours=[n.text for n in near],
+                    neighbour_fused=max((fused.get(n.id, 0.0) for n in near), default=0.0),
+                    speaker=isinstance(item, Turn) and any(said_by(item, n, m) for n, m in named.items()),
+                    in_span=when is not None and when.contains(c.ts),
+                    cites=(item.source_id, *(n.source_id for n in near))
+                    if isinstance(item, Turn)
+                    else tuple(item.source_turn_ids),
+                )
+            )
+        p = rerank.scores(question, terms_text, signals)
+        if p is None:
+            return ordered, around
+        for c, score in zip(top, p, strict=True):
+            c.score = float(score)
+        floor = float(p.min()) if len(p) else 1.0
+        high = rest[0].score if rest else 1.0
+        for c in rest:
+            c.score = 0.99 * floor * c.score / high
+        return sorted(top, key=lambda c: c.score, reverse=True) + rest, around
 
     @staticmethod
     def _prefer_speakers(candidates: dict[str, _Candidate], named: dict[str, bool]) -> None:
@@ -360,19 +474,32 @@ class Recall:
         return out
 
     def _add_neighbours(
-        self, person_id: str, scopes: list[str], items: list[Recalled], by_id: dict[str, Turn | Memory]
+        self,
+        person_id: str,
+        scopes: list[str],
+        items: list[Recalled],
+        by_id: dict[str, Turn | Memory],
+        known: dict[str, list[Turn]] | None = None,
     ) -> None:
-        """Each chosen turn gets the turns around it (their ids cited after its own)."""
+        """Each chosen turn gets the turns around it (their ids cited after its own); `known`
+        holds those the reranker read already."""
+        known = known or {}
         turns = [t for i in items if i.kind == "turn" and isinstance(t := by_id.get(i.id), Turn)]
         if not turns or NEIGHBOURS_BEFORE + NEIGHBOURS_AFTER == 0:
             return
-        around = self.store.neighbours(
-            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
-        )
+        missing = [t for t in turns if t.id not in known]
+        around = dict(known)
+        if missing:
+            around.update(self._neighbours(person_id, scopes, missing))
         for item in items:
             for turn in around.get(item.id, []) if item.kind == "turn" else []:
                 item.context.append(turn.text)
                 item.raw_source_ids.append(turn.source_id)
+
+    def _neighbours(self, person_id: str, scopes: list[str], turns: list[Turn]) -> dict[str, list[Turn]]:
+        return self.store.neighbours(
+            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
+        )
 
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:
         """A memory cites the ids its source turns had on their platform: turns the searches
