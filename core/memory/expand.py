@@ -86,6 +86,13 @@ def entities(text: str) -> list[str]:
     return out
 
 
+def question_keys(question: str) -> str:
+    """The names a question holds ("... at Alfama's hostel" -> "Alfama"): searched alone as well,
+    so a turn that shares the rare name and none of the question's other words still ranks."""
+    words = entities(question)
+    return " ".join(dict.fromkeys(words))
+
+
 def hop_terms(question: str, texts: Sequence[str], *, most: int = 8) -> str:
     """The words for a second search: the entities and longer words of the first hop's turns
     that the question does not already have, most frequent first."""

@@ -25,7 +25,7 @@ from datetime import datetime
 import numpy as np
 
 from core.memory import rerank
-from core.memory.expand import hop_terms
+from core.memory.expand import hop_terms, question_keys
 from core.memory.records import PRIVATE, Memory, Person, Turn, chat_scope
 from core.memory.store import Hit, Search, Store
 from core.memory.when import When, around_anchor, asks_for_now, parse_when, without
@@ -54,6 +54,9 @@ SPEAKER_BONUS = 0.5 / RRF_K
 # searched again, that list fused with this weight; 0 turns it off.
 HOP_WEIGHT = 0.0
 HOP_FROM = 3
+RERANK_TOP = 60  # candidates the learned reranker rescores, by fused score; the rest stay behind
+# Query expansion: the question's names alone, as one more full-text list with this weight.
+KEYS_WEIGHT = 0.0
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
 
 
@@ -213,6 +216,8 @@ class Recall:
                 when,
             )
         ranked = self._diverse(ordered, k * 3)
+        if around:
+            ranked = self._not_in_context(ranked, around)
         chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
         self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked}, around)
         seen = {
@@ -246,6 +251,10 @@ class Recall:
                 if text and text.strip():
                     weights.append(w)
                     searches.append(Search(name, CANDIDATES, text=text, **common))
+                keys = question_keys(text) if (KEYS_WEIGHT and text and since is None) else ""
+                if keys and name == "turns":
+                    weights.append(w * KEYS_WEIGHT)
+                    searches.append(Search(name, CANDIDATES, text=keys, **common))
         found = self.store.search_many(person_id, scopes, searches)
         return [(w, hits, s.vector is None) for w, hits, s in zip(weights, found, searches, strict=True)]
 
@@ -341,7 +350,7 @@ class Recall:
     ) -> tuple[list[_Candidate], dict[str, list[Turn]]]:
         """The top candidates in the learned model's order (core/memory/rerank.py), the rest
         behind them in fused order; and the neighbours read for it, which recall cites."""
-        top, rest = ordered[: rerank.TOP], ordered[rerank.TOP :]
+        top, rest = ordered[:RERANK_TOP], ordered[RERANK_TOP:]
         turns = [c.item for c in top if isinstance(c.item, Turn)]
         around = self._neighbours(person_id, scopes, turns) if turns else {}
         best: dict[str, tuple[int | None, int | None, float]] = {}
@@ -388,6 +397,20 @@ class Recall:
         for c in rest:
             c.score = 0.99 * floor * c.score / high
         return sorted(top, key=lambda c: c.score, reverse=True) + rest, around
+
+    @staticmethod
+    def _not_in_context(ranked: list[_Candidate], around: dict[str, list[Turn]]) -> list[_Candidate]:
+        """A turn that a better one brings along as its neighbour is there already: listing it
+        again would spend a place on one exchange twice (REALTALK development chats, reranked:
+        R@10 0.619 -> 0.643 left in -> out, offline)."""
+        kept: list[_Candidate] = []
+        brought: set[str] = set()
+        for c in ranked:
+            if c.item.id in brought:
+                continue
+            kept.append(c)
+            brought.update(n.id for n in around.get(c.item.id, []))
+        return kept
 
     @staticmethod
     def _prefer_speakers(candidates: dict[str, _Candidate], named: dict[str, bool]) -> None:

@@ -46,12 +46,18 @@ _TIME = re.compile(r"\b(when|what (day|date|time|month|year|week)|how long|since
 _INFERENCE = re.compile(
     r"\b(would|likely|might|why|probably|could|think|suppose|prefer|consider|infer)\b", re.IGNORECASE
 )
-TOP = 60  # candidates rescored, by fused score; the rest stay behind them
 
-# Learned weights per question type (bench/train_rerank.py); None: fused order, unchanged.
+# Learned weights (bench/train_rerank.py): per question type, or "all" for the types without
+# their own; None: fused order, unchanged.
 WEIGHTS: dict[str, tuple[float, ...]] | None = None
 # bench/train_rerank.py collects (question, features, cites) here; None in use
 TRACE: list[tuple[str, np.ndarray, list[tuple[str, ...]]]] | None = None
+
+
+def weights_for(weights: Mapping[str, Sequence[float]], question: str) -> np.ndarray:
+    """The weights for this question's type, else the shared ones."""
+    kind = question_type(question)
+    return np.asarray(weights[kind] if kind in weights else weights["all"], dtype=np.float64)
 
 
 def question_type(text: str) -> str:
@@ -126,8 +132,7 @@ def scores(
         TRACE.append((question, x, [s.cites for s in signals]))
     if not weights or x is None:
         return None
-    w = np.asarray(weights[question_type(question)], dtype=np.float64)
-    z = x @ w
+    z = x @ weights_for(weights, question)
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
