@@ -103,3 +103,24 @@ def test_second_hop_follows_the_names_of_the_first(chat: Store, monkeypatch: pyt
     assert without[0] == with_hop[0] == "a3"
     # b1 shares no word with "hostel" but names Alfama, as a3 does
     assert "b1" in with_hop and "b1" not in without
+
+
+def test_a_turn_already_brought_as_a_neighbour_is_not_listed_again(
+    chat: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def repeats(items) -> list[str]:
+        brought: set[str] = set()
+        out = []
+        for item in items:
+            if item.source_ids[0] in brought:
+                out.append(item.source_ids[0])
+            brought.update(item.source_ids[1:])
+        return out
+
+    question = "Where did Mo stay on the trip to Lisbon?"
+    assert repeats(ask(chat, question, k=6))  # fused order alone lists a3 after a2 brought it
+    flat = tuple(1.0 if f in ("bias", "fused") else 0.0 for f in rerank.FEATURES)
+    monkeypatch.setattr(rerank, "WEIGHTS", {"all": flat})
+    items = ask(chat, question, k=6)
+    assert items and not repeats(items)
+    assert {"a1", "a2", "a3"} <= {s for i in items for s in i.source_ids}  # the exchange is all there
