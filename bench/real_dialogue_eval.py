@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bots.cli import _recall_items  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
+from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.importers import import_history  # noqa: E402
 from core.memory.recall import Recall  # noqa: E402
@@ -139,7 +140,10 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a recall constant, for ablations"
     )
+    ap.add_argument("--no-rerank", action="store_true", help="fused order only (an ablation)")
     args = ap.parse_args()
+    if args.no_rerank:
+        rerank.WEIGHTS = None
     for setting in args.set:
         name, value = setting.split("=", 1)
         getattr(recall_module, name)  # a typo fails here, not silently

@@ -203,7 +203,10 @@ class Recall:
             self._prefer_recent(list(candidates.values()))
         ordered = sorted(candidates.values(), key=lambda c: c.score, reverse=True)
         around: dict[str, list[Turn]] = {}
-        if rerank.WEIGHTS or rerank.TRACE is not None:
+        now_question = bool(query_text and asks_for_now(query_text))
+        # "where do I work now" is answered by the newest of the candidates, which the model
+        # (trained on questions about what happened) does not know to prefer
+        if (rerank.WEIGHTS or rerank.TRACE is not None) and not now_question:
             ordered, around = self._rerank(
                 person.person_id,
                 scopes,
@@ -215,9 +218,12 @@ class Recall:
                 named,
                 when,
             )
-        ranked = self._diverse(ordered, k * 3)
         if around:
-            ranked = self._not_in_context(ranked, around)
+            # the model's order is kept (only repeats dropped): trading relevance for novelty
+            # cost R@10 there (REALTALK development 0.645 -> 0.617 with MMR_LAMBDA 0.75)
+            ranked = self._not_in_context(self._diverse(ordered, k * 3, relevance_only=True), around)
+        else:
+            ranked = self._diverse(ordered, k * 3)
         chosen = self._within_budget(self._to_recalled(ranked), k, budget_tokens)
         self._add_neighbours(person.person_id, scopes, chosen, {c.item.id: c.item for c in ranked}, around)
         seen = {
@@ -428,7 +434,7 @@ class Recall:
             c.score += RECENT_BONUS * i / (len(by_age) - 1)
 
     @staticmethod
-    def _diverse(ranked: list[_Candidate], n: int) -> list[_Candidate]:
+    def _diverse(ranked: list[_Candidate], n: int, *, relevance_only: bool = False) -> list[_Candidate]:
         """Maximal marginal relevance: each next pick is relevant and unlike those picked.
 
         Vectorised: each candidate's highest similarity to anything picked so far is kept in an
@@ -443,7 +449,8 @@ class Recall:
         for i, c in enumerate(ranked):
             if c.vector is not None:
                 vectors[i] = c.vector
-        relevance = MMR_LAMBDA * np.array([c.score for c in ranked], dtype=np.float64) / top
+        mmr = 1.0 if relevance_only else MMR_LAMBDA
+        relevance = mmr * np.array([c.score for c in ranked], dtype=np.float64) / top
         # similarity to the closest pick; 0 until something with a vector is picked
         closest = np.full(len(ranked), -np.inf)
         open_ = np.ones(len(ranked), dtype=bool)
@@ -451,7 +458,7 @@ class Recall:
         any_chosen = False
         while open_.any() and len(chosen) < n:
             sim = np.where(has_vector, closest, 0.0) if any_chosen else np.zeros(len(ranked))
-            value = np.where(open_, relevance - (1 - MMR_LAMBDA) * sim, -np.inf)
+            value = np.where(open_, relevance - (1 - mmr) * sim, -np.inf)
             i = int(np.argmax(value))  # the first of equals, as the ranking had them
             open_[i] = False
             if sim[i] >= NEAR_DUPLICATE:

@@ -80,6 +80,7 @@ def test_the_trace_sees_every_top_candidate_with_what_recall_would_cite(
 
 
 def test_learned_weights_reorder_the_candidates(chat: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rerank, "WEIGHTS", None)
     fused = [i.source_ids[0] for i in ask(chat, "Which trip did Mo book?")]
     # a model that only trusts short turns puts "yes!" first, whatever fusion thought
     only_short = tuple(30.0 if f == "short" else 0.0 for f in rerank.FEATURES)
@@ -93,6 +94,7 @@ def test_learned_weights_reorder_the_candidates(chat: Store, monkeypatch: pytest
 def test_second_hop_follows_the_names_of_the_first(chat: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Alfama" in entities("A small hostel near Alfama")
     assert "alfama" in hop_terms("Where did Mo stay in Lisbon?", ["A small hostel near Alfama"]).lower()
+    monkeypatch.setattr(rerank, "WEIGHTS", None)  # the fused order, where the hop's list counts
     monkeypatch.setattr(recall_module, "HOP_FROM", 1)
     monkeypatch.setattr(recall_module, "NEIGHBOURS_BEFORE", 0)
     monkeypatch.setattr(recall_module, "NEIGHBOURS_AFTER", 0)
@@ -118,6 +120,7 @@ def test_a_turn_already_brought_as_a_neighbour_is_not_listed_again(
         return out
 
     question = "Where did Mo stay on the trip to Lisbon?"
+    monkeypatch.setattr(rerank, "WEIGHTS", None)
     assert repeats(ask(chat, question, k=6))  # fused order alone lists a3 after a2 brought it
     flat = tuple(1.0 if f in ("bias", "fused") else 0.0 for f in rerank.FEATURES)
     monkeypatch.setattr(rerank, "WEIGHTS", {"all": flat})
