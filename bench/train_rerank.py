@@ -24,13 +24,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.data_gen import NOW, conversations  # noqa: E402
 from bench.real_dialogue_eval import chat_files, load_chat  # noqa: E402
+from bench.retrieval_eval import build  # noqa: E402
 from bots.cli import _recall_items  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
 from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.importers import import_history  # noqa: E402
-from core.memory.recall import Recall  # noqa: E402
+from core.memory.recall import ChatContext, Recall  # noqa: E402
 from core.memory.records import Person  # noqa: E402
 from core.memory.store import Store  # noqa: E402
 
@@ -65,6 +67,46 @@ def collect(workdir: Path) -> list[dict]:
                         "x": x,
                         "cites": cites,
                         "evidence": set(q["evidence"]),
+                    }
+                )
+    rerank.TRACE = None
+    return out
+
+
+def collect_synthetic(workdir: Path, seed: int) -> list[dict]:
+    """The same for conversations from bench/data_gen.py with another seed than the synthetic
+    eval's (0): questions whose answer shares no word with them ("What's my sister called?" /
+    "Marta just turned thirty"), which REALTALK alone taught the model to undervalue."""
+    convs = conversations(12, seed)
+    store = Store(workdir / "synthetic", default_embedder())
+    build(store, convs)
+    recall = Recall(store, lambda s: len(s) // 4 + 1)
+    chat = ChatContext("eval", "x", "direct")
+    rerank.WEIGHTS = None
+    out = []
+    for conv in convs:
+        vectors = store.embed([q.text for q in conv.questions])
+        for q, vector in zip(conv.questions, vectors, strict=True):
+            rerank.TRACE = []
+            recall.recall(
+                Person(person_id=conv.person),
+                chat,
+                vector,
+                k=K,
+                budget_tokens=10**9,
+                query_text=q.text,
+                now=NOW,
+            )
+            if rerank.TRACE:
+                question, x, cites = rerank.TRACE[-1]
+                out.append(
+                    {
+                        "chat": f"synthetic-{conv.person}",
+                        "question": question,
+                        "kind": f"synthetic {q.kind}",
+                        "x": x,
+                        "cites": cites,
+                        "evidence": set(q.evidence),
                     }
                 )
     rerank.TRACE = None
@@ -132,6 +174,12 @@ def main() -> None:
     ap.add_argument("--drop", action="append", default=[], help="leave a feature out (ablation)")
     ap.add_argument("--per-type", action="store_true", help="one model per question type")
     ap.add_argument(
+        "--synthetic-seed",
+        type=int,
+        default=None,
+        help="also train on bench/data_gen.py conversations of this seed",
+    )
+    ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a recall constant, as in the eval"
     )
     args = ap.parse_args()
@@ -144,11 +192,27 @@ def main() -> None:
         rows = collect(Path(tempfile.mkdtemp(prefix="rerank-train-")))
         if args.dump:
             args.dump.write_bytes(pickle.dumps(rows))
+    if args.synthetic_seed is not None:
+        cached = args.dump.with_suffix(f".synthetic{args.synthetic_seed}") if args.dump else None
+        if cached and cached.exists():
+            synthetic = pickle.loads(cached.read_bytes())
+        else:
+            synthetic = collect_synthetic(Path(tempfile.mkdtemp(prefix="rerank-syn-")), args.synthetic_seed)
+            if cached:
+                cached.write_bytes(pickle.dumps(synthetic))
+        rows += synthetic
     columns = np.array([i for i, f in enumerate(rerank.FEATURES) if f not in args.drop])
     print(f"{len(rows)} development questions; features: {', '.join(rerank.FEATURES[i] for i in columns)}")
     print("| type | n | fused R@10 | reranked R@10 (leave one chat out) |\n|---|---|---|---|")
     result = evaluate(rows, args.l2, columns, args.per_type)
-    for kind in ("single fact", "multi-hop", "time", "inference", "all"):
+    for kind in (
+        "single fact",
+        "multi-hop",
+        "time",
+        "inference",
+        *sorted({r["kind"] for r in rows if r["kind"].startswith("synthetic")}),
+        "all",
+    ):
         if kind in result:
             n = sum(1 for r in rows if r["kind"] == kind) if kind != "all" else len(rows)
             print(f"| {kind} | {n} | {result[kind][0]:.3f} | {result[kind][1]:.3f} |")

@@ -38,10 +38,22 @@ def chat(tmp_path: Path, store: Store) -> Store:
         ("a1", "Mo", "We finally booked the trip to Lisbon", T0, "dm"),
         ("a2", "Ana", "Nice! Where are you staying?", T0 + m, "dm"),
         ("a3", "Mo", "A small hostel near Alfama", T0 + 2 * m, "dm"),
-        ("b1", "Mo", "Alfama was loud at night, we moved to Belem after two days", T0 + timedelta(days=3), "dm"),
+        (
+            "b1",
+            "Mo",
+            "Alfama was loud at night, we moved to Belem after two days",
+            T0 + timedelta(days=3),
+            "dm",
+        ),
         ("c1", "Ana", "Did you watch the match yesterday?", T0 + timedelta(days=4), "dm"),
         ("c2", "Mo", "yes!", T0 + timedelta(days=4, minutes=1), "dm"),
-        ("d1", "Mo", "Trip planning is stressful, I keep booking and cancelling", T0 + timedelta(days=5), "dm"),
+        (
+            "d1",
+            "Mo",
+            "Trip planning is stressful, I keep booking and cancelling",
+            T0 + timedelta(days=5),
+            "dm",
+        ),
     ]
     store.save_person(Person(person_id="mo"))
     import_history(store, write_jsonl(tmp_path / "h.jsonl", rows), "mo", me="Mo", fmt="jsonl")
