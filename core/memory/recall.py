@@ -55,6 +55,7 @@ SPEAKER_BONUS = 0.5 / RRF_K
 HOP_WEIGHT = 0.0
 HOP_FROM = 3
 RERANK_TOP = 60  # candidates the learned reranker rescores, by fused score; the rest stay behind
+RERANK_BLEND = 1.0  # 1: the model's order; below, mixed with the fused score (an ablation)
 # Query expansion: the question's names alone, as one more full-text list with this weight.
 KEYS_WEIGHT = 0.0
 _NAME = re.compile(r"\b(\w[\w-]*)(?:'s|’s)?\b")
@@ -398,6 +399,11 @@ class Recall:
         p = rerank.scores(question, terms_text, signals)
         if p is None:
             return ordered, around
+        if RERANK_BLEND < 1.0:  # the model's probability mixed with the fused score
+            top_fused = max(c.score for c in top) or 1.0
+            p = RERANK_BLEND * p / (p.max() or 1.0) + (1 - RERANK_BLEND) * np.array(
+                [c.score / top_fused for c in top]
+            )
         for c, score in zip(top, p, strict=True):
             c.score = float(score)
         floor = float(p.min()) if len(p) else 1.0
