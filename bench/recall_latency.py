@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.data_gen import filler_sentences  # noqa: E402
 from core.config import Settings  # noqa: E402
+from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.recall import ChatContext, Recall  # noqa: E402
 from core.memory.records import Person, turn_id  # noqa: E402
@@ -267,6 +268,13 @@ def main() -> None:
             f" {hot.get('heavy').measure() / 2**20:.0f} MiB"
         )
         rows.append(("ordinary person, first query (cold)", run(None, True, warm=False)))
+    weights = rerank.WEIGHTS
+    rerank.WEIGHTS = None  # what the learned reranker adds: the same queries in fused order
+    rows += [
+        ("heavy person, hybrid+time, fused only", run("heavy", True)),
+        ("ordinary person, hybrid+time, fused only", run(None, True)),
+    ]
+    rerank.WEIGHTS = weights
     rows += [
         ("heavy person (100k turns), hybrid+time", run("heavy", True)),
         ("heavy person, vector only", run("heavy", False)),

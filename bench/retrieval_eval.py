@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.data_gen import NOW, conversations  # noqa: E402
 from bench.targets import Targets  # noqa: E402
+from core.memory import recall as recall_module  # noqa: E402
+from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.recall import RECALL_ROLES, ChatContext, Recall  # noqa: E402
 from core.memory.records import PRIVATE, Person, Turn  # noqa: E402
@@ -56,7 +58,14 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--no-rerank", action="store_true", help="fused order only (an ablation)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a recall constant")
     args = ap.parse_args()
+    if args.no_rerank:
+        rerank.WEIGHTS = None
+    for setting in args.set:
+        name, value = setting.split("=", 1)
+        setattr(recall_module, name, type(getattr(recall_module, name))(float(value)))
 
     convs = conversations(args.people, args.seed)
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="retrieval-eval-"))
