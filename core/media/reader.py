@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import structlog
@@ -144,3 +146,29 @@ class MediaReader:
         if seen:
             parts.append("Text in it: " + " / ".join(seen.splitlines()))
         return Reading(f"{PHOTO_PREFIX} " + "\n".join(parts))
+
+
+def reader_for_import(settings: Settings) -> Callable[[str, Path], str | None]:
+    """For `confidante import --read-media`: a voice note's transcript or a photo's text, from a file
+    in the export (read, never copied). Blocking: the import runs in its own process."""
+
+    def read(kind: str, path: Path) -> str | None:
+        data = path.read_bytes()
+        if kind == "photo":
+            if len(data) > settings.media_max_image_bytes:
+                return None
+            try:
+                seen = read_text(data)
+            except ImageError:
+                return None
+            return ("Text in it: " + " / ".join(seen.splitlines())) if seen else None
+        try:
+            audio = decode(data, max_seconds=settings.media_max_audio_seconds)
+        except (AudioError, TooLong):
+            return None
+        heard = transcribe_audio(
+            audio, model_path=settings.speech_model_path, threads=settings.speech_threads
+        )
+        return heard.text or None
+
+    return read
