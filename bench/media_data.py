@@ -54,7 +54,7 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def _wav(text: str, voice: str, speed: int) -> bytes:
+def spoken_wav(text: str, voice: str, speed: int) -> bytes:
     return subprocess.run(
         ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
         check=True,
@@ -92,7 +92,7 @@ def to_ogg_opus(pcm: np.ndarray, rate: int) -> bytes:
 @functools.lru_cache(maxsize=256)
 def voice_note(text: str, voice: str = "en-us", speed: int = 160, pad_seconds: float = 0.0) -> Clip:
     """`text` spoken by espeak-ng as an OGG/Opus voice note; `pad_seconds` of silence after it."""
-    pcm, rate = pcm_of(_wav(text, voice, speed))
+    pcm, rate = pcm_of(spoken_wav(text, voice, speed))
     if pad_seconds:
         pcm = np.concatenate([pcm, np.zeros(int(pad_seconds * rate), dtype=np.int16)])
     return Clip(text, voice, speed, to_ogg_opus(pcm, rate), len(pcm) / rate)

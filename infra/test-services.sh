@@ -23,6 +23,17 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
 fi
 
+# espeak-ng synthesizes the voice notes the media tests and bench/speech_eval.py transcribe
+if ! command -v espeak-ng >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing espeak-ng for the voice-note tests"
+    apt-get install -y -qq espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+  else
+    echo "espeak-ng is missing: install it (apt-get install espeak-ng), then run make test again." >&2
+    exit 1
+  fi
+fi
+
 # Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
 # the test session itself starts and stops the server.
 bash "$(dirname "$0")/synapse/setup.sh"
