@@ -21,6 +21,7 @@ from core.config import Settings
 from core.media.audio import AudioError, TooLong, decode
 from core.media.ocr import ImageError, read_text
 from core.media.speech import transcribe_audio
+from core.media.vision import describe
 
 log = structlog.get_logger(__name__)
 
@@ -140,9 +141,12 @@ class MediaReader:
         except ImageError:
             return Reading(None, UNREADABLE_IMAGE)
         caption = media.caption.strip()
-        if not seen and not caption:
+        described = describe(media.data, self.settings)
+        if not seen and not caption and not described:
             return Reading(None, NOTHING_SEEN)
         parts = [caption] if caption else []
+        if described:
+            parts.append("It shows: " + described)
         if seen:
             parts.append("Text in it: " + " / ".join(seen.splitlines()))
         return Reading(f"{PHOTO_PREFIX} " + "\n".join(parts))

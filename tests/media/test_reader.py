@@ -94,3 +94,45 @@ def test_receipt_text_reads_back(receipt_png: bytes):
 
     text = read_text(receipt_png)
     assert RECEIPT[0] in text and "58.40" in text
+
+
+async def test_a_vision_model_on_the_generation_server_describes_the_photo(receipt_png: bytes, tmp_path):
+    """A stand-in for an OpenAI-compatible server with a vision model (none runs on CPU here),
+    answering /v1/chat/completions as vLLM does; it checks the picture arrived as a JPEG data URL."""
+    import base64
+    import io
+
+    from aiohttp import web
+    from PIL import Image
+
+    seen: list[dict] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        [part] = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"]
+        head, _, b64 = part["image_url"]["url"].partition(",")
+        assert head == "data:image/jpeg;base64"
+        assert Image.open(io.BytesIO(base64.b64decode(b64))).format == "JPEG"
+        return web.json_response(
+            {"choices": [{"message": {"role": "assistant", "content": "A paper receipt."}}]}
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        settings = Settings(
+            data_dir=tmp_path, generation_url=f"http://127.0.0.1:{port}/v1", vision_model="a-vlm"
+        )
+        photo = await MediaReader(settings).read("matrix", Media("image", receipt_png))
+        without = await MediaReader(Settings(data_dir=tmp_path)).read("matrix", Media("image", receipt_png))
+    finally:
+        await runner.cleanup()
+    assert photo.text is not None and "It shows: A paper receipt." in photo.text and "4721" in photo.text
+    assert [b["model"] for b in seen] == ["a-vlm"]
+    assert without.text is not None and "It shows" not in without.text
