@@ -62,6 +62,12 @@ async def test_voice_note_and_photo_are_read_answered_and_recalled(
         await fake_api.wait_for(
             lambda: any("(voice note)" in m.get("text", "") for m in fake_api.bot_messages(31)), timeout=60
         )
+        await fake_api.push({"message": message(private_chat(ADA), ADA, "/forget Norway", command="/forget")})
+        await fake_api.wait_for(
+            lambda: any("Forgotten" in m.get("text", "") for m in fake_api.bot_messages(31)), timeout=60
+        )
+        person = assistant.store.person_for("telegram", "31")
+        assert not [t for t in assistant.store.turns_of(person) if "Norway" in t.text], "/forget covers it"
     memory = next(m["text"] for m in fake_api.bot_messages(31) if "(voice note)" in m.get("text", ""))
     assert "(photo) receipt" in memory
     assert media_bytes_in(settings.data_dir, sister_note, receipt_png) == []
