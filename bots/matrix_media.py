@@ -23,7 +23,7 @@ from nio import (
 from nio.crypto.attachments import decrypt_attachment
 from nio.exceptions import EncryptionError
 
-from core.media.reader import Kind, Media, MediaReader
+from core.media.reader import Kind, Media, MediaReader, placeholder
 from core.messages import Incoming
 
 log = structlog.get_logger(__name__)
@@ -92,8 +92,9 @@ class Intake:
 
 async def intake(client: AsyncClient, incoming: Incoming, item: Attachment, reader: MediaReader) -> Intake:
     """Download (and decrypt) one attachment and read it; `incoming` is the event as text."""
-    if not incoming.addressed:
-        return Intake(None)  # a group's media not meant for us: not read, not kept
+    if not incoming.addressed:  # a group's media not meant for us: not read, the caption kept
+        kept = placeholder(item.kind, item.caption)
+        return Intake(replace(incoming, text=kept) if kept else None)
     refusal = reader.refuse_size(PLATFORM, item.kind, item.size) or (
         reader.refuse_duration(PLATFORM, item.seconds) if item.kind != "image" else None
     )

@@ -15,7 +15,7 @@ import httpx
 import structlog
 
 from core.config import Settings
-from core.media.reader import Kind, Media, MediaReader
+from core.media.reader import Kind, Media, MediaReader, placeholder
 from core.messages import Incoming
 
 log = structlog.get_logger(__name__)
@@ -90,8 +90,9 @@ async def intake(
     msg: Incoming, item: SlackFile, token: str, reader: MediaReader, settings: Settings
 ) -> Intake:
     """Download and read one file shared in `msg`; the message's own text is the caption."""
-    if not msg.addressed:
-        return Intake(msg if msg.text.strip() else None)  # context only: the caption, no transcription
+    if not msg.addressed:  # a channel's media not meant for us: not read, the caption kept
+        kept = placeholder(item.kind, msg.text)
+        return Intake(replace(msg, text=kept) if kept else None)
     refusal = reader.refuse_size(PLATFORM, item.kind, item.size) or (
         reader.refuse_duration(PLATFORM, item.seconds) if item.kind != "image" else None
     )

@@ -34,8 +34,7 @@ _ATTACHMENTS = {
 }
 
 UNREADABLE_REPLY = (
-    "I can't read {what} here yet, so I can't see what you sent. Please type what you'd like me "
-    "to know."
+    "I can't read {what} here yet, so I can't see what you sent. Please type what you'd like me to know."
 )
 
 

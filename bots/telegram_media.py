@@ -14,7 +14,7 @@ from telegram import Bot, Message
 from telegram.error import TelegramError
 
 from bots.telegram_incoming import BotIdentity, to_incoming
-from core.media.reader import Kind, Media, MediaReader
+from core.media.reader import Kind, Media, MediaReader, placeholder
 from core.messages import Incoming
 
 log = structlog.get_logger(__name__)
@@ -74,8 +74,11 @@ async def intake(
 ) -> Intake:
     """Download and read one attachment; refusals (too big, too long, unreadable) come back as `notice`."""
     base = to_incoming(message, me, commands=commands, text="")
-    if base.incoming is None or not base.incoming.addressed:
-        return Intake(None)  # a group's media not meant for us: not read, not kept
+    if base.incoming is None:
+        return Intake(None)
+    if not base.incoming.addressed:  # a group's media not meant for us: not read, the caption kept
+        kept = placeholder(item.kind, base.incoming.text)
+        return Intake(replace(base.incoming, text=kept) if kept else None)
     refusal = reader.refuse_size(PLATFORM, item.kind, item.size) or (
         reader.refuse_duration(PLATFORM, item.seconds) if item.kind != "image" else None
     )

@@ -65,6 +65,15 @@ class Reading:
     notice: str | None = None
 
 
+def placeholder(kind: Kind, caption: str) -> str | None:
+    """An attachment kept without reading it (a group's media not addressed to us): the caption
+    with what it came with, or None when there is no caption to keep."""
+    caption = caption.strip()
+    if not caption:
+        return None
+    return f"{PHOTO_PREFIX if kind == 'image' else VOICE_PREFIX} {caption}"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
 

@@ -88,3 +88,21 @@ async def test_an_oversized_voice_note_gets_a_clear_reply_and_no_download(fake_a
     assert "couldn't play that voice note" in texts[1]
     assert [c.params["file_id"] for c in fake_api.of("getFile")] == ["BROKEN"]
     assert assistant.received == [], "nothing reached the core"
+
+
+async def test_a_group_photo_not_addressed_keeps_its_caption_unread(fake_api: FakeBotAPI, tmp_path):
+    from tests.telegram.fake_bot_api import group_chat
+    from tests.telegram.scripted import ScriptedAssistant
+
+    assistant = ScriptedAssistant()
+    group = group_chat(-100777, "Team")
+    photo = [dict(fake_api.add_file("GP", b"\x89PNG whatever"), width=10, height=10)]
+    async with running(assistant, telegram_settings(fake_api, tmp_path)):
+        await fake_api.push(
+            {"message": message(group, ADA, None, extra={"photo": photo, "caption": "our board"})}
+        )
+        await fake_api.push({"message": message(group, ADA, None, extra={"photo": photo})})
+        await fake_api.wait_for(lambda: assistant.received, timeout=30)
+        await asyncio.sleep(0.5)
+    assert [(m.text, m.addressed) for m in assistant.received] == [("(photo) our board", False)]
+    assert not fake_api.of("getFile"), "a group's photo not meant for the bot is never downloaded"
