@@ -354,7 +354,11 @@ class TelegramChannel:
         )
         if got.notice:
             await self._send_text(message, got.notice)
-        if got.incoming is not None:
+        if got.incoming is None:
+            recorded = to_incoming(message, self.me, commands=self.commands).incoming
+            if recorded is not None:  # the inbox holds its caption: nothing is left to answer
+                self.assistant.dismiss(recorded)
+        else:
             log.info(
                 "telegram.message", chat_id=message.chat_id, kind=item.kind, chars=len(got.incoming.text)
             )
