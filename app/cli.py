@@ -372,13 +372,28 @@ def import_(
     visibility: Annotated[
         str, typer.Option("--visibility", help="private (default), or chat: only that chat may recall it")
     ] = "private",
+    read_media: Annotated[
+        bool,
+        typer.Option(
+            "--read-media", help="Transcribe voice notes and read photos found in the export (slow)"
+        ),
+    ] = False,
 ) -> None:
     """Import chat history from an export file as a person's turns (safe to repeat)."""
     from app.importing import run_import
 
     settings = get_settings()
     configure_logging(settings)
-    imported_for = run_import(open_cli_store(settings), file, person, me=me, fmt=fmt, visibility=visibility)
+    imported_for = run_import(
+        open_cli_store(settings),
+        file,
+        person,
+        me=me,
+        fmt=fmt,
+        visibility=visibility,
+        read_media=read_media,
+        settings=settings,
+    )
     if imported_for:
         jobs = _jobs(settings, start_worker=False)  # the work waits for `confidante run`'s worker
         try:

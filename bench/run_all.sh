@@ -42,6 +42,9 @@ else
   run bench/import_throughput.py --messages 100000 --dir "$tmp/import"
 fi
 run bench/telegram_first_text.py
+run bench/speech_eval.py --limit "$([ "$quick" = 1 ] && echo 8 || echo 20)"
+run bench/ocr_eval.py
+run bench/voice_first_text.py --runs "$([ "$quick" = 1 ] && echo 5 || echo 12)"
 run bench/slack_bench.py
 run bench/matrix_latency.py
 run bench/load_test.py --people "$([ "$quick" = 1 ] && echo 20 || echo 50)" --messages 6 --max-new-tokens 32

@@ -14,6 +14,7 @@ import functools
 import io
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from nio import (
 from nio.events.misc import BadEvent, UnknownBadEvent
 from nio.exceptions import EncryptionError, LocalProtocolError
 
+from bots import matrix_media
 from bots.channel import ChannelAssistant, ChatLocks, RecentIds, answer, drain, keep_alive, with_admin_flag
 from bots.matrix_addressing import (
     inviter_allowed,
@@ -53,6 +55,7 @@ from bots.matrix_addressing import (
 from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays, send_first
 from bots.matrix_state import Credentials, MatrixState
 from core.config import Settings
+from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
 
@@ -135,6 +138,7 @@ class MatrixBot:
         self._skip_timeline = False
         self._sync_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.media = MediaReader(settings) if settings.media_enabled else None
         self.synced = asyncio.Event()  # set after every successful sync (tests wait on it)
         self.sync_count = 0
         self.sync_failures = 0
@@ -252,6 +256,8 @@ class MatrixBot:
         """Hand synced events to the handlers below."""
         self.client.add_event_callback(self._on_invite, InviteMemberEvent)
         self.client.add_event_callback(self._on_message, (RoomMessageText, RoomMessageEmote))
+        if self.media is not None:
+            self.client.add_event_callback(self._on_media, matrix_media.MEDIA_EVENTS)
         self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
         self.client.add_event_callback(self._on_redaction, RedactionEvent)
         self.client.add_event_callback(self._on_member, RoomMemberEvent)
@@ -613,11 +619,47 @@ class MatrixBot:
         )
         return incoming, late
 
+    async def _on_media(self, room: MatrixRoom, event: matrix_media.MediaEvent) -> None:
+        """A voice message, audio file or image: read it (bytes in memory only), answer it like text."""
+        if self._skip_timeline or event.sender == self.user_id or room.room_id in self._closed_rooms:
+            return
+        if self.state.seen(event.event_id):
+            return
+        self.state.accept(event.event_id, room.room_id)
+        self._spawn(self._handle_media(room.room_id, event))
+
+    async def _handle_media(self, room_id: str, event: matrix_media.MediaEvent) -> None:
+        assert self.media is not None
+        lock = self._lock(room_id)
+        try:
+            async with lock:
+                room = self.client.rooms.get(room_id)
+                if room is not None and room_id not in self._closed_rooms:
+                    incoming, late = self._incoming(room, event)  # type: ignore[arg-type]
+                    item = matrix_media.attachment(event)
+                    got = await matrix_media.intake(
+                        self.client, replace(incoming, text=item.caption), item, self.media
+                    )
+                    relation_out = self._reply_relation(incoming)
+                    if got.notice:
+                        self._remember_own(await self.outbox.send_text(room_id, got.notice, relation_out))
+                    if got.incoming is not None:
+                        await self._answer_incoming(room_id, got.incoming, late)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("matrix.handle_failed", room_id=room_id, event_id=event.event_id)
+        self.state.done(event.event_id)
+
     async def _answer(self, room_id: str, event: RoomMessageText | RoomMessageEmote) -> None:
         room = self.client.rooms.get(room_id)
         if room is None or room_id in self._closed_rooms:
             return
         incoming, late = self._incoming(room, event)
+        await self._answer_incoming(room_id, incoming, late)
+
+    async def _answer_incoming(self, room_id: str, incoming: Incoming, late: bool) -> None:
+        room = self.client.rooms[room_id]
         replied = not incoming.edited and not incoming.addressed and not late and incoming.reply_to
         if replied and await self._is_own(room_id, incoming.reply_to):
             incoming = _replace(incoming, addressed=True)

@@ -33,7 +33,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryInterv
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots import slack_oauth
+from bots import slack_media, slack_oauth
 from bots.channel import ChannelAssistant, ChatLocks, RecentIds, answer, drain, with_admin_flag
 from bots.slack_events import (
     PLATFORM,
@@ -57,6 +57,7 @@ from bots.slack_reply import (
     user_zone,
 )
 from core.config import Settings
+from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
 
@@ -137,6 +138,7 @@ class SlackBot:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self.installation_store: slack_oauth.PrivateFileInstallationStore | None = None
+        self.media = MediaReader(settings) if settings.media_enabled else None
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ app wiring
@@ -279,7 +281,24 @@ class SlackBot:
             chars=len(msg.text),
             retry=body.get("retry_attempt") or None,
         )
+        item = slack_media.media_file(event) if self.media and not msg.edited else None
+        if item is not None:
+            self._spawn(self._respond_media(client, msg, item))
+            return
         self._spawn(self._respond(client, msg, _target(msg)))
+
+    async def _respond_media(
+        self, client: AsyncWebClient, msg: Incoming, item: slack_media.SlackFile
+    ) -> None:
+        """An audio clip or image: read it (bytes in memory only), then answer it like text."""
+        assert self.media is not None
+        got = await slack_media.intake(msg, item, client.token or "", self.media, self.settings)
+        if got.notice:
+            await self._safe_post(client, _target(msg), got.notice)
+        if got.incoming is None:
+            self.assistant.dismiss(msg)  # recorded in the inbox on arrival: nothing is left to answer
+        else:
+            await self._respond(client, got.incoming, _target(got.incoming))
 
     async def _respond(self, client: AsyncWebClient, msg: Incoming, target: Target) -> None:
         if msg.addressed and msg.chat_kind == "group" and target.thread_ts:

@@ -22,6 +22,7 @@ BOT_SCOPES = [
     "channels:read",
     "chat:write",
     "commands",
+    "files:read",  # voice clips and images people share (bots/slack_media.py)
     "files:write",
     "groups:history",
     "groups:read",

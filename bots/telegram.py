@@ -40,6 +40,7 @@ from telegram.ext import (
     filters,
 )
 
+from bots import telegram_media
 from bots.channel import (
     ChannelAssistant,
     ChatLocks,
@@ -60,6 +61,7 @@ from bots.telegram_incoming import (
 from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget, send_first
 from bots.telegram_webhook import WebhookServer
 from core.config import Settings
+from core.media.reader import MediaReader
 from core.messages import Button, Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
 
@@ -140,6 +142,7 @@ class TelegramChannel:
         self._buttons: OrderedDict[str, str] = OrderedDict()
         self._recovering: set[asyncio.Task[None]] = set()
         self._started = False
+        self.media = MediaReader(settings) if settings.media_enabled else None
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -315,6 +318,11 @@ class TelegramChannel:
         mapped = to_incoming(message, self.me, edited=edited, commands=self.commands)
         chat_id = message.chat_id
         self.inactive.discard(chat_id)  # they are writing to us, so we can write back
+        item = telegram_media.attachment(message) if self.media and not edited else None
+        if item is not None:
+            async with self._lock(chat_id):
+                await self._guard(chat_id, self._on_media(message, item))
+            return
         if mapped.unreadable and not edited:
             log.info("telegram.unreadable", chat_id=chat_id, kind=mapped.unreadable)
             async with self._lock(chat_id):
@@ -337,6 +345,24 @@ class TelegramChannel:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
             await self._answer_as_member(incoming, Origin.of(incoming))
+
+    async def _on_media(self, message: Message, item: telegram_media.Attachment) -> None:
+        """A voice note or photo: read it (bytes in memory only), then answer it like text."""
+        assert self.media is not None and self.me is not None
+        got = await telegram_media.intake(
+            self.application.bot, message, item, self.media, self.me, self.commands
+        )
+        if got.notice:
+            await self._send_text(message, got.notice)
+        if got.incoming is None:
+            recorded = to_incoming(message, self.me, commands=self.commands).incoming
+            if recorded is not None:  # the inbox holds its caption: nothing is left to answer
+                self.assistant.dismiss(recorded)
+        else:
+            log.info(
+                "telegram.message", chat_id=message.chat_id, kind=item.kind, chars=len(got.incoming.text)
+            )
+            await self._answer_as_member(got.incoming, Origin.of(got.incoming))
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""

