@@ -353,7 +353,9 @@ class Assistant:
             self.store.embed,
             question_vector=vector,
             profile=person.profile,
-            grounded=self.use_recall and self.ground_replies,
+            # in a group the answer would be posted where everybody reads it (and enters their
+            # prompts): there the model answers from what the group may see, as before
+            grounded=self.use_recall and self.ground_replies and msg.chat_kind == "direct",
         )
 
     def prompt_for(

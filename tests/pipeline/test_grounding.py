@@ -129,3 +129,14 @@ async def test_what_follows_an_opening_is_one_whole_sentence_or_nothing() -> Non
     ]
     assert [d async for d in one_sentence(_chunks(" She is", " lovely and"))] == []  # cut by the cap
     assert [d async for d in one_sentence(_chunks(" Enjoy!"))] == [" Enjoy!"]
+
+
+async def test_in_a_group_nothing_private_is_said_back(assistant: Assistant) -> None:
+    """Even where the person opened their profile (`/share here`), an answer in a group is read
+    by everybody there and enters their prompts: no grounded opening in groups."""
+    from tests.helpers import group
+
+    await say(assistant, dm("I have a cat called Mango.", person="priya", platform="telegram"))
+    await say(assistant, group("/share here", "priya"))
+    reply = await say(assistant, group("What is my cat called?", "priya"))
+    assert reply is not None and not reply.startswith(("You told me", NOT_TOLD))
