@@ -302,6 +302,7 @@ class SeededEngine:
     def __init__(self, engine: Any, seed: int) -> None:
         self.engine, self.seed = engine, seed
         self.prompts: dict[tuple[str, str], list[dict[str, str]]] = {}  # (pid, ask) -> prompt
+        self.accepts_prefix = getattr(engine, "accepts_prefix", False)
 
     @property
     def context_tokens(self) -> int:
@@ -315,7 +316,6 @@ class SeededEngine:
 
     def stream(self, messages: list[dict[str, str]], **kwargs: Any) -> AsyncIterator[str]:
         asking = ASKING.get()
-        self.prompts[asking] = messages
         seed = zlib.crc32(f"{self.seed}:{asking}".encode())
         return self.engine.stream(messages, seed=seed, **kwargs)
 
@@ -349,9 +349,33 @@ def open_store(data: Path, embedder: Any) -> Any:
     return Store(data / "lancedb", embedder, journal=data / "journal" / "turns.jsonl")
 
 
+def _record(assistant: Any, prompts: dict, asked: dict) -> None:
+    """Keep each reply's prompt and what its grounding was computed from (the latency rows
+    replay both), whether or not the model is asked at all."""
+    prompt_for, grounding = assistant.prompt_for, assistant._grounding
+
+    def recording_prompt(*args: Any, **kwargs: Any) -> Any:
+        messages = prompt_for(*args, **kwargs)
+        prompts[ASKING.get()] = messages
+        return messages
+
+    def recording_grounding(person: Any, msg: Any, text: str, recalled: Any, recent: Any, vector: Any) -> Any:
+        said = [t.text for t in recent if t.role == "user" and t.person_id == person.person_id]
+        asked[ASKING.get()] = (text, person.display_name or msg.sender_name, recalled, said, vector)
+        return grounding(person, msg, text, recalled, recent, vector)
+
+    assistant.prompt_for, assistant._grounding = recording_prompt, recording_grounding
+
+
 async def run_seed(
-    loaded: Any, settings: Any, embedder: Any, cast: list[Scripted], seed: int, overrides: dict
-) -> tuple[list[Row], dict]:
+    loaded: Any,
+    settings: Any,
+    embedder: Any,
+    cast: list[Scripted],
+    seed: int,
+    overrides: dict,
+    grounded: bool = True,
+) -> tuple[list[Row], dict, dict]:
     """Both sessions for everybody under one seed, in a fresh data dir."""
     from core.assistant import Assistant
     from core.llm.engine import Engine
@@ -360,6 +384,7 @@ async def run_seed(
     day2 = day1 + timedelta(days=9)
     rows: list[Row] = []
     prompts: dict = {}
+    asked: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         s = settings.model_copy(update={"data_dir": Path(tmp)})
         s.ensure_data_dir()
@@ -369,6 +394,8 @@ async def run_seed(
                 inner.sampling = inner.sampling.replace(**overrides)
             engine = SeededEngine(inner, seed)
             assistant = Assistant(s, open_store(Path(tmp), embedder), engine)
+            assistant.ground_replies = grounded
+            _record(assistant, engine.prompts, asked)
             try:
                 results = await asyncio.gather(
                     *(
@@ -388,17 +415,25 @@ async def run_seed(
                 engine.engine.close()
             rows += [r for rs in results for r in rs]
             prompts.update(engine.prompts)
-    return rows, prompts
+    return rows, prompts, asked
 
 
 async def latency(
-    loaded: Any, settings: Any, prompts: list[list[dict[str, str]]], overrides: dict
+    loaded: Any,
+    settings: Any,
+    prompts: list[list[dict[str, str]]],
+    overrides: dict,
+    asked: list[tuple] | None = None,
+    embedder: Any = None,
 ) -> tuple[list[float], list[float]]:
-    """Time to first token and to the full reply, one request at a time (nothing else running).
+    """Time to first text and to the full reply, one request at a time (nothing else running).
 
     Default settings, prefix cache included, as a running server has them: one warm-up request
     (the first prompt, not timed) has served somebody before, so the shared start of every
-    prompt (the persona) is cached, and each timed prompt's own part is not."""
+    prompt (the persona) is cached, and each timed prompt's own part is not. With `asked` (what
+    each reply's grounding came from) the reply path is timed as the assistant runs it after
+    recall: grounding (embedding the person's statements), then the stream with its slip guard."""
+    from core.grounding import for_reply, reply_stream
     from core.llm.engine import Engine
 
     engine = Engine(loaded, settings)
@@ -410,7 +445,14 @@ async def latency(
         for i, messages in enumerate(prompts[1:]):
             start = time.perf_counter()
             first = None
-            async for _ in engine.stream(messages, seed=i):
+            grounding = guard = None
+            if asked is not None:
+                text, name, recalled, said, vector = asked[i + 1]
+                grounding, guard = for_reply(
+                    text, name, recalled, said, lambda t: [v.tolist() for v in embedder.embed(t)],
+                    question_vector=vector,
+                )  # fmt: skip
+            async for _ in reply_stream(engine, messages, grounding=grounding, guard=guard, seed=i):
                 first = first or time.perf_counter()
             end = time.perf_counter()
             ttft.append((first or end) - start)
@@ -523,6 +565,10 @@ async def main(args: argparse.Namespace) -> Targets:
     from core.memory.embed import default_embedder
 
     torch.set_num_threads(args.threads)
+    if args.continue_tokens is not None:
+        import core.grounding
+
+        core.grounding.CONTINUATION_TOKENS = args.continue_tokens
     settings = Settings(model_cache_dir=args.model_dir.resolve(), _env_file=None)
     cap = settings.max_new_tokens
     loaded = load_model(settings)
@@ -532,19 +578,31 @@ async def main(args: argparse.Namespace) -> Targets:
     by_id = {p.pid: p for p in cast}
     scores = Scores(args.label)
     prompts: dict = {}
+    asked: dict = {}
     started = time.perf_counter()
     for seed in args.seeds:
         t = time.perf_counter()
-        rows, seed_prompts = await run_seed(loaded, settings, embedder, cast, seed, overrides)
+        rows, seed_prompts, seed_asked = await run_seed(
+            loaded, settings, embedder, cast, seed, overrides, grounded=not args.ungrounded
+        )
         scores.rows += rows
         prompts = prompts or seed_prompts
+        asked = asked or seed_asked
         print(f"seed {seed}: {len(rows)} replies in {time.perf_counter() - t:.0f} s", flush=True)
         if args.dump:  # kept as the run goes: `--score` rebuilds the table from it
             _dump(args.dump, scores.rows)
     # latency on the same one-sentence questions, first seed's prompts, one at a time
-    timed = [prompts[(p.pid, a.text)] for p in cast for a in p.session2 if a.short][: args.latency]
+    keys = [(p.pid, a.text) for p in cast for a in p.session2 if a.short][: args.latency]
+    timed = [prompts[k] for k in keys]
     if len(timed) > 1:
-        scores.ttft, scores.full = await latency(loaded, settings, timed, overrides)
+        scores.ttft, scores.full = await latency(
+            loaded,
+            settings,
+            timed,
+            overrides,
+            None if args.ungrounded else [asked[k] for k in keys],
+            embedder,
+        )
     results = [
         (f"{args.label}, seeds {','.join(map(str, args.seeds))}", scores.summary(cap, by_id)),
         ("  tuning slice", scores.summary(cap, by_id, held=False)),
@@ -619,6 +677,10 @@ if __name__ == "__main__":
         "--anchor", type=int, default=48, help="session-2 prompts for the anchor row (0: none)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--continue-tokens", type=int, help="tokens the model adds after a grounded opening")
+    parser.add_argument(
+        "--ungrounded", action="store_true", help="the model answers questions about the person"
+    )
     parser.add_argument("--label", default="engine, default settings")
     parser.add_argument("--model-dir", type=Path, default=Path("data/models"))
     parser.add_argument("--score", type=Path, help="print the table of a --dump file and stop")

@@ -25,6 +25,7 @@ from core.access import Access
 from core.commands import Commands, is_command
 from core.config import Settings
 from core.forgetting import Forgetting
+from core.grounding import Grounding, SlipGuard, for_reply, reply_stream
 from core.identity import Identities
 from core.inbox import Entry, Inbox, Receipt, State, key_of
 from core.jobs import Jobs, NoJobs
@@ -77,6 +78,7 @@ class Assistant:
         self.jobs = jobs or NoJobs()
         self.layout = layout
         self.use_recall = use_recall
+        self.ground_replies = True  # questions about the person answered from recall (evals turn it off)
         self.inbox = inbox or Inbox()
         self.reminders = reminders or open_reminders(settings, in_memory=True)
         self.identities = Identities(store, global_failures=settings.link_failures_global)
@@ -330,10 +332,13 @@ class Assistant:
                 self._recall, person, chat, turn.vector, {t.id for t in recent} | {turn.id}, text
             )
         messages = self.prompt_for(person, chat, text, recalled, recent)
+        grounding, guard = await asyncio.to_thread(
+            self._grounding, person, msg, text, recalled, recent, turn.vector
+        )
         if record:
             self._remember(person, chat, turn)
         return Reply(
-            stream=self._generate(msg, person, chat, messages, record),
+            stream=self._generate(msg, person, chat, messages, record, grounding, guard),
             thread_id=msg.thread_id,
             reply_to=msg.message_id,
         )
@@ -348,6 +353,30 @@ class Assistant:
         found = self.recall.recall(person, chat, vector, exclude_ids=exclude_ids, query_text=text)
         metrics.stage("recall", time.perf_counter() - started)
         return found
+
+    def _grounding(
+        self,
+        person: Person,
+        msg: Incoming,
+        text: str,
+        recalled: list[Recalled],
+        recent: list[Turn],
+        vector: list[float] | None,
+    ) -> tuple[Grounding | None, SlipGuard]:
+        """A question about the person answered from what they told (core/grounding.py), and
+        the guard that keeps their name and facts theirs in the reply."""
+        return for_reply(
+            text,
+            person.display_name or msg.sender_name or "",
+            recalled,
+            [t.text for t in recent if t.role == "user" and t.person_id == person.person_id],
+            self.store.embed,
+            question_vector=vector,
+            profile=person.profile,
+            # in a group the answer would be posted where everybody reads it (and enters their
+            # prompts): there the model answers from what the group may see, as before
+            grounded=self.use_recall and self.ground_replies and msg.chat_kind == "direct",
+        )
 
     def prompt_for(
         self,
@@ -383,13 +412,16 @@ class Assistant:
         chat: ChatContext,
         messages: list[dict[str, str]],
         record: bool,
+        grounding: Grounding | None = None,
+        guard: SlipGuard | None = None,
     ) -> AsyncIterator[str]:
         parts: list[str] = []
         room = self.settings.reply_limit(msg.platform)
         try:
             # a private adapter holds private facts: never in a group
             adapter = person.person_id if chat.kind == "direct" else None
-            async for delta in self.engine.stream(messages, adapter=adapter):
+            stream = reply_stream(self.engine, messages, grounding=grounding, guard=guard, adapter=adapter)
+            async for delta in stream:
                 if len(delta) >= room:  # the platform's reply limit: cut here, stop generating
                     parts.append(delta[:room])
                     yield delta[:room]

@@ -17,6 +17,7 @@ class RecordingEngine:
         self.prompts: list[list[dict[str, str]]] = []
         self.prefixes_dropped = 0
         self.context_tokens = engine.context_tokens
+        self.accepts_prefix = getattr(engine, "accepts_prefix", False)  # grounded replies (core/grounding.py)
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)

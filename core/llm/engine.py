@@ -76,6 +76,8 @@ class StreamStats:
 class Engine:
     """Generation for many concurrent conversations on one loaded model."""
 
+    accepts_prefix = True  # stream(prefix=...) continues a reply whose start is given
+
     def __init__(
         self,
         loaded: LoadedModel,
@@ -137,8 +139,9 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def encode_messages(self, messages: list[dict]) -> list[int]:
-        return list(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+    def encode_messages(self, messages: list[dict], prefix: str = "") -> list[int]:
+        text = self.render(messages) + prefix
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # --- public generation API --------------------------------------------------------------
 
@@ -152,15 +155,17 @@ class Engine:
         top_p: float | None = None,
         seed: int | None = None,
         sampling: Sampling | None = None,
+        prefix: str = "",
     ) -> AsyncIterator[str]:
         """Yield the reply's text as it is generated, ending at end-of-turn, a stop (a stop
         string, the reply repeating itself) or the length limit.
 
         `sampling` replaces the model's profile for this reply; `temperature`/`top_p` override
         one field (`temperature=0` is greedy). `adapter` names a person's adapter; with none (or
-        none trained yet) the base model answers in the same batch.
+        none trained yet) the base model answers in the same batch. `prefix` is the reply's given
+        start (core/grounding.py): the model continues after it, and only what it adds is yielded.
         """
-        ids = self.encode_messages(messages)
+        ids = self.encode_messages(messages, prefix)
         budget = self.context_tokens
         max_new = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
         max_new = max(0, int(max_new))

@@ -121,6 +121,7 @@ class CountingEngine:
         self.engine = engine
         self.delay = delay
         self.context_tokens = engine.context_tokens
+        self.accepts_prefix = getattr(engine, "accepts_prefix", False)  # grounded replies (core/grounding.py)
         self.prompts: list[list[dict[str, str]]] = []
         self.outputs: list[str] = []
         self.first_at: list[float] = []  # time.monotonic() of each generation's first text
