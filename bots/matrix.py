@@ -51,6 +51,7 @@ from bots.matrix_addressing import (
 )
 from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, Typing, backoff_delays
 from bots.matrix_state import Credentials, MatrixState
+from core import recovery
 from core.config import Settings
 from core.messages import Incoming, Reply
 
@@ -245,6 +246,9 @@ class MatrixBot:
         for event_id, room_id in leftover.items():
             self._spawn(self._resume_pending(room_id, event_id))
         self._sync_task = asyncio.create_task(self._sync_loop(), name="matrix-sync")
+        recovery.register(  # messages left unanswered while running: answered once the sync is back
+            self.assistant, PLATFORM, lambda m: self._spawn(self._resume_pending(m.chat_id, m.message_id))
+        )
 
     def listen(self) -> None:
         """Hand synced events to the handlers below."""
@@ -259,6 +263,7 @@ class MatrixBot:
         """Sync no more; give replies in progress `grace` seconds (the shutdown grace period),
         then cut the rest: they stay pending and are answered at the next start."""
         self._stopping = True
+        recovery.unregister(self.assistant, PLATFORM)
         if self._sync_task:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -354,8 +359,11 @@ class MatrixBot:
     async def _sync_loop(self) -> None:
         delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
         while not self._stopping:
+            failures = self.sync_failures
             try:
                 await self._sync_once()
+                if self.sync_failures != failures:  # reconnected: answer what the outage left
+                    recovery.nudge(self.assistant)
             except MatrixConfigError:
                 raise
             except Exception:

@@ -46,6 +46,7 @@ from bots.slack_events import (
 from bots.slack_home import home_view
 from bots.slack_render import render_pieces
 from bots.slack_reply import BUTTON_ACTION_PREFIX, ReplySender, Target, button_blocks, text_blocks
+from core import recovery
 from core.config import Settings
 from core.messages import Incoming, Reply
 
@@ -503,11 +504,16 @@ class SlackBot:
         await self._answer_unanswered()
 
     async def _answer_unanswered(self) -> None:
-        """Messages an earlier run received (and Slack considers delivered) but never answered."""
+        """Messages an earlier run received (and Slack considers delivered) but never answered;
+        later, those left unanswered while running (core/recovery.py)."""
         for msg in await self.assistant.unanswered(PLATFORM):
-            client = await self._client_for(msg.chat_id.split(":", 1)[0])
-            if client is not None:
-                self._spawn(self._respond(client, msg, _target(msg)))
+            await self._recover(msg)
+        recovery.register(self.assistant, PLATFORM, self._recover)
+
+    async def _recover(self, msg: Incoming) -> None:
+        client = await self._client_for(msg.chat_id.split(":", 1)[0])
+        if client is not None:
+            self._spawn(self._respond(client, msg, _target(msg)))
 
     async def _client_for(self, team: str) -> AsyncWebClient | None:
         if not self.multi_workspace:
@@ -522,6 +528,7 @@ class SlackBot:
     async def stop(self, grace: float | None = None) -> None:
         """Take no new events; give replies in progress `grace` seconds (the shutdown grace
         period), then cut the rest: the inbox keeps them for the next start."""
+        recovery.unregister(self.assistant, PLATFORM)
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None

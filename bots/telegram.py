@@ -50,6 +50,7 @@ from bots.telegram_incoming import (
 )
 from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget
 from bots.telegram_webhook import WebhookServer
+from core import recovery
 from core.config import Settings
 from core.messages import Button, Incoming, Reply
 
@@ -199,9 +200,7 @@ class TelegramChannel:
         await self._register_commands()
         await app.start()
         for incoming in await self.assistant.unanswered(PLATFORM):
-            task = asyncio.create_task(self._answer_later(incoming))
-            self._recovering.add(task)
-            task.add_done_callback(self._recovering.discard)
+            self._recover(incoming)
         if self.settings.telegram_webhook_url:
             await self._start_webhook()
         else:
@@ -213,6 +212,7 @@ class TelegramChannel:
                 bootstrap_retries=3,
             )
         self._started = True
+        recovery.register(self.assistant, PLATFORM, self._recover)  # left unanswered while running
         log.info("telegram.started", bot=self.me.username, mode="webhook" if self.webhook else "polling")
 
     async def _start_webhook(self) -> None:
@@ -251,6 +251,7 @@ class TelegramChannel:
         """Take no new updates; let replies in progress finish for up to `grace` seconds (the
         shutdown grace period), then cut the rest: the inbox keeps them for the next start."""
         app = self.application
+        recovery.unregister(self.assistant, PLATFORM)
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if self.webhook is not None:
@@ -337,6 +338,13 @@ class TelegramChannel:
             log.debug("telegram.message_text", chat_id=chat_id, text=incoming.text)
         async with self._lock(chat_id):
             await self._answer_unless_refused(incoming, Origin.of(incoming))
+
+    def _recover(self, incoming: Incoming) -> None:
+        """Answer a message left unanswered (by an earlier run, or here when the connection
+        dropped) beside the others; stop() waits for it like for any reply."""
+        task = asyncio.create_task(self._answer_later(incoming))
+        self._recovering.add(task)
+        task.add_done_callback(self._recovering.discard)
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""

@@ -308,6 +308,7 @@ class Store:
         self._hot_sync_rows = search_cache_sync_rows
         self._loading: set[str] = set()
         self._load_small_tables()
+        self._journal_path = journal
         self._writer: TurnWriter | None = self._open_writer(journal) if journal is not None else None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -332,14 +333,38 @@ class Store:
 
     def _load_small_tables(self) -> None:
         """People and accounts are few and read on every message: keep them in memory."""
-        for row in self._tables["people"].to_arrow().to_pylist():
-            self._people[row["person_id"]] = self._person_from_row(row)
-        for row in self._tables["identities"].to_arrow().to_pylist():
-            self._identities[(row["platform"], row["platform_user_id"])] = row["person_id"]
-        for row in self._tables["chats"].to_arrow().to_pylist():
-            self._chats[(row["platform"], row["chat_id"])] = ChatSettings(
-                row["record_context"], row["active"]
-            )
+        people = {
+            row["person_id"]: self._person_from_row(row)
+            for row in self._tables["people"].to_arrow().to_pylist()
+        }
+        identities = {
+            (row["platform"], row["platform_user_id"]): row["person_id"]
+            for row in self._tables["identities"].to_arrow().to_pylist()
+        }
+        chats = {
+            (row["platform"], row["chat_id"]): ChatSettings(row["record_context"], row["active"])
+            for row in self._tables["chats"].to_arrow().to_pylist()
+        }
+        self._people, self._identities, self._chats = people, identities, chats
+
+    def catch_up(self) -> None:
+        """See what other processes committed now, not after the read consistency interval,
+        and re-read people, accounts and chats (several chat processes share the store)."""
+
+        async def latest() -> None:
+            await asyncio.gather(*(t.checkout_latest() for t in self._async.values()))
+
+        LOOP.run(latest())
+        self._load_small_tables()
+
+    def adopt_journal(self) -> bool:
+        """Take the turn journal over once the process that owned it is gone (another chat
+        process on this data dir stopped or was killed): what it left is written to LanceDB
+        now, and this process records through it from here on."""
+        if self._writer is not None or self._journal_path is None:
+            return False
+        self._writer = self._open_writer(self._journal_path, quiet=True)
+        return self._writer is not None
 
     @staticmethod
     def _person_from_row(row: dict[str, Any]) -> Person:
@@ -459,13 +484,14 @@ class Store:
 
     # -- turns ------------------------------------------------------------------------------
 
-    def _open_writer(self, path: Path) -> TurnWriter | None:
+    def _open_writer(self, path: Path, *, quiet: bool = False) -> TurnWriter | None:
         """The chat process's deferred turn writes (core/memory/writer.py); first write what a
         previous run left in the journal."""
         try:
             journal = Journal(path)
         except JournalBusy:
-            log.warning("another process owns the turn journal; recording turns synchronously")
+            if not quiet:
+                log.warning("another process owns the turn journal; recording turns synchronously")
             return None
         left = journal.read()
         if left:
