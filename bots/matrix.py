@@ -626,7 +626,11 @@ class MatrixBot:
                 self._remember_own(await self.outbox.send_text(room_id, ERROR_REPLY, relation_out))
                 return
             if reply is not None:
-                await self._deliver(room_id, reply, relation_out)
+                try:
+                    await self._deliver(room_id, reply, relation_out)
+                except Exception:
+                    reply.abandon()  # the homeserver is unreachable: answered once it is back
+                    raise
                 reply.finished()
 
     @staticmethod

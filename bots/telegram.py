@@ -400,7 +400,9 @@ class TelegramChannel:
                     await self._send(origin, SORRY)
                 except TelegramError as exc:
                     log.error("telegram.apology_failed", chat_id=chat_id, error=type(exc).__name__)
-                    return  # nothing reached them: left unanswered, the next start answers it
+                    if reply is not None:
+                        reply.abandon()  # answered once Telegram is reachable again
+                    return  # nothing reached them: left unanswered, answered later
             if reply is not None:
                 reply.finished()
 

@@ -164,7 +164,7 @@ class Assistant:
             return None
         self._active.add(key)  # before the first await: a second delivery sees it at once
         try:
-            go = await asyncio.to_thread(self.recovery.admit, msg)
+            go = await asyncio.to_thread(self.recovery.admit, msg, frozenset(self._active))
         except BaseException:
             self._active.discard(key)
             raise

@@ -261,30 +261,31 @@ class Inbox:
                 )
         return self._entries(keys)  # type: ignore[arg-type]
 
-    def next_up(self, platform: str, busy: set[Key]) -> list[Entry]:
+    def next_up(self, platform: str, busy: set[Key], older_than: float = 0.0) -> list[Entry]:
         """This run's messages on `platform` that are now first in their chat and not being
         answered: each waited for an earlier one (maybe another process's) to be answered."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT platform, chat_id, message_id FROM inbox AS i"
-                " WHERE platform = ? AND state = 'received' AND run = ?"
+                " WHERE platform = ? AND state = 'received' AND run = ? AND received_at <= ?"
                 " AND NOT EXISTS (SELECT 1 FROM inbox AS e WHERE e.platform = i.platform"
                 " AND e.chat_id = i.chat_id AND e.state != 'answered' AND e.rowid < i.rowid)"
                 " ORDER BY rowid",
-                (platform, self.run),
+                (platform, self.run, time.time() - older_than),
             ).fetchall()
         return self._entries([tuple(r) for r in rows if tuple(r) not in busy])  # type: ignore[misc]
 
-    def first_open(self, key: Key) -> bool:
-        """Whether no earlier message of this chat is still unanswered (arrival order)."""
+    def open_before(self, key: Key) -> list[tuple[Key, str]]:
+        """This chat's messages that came before this one and are still unanswered, with the
+        run each belongs to (arrival order: the rowid)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM inbox AS e, inbox AS i WHERE i.platform = ? AND i.chat_id = ?"
-                " AND i.message_id = ? AND e.platform = i.platform AND e.chat_id = i.chat_id"
-                " AND e.state != 'answered' AND e.rowid < i.rowid LIMIT 1",
+            rows = self._db.execute(
+                "SELECT e.platform, e.chat_id, e.message_id, e.run FROM inbox AS e, inbox AS i"
+                " WHERE i.platform = ? AND i.chat_id = ? AND i.message_id = ? AND e.platform = i.platform"
+                " AND e.chat_id = i.chat_id AND e.state != 'answered' AND e.rowid < i.rowid",
                 key,
-            ).fetchone()
-        return row is None
+            ).fetchall()
+        return [((p, c, m), run) for p, c, m, run in rows]
 
     def answered_before(self, key: Key) -> str | None:
         """The run that answered this chat's previous message (None: none is recorded)."""
@@ -341,6 +342,10 @@ class Receipt:
 
     def sent(self, reply_id: str) -> None:
         self.inbox.sent(self.key, reply_id)
+
+    def abandoned(self) -> None:
+        if self._released is not None:
+            self._released()  # runs the release once, then detaches
 
     def answered(self) -> None:
         if self._released is not None:

@@ -51,7 +51,8 @@ HEARTBEAT_SECONDS = 2.0
 TICK_SECONDS = 1.0  # alone on the data dir: leftovers of dead runs are looked for this often
 SHARED_TICK_SECONDS = 0.2  # sharing it: a message that waited for another process's goes this soon
 REDISPATCH_SECONDS = 5.0  # a message handed to its channel is not handed again sooner (shared)
-SHARED_REFRESH_SECONDS = 5.0  # sharing it: caches of other processes' writes are dropped this often
+SHARED_REFRESH_SECONDS = 5.0
+NEXT_UP_ALONE_SECONDS = 2.0  # sharing it: caches of other processes' writes are dropped this often
 
 
 class Recovery:
@@ -76,10 +77,11 @@ class Recovery:
             self._shared, self._shared_at = self.inbox.others_alive(), now
         return self._shared
 
-    def admit(self, msg: Incoming) -> tuple[Entry, bool] | None:
+    def admit(self, msg: Incoming, busy: frozenset[Key] = frozenset()) -> tuple[Entry, bool] | None:
         """Record `msg` and say whether this process answers it now, and whether it is late.
-        None: answered already, being answered by another live process, or (sharing the data
-        dir) an earlier message of its chat is still unanswered: the loop hands it over later.
+        None: answered already, being answered by another live process, or an earlier message
+        of its chat is still unanswered and not being answered here (`busy`: this process's
+        replies in progress, which its locks keep in order): the loop hands it over later.
         Runs in a thread (SQLite, and LanceDB when catching up)."""
         key = key_of(msg)
         entry = self.inbox.receive(msg)
@@ -94,14 +96,16 @@ class Recovery:
             if not self.inbox.claim(key, entry.run):
                 return None  # another process claimed it first
             late = True
-        if self.shared:
-            if not self.inbox.first_open(key):
-                log.info("message waits for an earlier one in its chat", platform=msg.platform)
-                return None
-            if self.inbox.answered_before(key) != self.inbox.run:
-                # the chat's last answer came from another process: read what it wrote
-                self.assistant.store.catch_up()
-                self.assistant.forget_recent(msg.platform, msg.chat_id)
+        if late:  # what the run that left it wrote (its reply may be finished) must be visible
+            self.assistant.store.catch_up()
+        earlier = self.inbox.open_before(key)
+        if any(run != self.inbox.run or k not in busy for k, run in earlier):
+            log.info("message waits for an earlier one in its chat", platform=msg.platform)
+            return None
+        if self.shared and self.inbox.answered_before(key) != self.inbox.run:
+            # the chat's last answer came from another process: read what it wrote
+            self.assistant.store.catch_up()
+            self.assistant.forget_recent(msg.platform, msg.chat_id)
         return entry, late
 
     # -- channels -------------------------------------------------------------------------------
@@ -165,14 +169,19 @@ class Recovery:
         self._handed = {k: t for k, t in self._handed.items() if now - t < self._hold()}
         busy = set(self.assistant._active) | set(self._handed)
         orphans = await asyncio.to_thread(self.inbox.unanswered, platform)  # claimed: now ours
+        if orphans:  # a dead process's journal first: its finished replies are shown, not redone
+            await asyncio.to_thread(self.assistant.store.adopt_journal)
         found: list[tuple[Entry, str]] = [(e, "taken over") for e in orphans]
         if stalled:
             after = self.settings.recovery_after_seconds
             found += [
                 (e, "stalled") for e in await asyncio.to_thread(self.inbox.stalled, platform, after, busy)
             ]
-        if shared:
-            found += [(e, "next") for e in await asyncio.to_thread(self.inbox.next_up, platform, busy)]
+        # messages that waited for an earlier one of their chat (sharing the data dir; or
+        # before the process that held the earlier one died): alone, only those not picked up
+        # by their channel within a moment
+        waited = 0.0 if shared else NEXT_UP_ALONE_SECONDS
+        found += [(e, "next") for e in await asyncio.to_thread(self.inbox.next_up, platform, busy, waited)]
         seen: set[Key] = set()
         for entry, why in found:
             msg = entry.message
