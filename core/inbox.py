@@ -200,6 +200,8 @@ class Inbox:
                 "INSERT OR REPLACE INTO runs (run, host, pid, seen) VALUES (?, ?, ?, ?)",
                 (self.run, _HOST, os.getpid(), time.time()),
             )
+            # rows of runs killed long ago (a stopped run deletes its own)
+            self._db.execute("DELETE FROM runs WHERE seen < ?", (time.time() - KEEP_SECONDS,))
 
     def live_runs(self) -> set[str]:
         """Runs (this one included) that may still be answering what they hold."""

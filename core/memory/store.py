@@ -550,6 +550,7 @@ class Store:
 
     def close(self) -> None:
         """Write what is staged and release the journal (the process is stopping)."""
+        self._journal_path = None  # and never take it again
         if self._writer is not None:
             self._writer.close()
             self._writer = None
