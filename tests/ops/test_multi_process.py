@@ -127,16 +127,9 @@ async def test_two_processes_keep_order_answer_once_and_survive_a_kill(tmp_path)
             if chat["id"] < 0:
                 assert answer["reply_to_message"]["message_id"] == msg["message_id"]
             expected = stored[(str(chat["id"]), str(msg["message_id"]))]
-            if not complete(answer.get("text", ""), expected):
-                for m, a in zip(asked, shown, strict=True):
-                    print(
-                        "DEBUG",
-                        m["message_id"],
-                        repr(stored.get((str(chat["id"]), str(m["message_id"])))),
-                        "|",
-                        repr(a["text"]),
-                    )
-            assert complete(answer.get("text", ""), expected), msg["message_id"]
+            assert complete(answer.get("text", ""), expected), (
+                f"answer {answer['message_id']} is not the reply to {msg['message_id']}: out of order"
+            )
     late = sum(
         1
         for chat_id in {m["chat"]["id"] for m in sent}
