@@ -116,6 +116,7 @@ class Inbox:
             path.touch(mode=0o600, exist_ok=True)
         self.path = path
         self.run = uuid.uuid4().hex  # this process: rows of another run are left from before
+        self._closed = False
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None)
         # A commit is handed to the OS before it returns: it survives the process being killed
@@ -308,6 +309,9 @@ class Inbox:
     def close(self) -> None:
         """The process stops: its row goes, so what it leaves is claimed at once elsewhere."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._db.execute("DELETE FROM runs WHERE run = ?", (self.run,))
             self._db.close()
 
