@@ -1,4 +1,6 @@
-"""Load test: simulated people talking to one `confidante run` process, through Telegram.
+"""Load test: simulated people talking to `confidante run`, through Telegram: one process, then
+two on the same data dir (the load tool sends each message to the next process in turn, as a
+round-robin load balancer in front of the webhook would).
 
 The real command in its own process (the configured model, LanceDB, the journal, the embedded
 worker), with Telegram in webhook mode pointed at the local fake Bot API
@@ -10,6 +12,7 @@ counts must agree with what the tool saw.
 
     python bench/load_test.py                           # 50 people x 6 messages, bundled SmolLM2
     python bench/load_test.py --people 10 --messages 3  # smaller
+    python bench/load_test.py --processes 2             # only the two-process row
 """
 
 from __future__ import annotations
@@ -94,10 +97,19 @@ def _counts(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
-async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path, model: str | None) -> int:
+async def run(
+    processes: int,
+    people: int,
+    messages: int,
+    max_new_tokens: int,
+    models_dir: Path,
+    model: str | None,
+    broker_url: str,
+) -> dict:
+    """The load against `processes` chat processes on one data dir; what the tool and /metrics saw."""
     api = FakeBotAPI()
     await api.start()
-    hook, ops = _port(), _port()
+    hooks, ops = [_port() for _ in range(processes)], [_port() for _ in range(processes)]
     loop = asyncio.get_running_loop()
     waiting: dict[int, Waiting] = {}
 
@@ -117,54 +129,92 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
             await asyncio.sleep(0.01)
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
+        base = {
             k: v for k, v in os.environ.items() if not k.startswith(("CONFIDANTE_", "TELEGRAM_", "SLACK_"))
         }
-        env.update(
+        base.update(
             PYTHONPATH=str(ROOT),
             CONFIDANTE_DATA_DIR=f"{tmp}/data",
             CONFIDANTE_MODEL_CACHE_DIR=str(models_dir),
             CONFIDANTE_MAX_NEW_TOKENS=str(max_new_tokens),
             **({"CONFIDANTE_MODEL": model} if model else {}),
-            CONFIDANTE_OPS_PORT=str(ops),
             CONFIDANTE_RATE_PER_MINUTE_PERSON="1000",
             TELEGRAM_BOT_TOKEN=TOKEN,
             CONFIDANTE_TELEGRAM_API_URL=api.base_url,
             CONFIDANTE_TELEGRAM_WEBHOOK_URL="https://load.example.org/tg",
             CONFIDANTE_TELEGRAM_WEBHOOK_SECRET=SECRET,
-            CONFIDANTE_TELEGRAM_WEBHOOK_PORT=str(hook),
         )
-        log = open(f"{tmp}/run.log", "wb")  # noqa: SIM115 - the child writes it
+        if processes > 1:
+            # several chat processes: Redis and one worker for all (infra/README.md), not an
+            # embedded worker each
+            import redis
+
+            redis.Redis.from_url(broker_url).flushdb()
+            base["CONFIDANTE_BROKER_URL"] = broker_url
+            # the cores shared out: torch's threads in each process otherwise wait on each other
+            base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+        logs = [open(f"{tmp}/run{i}.log", "wb") for i in range(processes)]  # noqa: SIM115 - children write them
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import app; app()", "run"],
-            env=env,
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        workers = (
+            [
+                subprocess.Popen(
+                    [sys.executable, "-c", "from app.cli import app; app()", "worker"],
+                    env=base,
+                    cwd=tmp,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            ]
+            if processes > 1
+            else []
         )
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", "from app.cli import app; app()", "run"],
+                env={
+                    **base,
+                    "CONFIDANTE_OPS_PORT": str(ops[i]),
+                    "CONFIDANTE_TELEGRAM_WEBHOOK_PORT": str(hooks[i]),
+                },
+                cwd=tmp,
+                stdout=logs[i],
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(processes)
+        ]
         tailer = asyncio.create_task(tail())
         try:
             async with httpx.AsyncClient(timeout=600) as http:
-                while True:  # ready: model loaded, webhook registered
-                    if proc.poll() is not None:
-                        raise SystemExit(Path(f"{tmp}/run.log").read_text()[-3000:])
-                    try:
-                        ready = (await http.get(f"http://127.0.0.1:{ops}/readyz")).status_code == 200
-                    except httpx.HTTPError:
-                        ready = False
-                    if ready and api.webhook:
-                        break
-                    await asyncio.sleep(0.5)
+
+                async def scrape() -> dict[tuple[str, tuple], float]:
+                    total: dict[tuple[str, tuple], float] = {}
+                    for port in ops:
+                        for key, value in _counts(
+                            (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                        ).items():
+                            total[key] = total.get(key, 0.0) + value
+                    return total
+
+                for i, proc in enumerate(procs):  # ready: model loaded, webhook registered
+                    while True:
+                        if proc.poll() is not None:
+                            raise SystemExit(Path(f"{tmp}/run{i}.log").read_text()[-3000:])
+                        try:
+                            ready = (await http.get(f"http://127.0.0.1:{ops[i]}/readyz")).status_code == 200
+                        except httpx.HTTPError:
+                            ready = False
+                        if ready and api.webhook:
+                            break
+                        await asyncio.sleep(0.5)
                 startup = time.perf_counter() - started
-                before = _counts((await http.get(f"http://127.0.0.1:{ops}/metrics")).text)
+                before = await scrape()
                 ttft: list[float] = []
                 whole: list[float] = []
                 update_ids = iter(range(1, 10**9))
 
                 async def person(n: int) -> None:
                     who = user(500_000 + n, f"P{n}")
-                    for i in range(messages):
+                    for i in range(messages):  # the balancer: each message to the next process
                         text = LINES[i % len(LINES)].format(name=who["first_name"])
                         update = {
                             "update_id": next(update_ids),
@@ -172,7 +222,7 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
                         }
                         w = waiting[who["id"]] = Waiting(loop.time())
                         response = await http.post(
-                            f"http://127.0.0.1:{hook}/tg",
+                            f"http://127.0.0.1:{hooks[(n + i) % processes]}/tg",
                             content=json.dumps(update),
                             headers={
                                 "Content-Type": "application/json",
@@ -188,70 +238,136 @@ async def main(people: int, messages: int, max_new_tokens: int, models_dir: Path
                 await asyncio.gather(*(person(n) for n in range(people)))
                 wall = time.perf_counter() - t0
                 await asyncio.sleep(1.5)  # the last stream's counters settle
-                after = _counts((await http.get(f"http://127.0.0.1:{ops}/metrics")).text)
-                rss = _rss_mib(proc.pid)
+                after = await scrape()
+                rss = [_rss_mib(proc.pid) for proc in procs]
+                external = sum(sum(_rss_mib(w.pid).values()) for w in workers)
+                extra = sum(1 for c in api.calls if c.method == "sendMessage" and c.status == 200) - len(
+                    whole
+                )
         finally:
             tailer.cancel()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
+            for proc in [*procs, *workers]:
+                proc.send_signal(signal.SIGTERM)
+            for proc in [*procs, *workers]:
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for log in logs:
+                log.close()
+            if os.environ.get("LOAD_TEST_LOGS"):  # keep the processes' logs for a look afterwards
+                import shutil
+
+                for i in range(processes):
+                    shutil.copy(
+                        f"{tmp}/run{i}.log", f"{os.environ['LOAD_TEST_LOGS']}/{processes}p-run{i}.log"
+                    )
             await api.stop()
 
     def delta(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    sent = people * messages
-    table = Table(
-        title=f"Load: {people} people x {messages} messages, one `confidante run`, max_new_tokens={max_new_tokens}"
-    )
-    for col in ("measure", "value"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    rows = [
-        ("messages sent / replies seen", f"{sent} / {len(whole)}"),
-        ("start-up to ready (s)", f"{startup:.1f}"),
-        ("wall time (s)", f"{wall:.1f}"),
-        ("throughput (replies/s)", f"{len(whole) / wall:.2f}"),
-        *((f"first text p{q} (s)", f"{_pct(ttft, q):.2f}") for q in (50, 95, 99)),
-        *((f"full reply p{q} (s)", f"{_pct(whole, q):.2f}") for q in (50, 95, 99)),
-        ("peak RSS, chat process (MiB)", f"{rss.get(str(proc.pid), float('nan')):.0f}"),
-        ("peak RSS, worker process(es) (MiB)", f"{sum(v for k, v in rss.items() if k != str(proc.pid)):.0f}"),
-        ("tokens generated (/metrics)", f"{delta('confidante_tokens_generated_total'):.0f}"),
-    ]
-    agree = {
-        "messages replied": (
-            delta("confidante_messages_total", platform="telegram", outcome="replied"),
-            len(whole),
-        ),
-        "first-token samples": (delta("confidante_stage_seconds_count", stage="first_token"), len(ttft)),
-        "full-reply samples": (delta("confidante_stage_seconds_count", stage="reply"), len(whole)),
+    return {
+        "sent": people * messages,
+        "ttft": ttft,
+        "whole": whole,
+        "startup": startup,
+        "wall": wall,
+        "extra": extra,
+        "chat_rss": sum(r.get(str(p.pid), float("nan")) for r, p in zip(rss, procs, strict=True)),
+        "worker_rss": external
+        + sum(v for r, p in zip(rss, procs, strict=True) for k, v in r.items() if k != str(p.pid)),
+        "tokens": delta("confidante_tokens_generated_total"),
+        "agree": {
+            "messages replied": (
+                delta("confidante_messages_total", platform="telegram", outcome="replied"),
+                len(whole),
+            ),
+            "first-token samples": (delta("confidante_stage_seconds_count", stage="first_token"), len(ttft)),
+            "full-reply samples": (delta("confidante_stage_seconds_count", stage="reply"), len(whole)),
+        },
     }
-    for name, (scraped, counted) in agree.items():
-        rows.append(
-            (
-                f"/metrics {name} vs load tool",
-                f"{scraped:.0f} vs {counted} {'ok' if scraped == counted else 'DIFFERS'}",
-            )
+
+
+async def main(
+    counts: list[int],
+    people: int,
+    messages: int,
+    max_new_tokens: int,
+    models_dir: Path,
+    model: str | None,
+    broker_url: str,
+) -> int:
+    results = {
+        n: await run(n, people, messages, max_new_tokens, models_dir, model, broker_url) for n in counts
+    }
+    names = {1: "one process", 2: "two processes", 3: "three processes"}
+    table = Table(
+        title=f"Load: {people} people x {messages} messages, `confidante run` on one data dir, "
+        f"max_new_tokens={max_new_tokens}"
+    )
+    table.add_column("measure")
+    for n in counts:
+        table.add_column(names.get(n, f"{n} processes"), justify="right")
+
+    def row(label: str, fmt) -> None:
+        table.add_row(label, *(fmt(results[n]) for n in counts))
+
+    row("messages sent / replies seen", lambda r: f"{r['sent']} / {len(r['whole'])}")
+    row("replies beyond one per message", lambda r: f"{r['extra']}")
+    row("start-up to ready (s)", lambda r: f"{r['startup']:.1f}")
+    row("wall time (s)", lambda r: f"{r['wall']:.1f}")
+    row("throughput (replies/s)", lambda r: f"{len(r['whole']) / r['wall']:.2f}")
+    for q in (50, 95, 99):
+        row(f"first text p{q} (s)", lambda r, q=q: f"{_pct(r['ttft'], q):.2f}")
+    for q in (50, 95, 99):
+        row(f"full reply p{q} (s)", lambda r, q=q: f"{_pct(r['whole'], q):.2f}")
+    row("peak RSS, chat process(es) (MiB)", lambda r: f"{r['chat_rss']:.0f}")
+    row("peak RSS, worker process(es) (MiB)", lambda r: f"{r['worker_rss']:.0f}")
+    row("tokens generated (/metrics)", lambda r: f"{r['tokens']:.0f}")
+    for name in ("messages replied", "first-token samples", "full-reply samples"):
+        row(
+            f"/metrics {name} vs load tool",
+            lambda r, name=name: (
+                f"{r['agree'][name][0]:.0f} vs {r['agree'][name][1]} "
+                + ("ok" if r["agree"][name][0] == r["agree"][name][1] else "DIFFERS")
+            ),
         )
-    for row in rows:
-        table.add_row(*row)
     Console().print(table)
     targets = Targets("load_test targets")
-    targets.check("first token p95, s", round(_pct(ttft, 95), 2), "<=", TARGETS["ttft_p95_s"])
-    targets.check("full reply p95, s", round(_pct(whole, 95), 2), "<=", TARGETS["reply_p95_s"])
-    targets.check("replies received / messages sent", len(whole) / max(1, sent), "==", 1)
-    targets.check(
-        "/metrics counts that differ from the load tool", sum(s != c for s, c in agree.values()), "==", 0
-    )
+    for n in counts:
+        r, name = results[n], names.get(n, n)
+        targets.check(
+            f"{name}: first token p95, s", round(_pct(r["ttft"], 95), 2), "<=", TARGETS["ttft_p95_s"]
+        )
+        targets.check(
+            f"{name}: full reply p95, s", round(_pct(r["whole"], 95), 2), "<=", TARGETS["reply_p95_s"]
+        )
+        targets.check(
+            f"{name}: replies received / messages sent", len(r["whole"]) / max(1, r["sent"]), "==", 1
+        )
+        targets.check(f"{name}: replies beyond one per message", r["extra"], "==", 0)
+        targets.check(
+            f"{name}: /metrics counts that differ from the load tool",
+            sum(s != c for s, c in r["agree"].values()),
+            "==",
+            0,
+        )
     return targets.report()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="chat processes on one data dir, per run"
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=f"redis://127.0.0.1:6379/{os.environ.get('CONFIDANTE_TEST_REDIS_DB', '15')}",
+        help="Redis for several processes (flushed first)",
     )
     parser.add_argument("--people", type=int, default=50)
     parser.add_argument("--messages", type=int, default=6, help="per person")
@@ -261,4 +377,16 @@ if __name__ == "__main__":
         "--models-dir", type=Path, default=ROOT / "data" / "models", help="converted model cache"
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.people, args.messages, args.max_new_tokens, args.models_dir, args.model)))
+    sys.exit(
+        asyncio.run(
+            main(
+                args.processes,
+                args.people,
+                args.messages,
+                args.max_new_tokens,
+                args.models_dir,
+                args.model,
+                args.broker_url,
+            )
+        )
+    )

@@ -437,8 +437,8 @@ async def answer(
 ) -> None:
     """Ask the core, deliver its reply, and say sorry when either fails: a person must hear
     that something went wrong, never silence. `passthrough` errors (the chat is gone) go to
-    the caller untouched. When even the apology fails the reply is left unfinished, so the
-    inbox answers the message at the next start."""
+    the caller untouched. When even the apology fails the reply is abandoned, so recovery
+    (core/recovery.py) answers the message once the platform is reachable again."""
     reply: Reply | None = None
     try:
         reply = await assistant.handle(incoming)
@@ -458,6 +458,8 @@ async def answer(
             raise
         except Exception as exc:
             log.error(f"{platform}.apology_failed", error=type(exc).__name__, **log_fields)
+            if reply is not None:
+                reply.abandon()  # nothing reached them: answered once the platform is back
             return
     if reply is not None:
         reply.finished()

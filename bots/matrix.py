@@ -54,6 +54,7 @@ from bots.matrix_addressing import (
 )
 from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays, send_first
 from bots.matrix_state import Credentials, MatrixState
+from core import recovery
 from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
@@ -251,6 +252,9 @@ class MatrixBot:
 
     async def _reminder_room_gone(self, room_id: str) -> None:
         await self.assistant.chat_closed(PLATFORM, room_id)
+        recovery.register(  # messages left unanswered while running: answered once the sync is back
+            self.assistant, PLATFORM, lambda m: self._spawn(self._resume_pending(m.chat_id, m.message_id))
+        )
 
     def listen(self) -> None:
         """Hand synced events to the handlers below."""
@@ -270,6 +274,7 @@ class MatrixBot:
         reminders = getattr(self.assistant, "reminders", None)
         if reminders is not None:
             await reminders.dispatcher.detach(PLATFORM)
+        recovery.unregister(self.assistant, PLATFORM)
         if self._sync_task:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -365,8 +370,11 @@ class MatrixBot:
     async def _sync_loop(self) -> None:
         delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
         while not self._stopping:
+            failures = self.sync_failures
             try:
                 await self._sync_once()
+                if self.sync_failures != failures:  # reconnected: answer what the outage left
+                    recovery.nudge(self.assistant)
             except MatrixConfigError:
                 raise
             except Exception:

@@ -56,6 +56,7 @@ from bots.slack_reply import (
     text_blocks,
     user_zone,
 )
+from core import recovery
 from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
@@ -547,11 +548,16 @@ class SlackBot:
         await self.assistant.chat_closed(PLATFORM, chat_id)
 
     async def _answer_unanswered(self) -> None:
-        """Messages an earlier run received (and Slack considers delivered) but never answered."""
+        """Messages an earlier run received (and Slack considers delivered) but never answered;
+        later, those left unanswered while running (core/recovery.py)."""
         for msg in await self.assistant.unanswered(PLATFORM):
-            client = await self._client_for(msg.chat_id.split(":", 1)[0])
-            if client is not None:
-                self._spawn(self._respond(client, msg, _target(msg)))
+            await self._recover(msg)
+        recovery.register(self.assistant, PLATFORM, self._recover)
+
+    async def _recover(self, msg: Incoming) -> None:
+        client = await self._client_for(msg.chat_id.split(":", 1)[0])
+        if client is not None:
+            self._spawn(self._respond(client, msg, _target(msg)))
 
     async def _client_for(self, team: str) -> AsyncWebClient | None:
         if not self.multi_workspace:
@@ -569,6 +575,7 @@ class SlackBot:
         reminders = getattr(self.assistant, "reminders", None)
         if reminders is not None:
             await reminders.dispatcher.detach(PLATFORM)
+        recovery.unregister(self.assistant, PLATFORM)
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None

@@ -60,6 +60,7 @@ from bots.telegram_incoming import (
 )
 from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget, send_first
 from bots.telegram_webhook import WebhookServer
+from core import recovery
 from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Button, Incoming, Reply
@@ -198,9 +199,7 @@ class TelegramChannel:
         await self._register_commands()
         await app.start()
         for incoming in await self.assistant.unanswered(PLATFORM):
-            task = asyncio.create_task(self._answer_later(incoming))
-            self._recovering.add(task)
-            task.add_done_callback(self._recovering.discard)
+            self._recover(incoming)
         if self.settings.telegram_webhook_url:
             await self._start_webhook()
         else:
@@ -213,6 +212,7 @@ class TelegramChannel:
             )
         self._started = True
         self._attach_reminders()
+        recovery.register(self.assistant, PLATFORM, self._recover)  # left unanswered while running
         log.info("telegram.started", bot=self.me.username, mode="webhook" if self.webhook else "polling")
 
     async def _start_webhook(self) -> None:
@@ -261,6 +261,7 @@ class TelegramChannel:
         reminders = getattr(self.assistant, "reminders", None)
         if reminders is not None:
             await reminders.dispatcher.detach(PLATFORM)
+        recovery.unregister(self.assistant, PLATFORM)
         if app.updater is not None and app.updater.running:
             await app.updater.stop()
         if self.webhook is not None:
@@ -363,6 +364,13 @@ class TelegramChannel:
                 "telegram.message", chat_id=message.chat_id, kind=item.kind, chars=len(got.incoming.text)
             )
             await self._answer_as_member(got.incoming, Origin.of(got.incoming))
+
+    def _recover(self, incoming: Incoming) -> None:
+        """Answer a message left unanswered (by an earlier run, or here when the connection
+        dropped) beside the others; stop() waits for it like for any reply."""
+        task = asyncio.create_task(self._answer_later(incoming))
+        self._recovering.add(task)
+        task.add_done_callback(self._recovering.discard)
 
     async def _answer_later(self, incoming: Incoming) -> None:
         """A message an earlier run received and never answered (it crashed or was cut off)."""

@@ -27,7 +27,7 @@ from core.config import Settings
 from core.forgetting import Forgetting
 from core.grounding import Grounding, SlipGuard, for_reply, reply_stream
 from core.identity import Identities
-from core.inbox import Entry, Inbox, Receipt, State, key_of
+from core.inbox import Entry, Inbox, Receipt, key_of
 from core.jobs import Jobs, NoJobs
 from core.llm.prompt import DEFAULT_LAYOUT, Layout, PromptParts, build_messages
 from core.memory.embed import Embedder
@@ -47,7 +47,7 @@ RECENT_TURNS = 32
 # then stays the same for several messages, so the engine reuses its keys/values (prefill is
 # most of the time to first token on a CPU).
 RECENT_KEEP = 16
-LATE_NOTE = "(Sorry this is late: I was restarted before I could answer.)\n\n"
+LATE_NOTE = "(Sorry this is late: I could not answer when your message came.)\n\n"
 RECENT_CHATS = 20_000  # recent windows kept warm (up to RECENT_TURNS turns each)
 
 
@@ -93,6 +93,9 @@ class Assistant:
             settings=settings,
             reminders=self.reminders,
         )
+        from core.recovery import Recovery
+
+        self.recovery = Recovery(self)  # answers what was left unanswered (core/recovery.py)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._active: set[tuple[str, str, str]] = set()  # being answered now
         self._recent: OrderedDict[tuple[str, str, str], deque[Turn]] = OrderedDict()
@@ -176,14 +179,18 @@ class Assistant:
         if key in self._active:  # a platform's redelivery while we are still answering it
             log.info("duplicate message ignored", platform=msg.platform)
             return None
-        entry = await asyncio.to_thread(self.inbox.receive, msg)
-        if entry.state is State.ANSWERED:
-            log.info("duplicate message ignored", platform=msg.platform)
+        self._active.add(key)  # before the first await: a second delivery sees it at once
+        try:
+            go = await asyncio.to_thread(self.recovery.admit, msg, frozenset(self._active))
+        except BaseException:
+            self._active.discard(key)
+            raise
+        if go is None:
+            self._active.discard(key)
             return None
-        late = entry.run != self.inbox.run  # left unanswered by an earlier run
+        entry, late = go
         if late and self._too_old(entry):
             msg = replace(msg, addressed=False)
-        self._active.add(key)
         try:
             reply = await self._answer(msg, text, late)
         except BaseException:
@@ -195,7 +202,8 @@ class Assistant:
             return None
         await asyncio.to_thread(self.inbox.replying, key)
         reply.earlier = entry.reply_ids
-        reply.receipt = Receipt(self.inbox, key, done=functools.partial(self._active.discard, key))
+        release = functools.partial(self._active.discard, key)
+        reply.receipt = Receipt(self.inbox, key, done=release, released=release)
         if late and msg.addressed:
             if reply.stream is not None:
                 reply.stream = _prefixed(LATE_NOTE, reply.stream)
@@ -459,6 +467,11 @@ class Assistant:
                 check=False,
                 then=functools.partial(self.jobs.after_turn, person.person_id),
             )
+            if self.recovery.shared:  # the next message may be answered by another process
+                try:
+                    await asyncio.to_thread(self.store.settle)
+                except Exception as exc:  # journaled: it reaches LanceDB when writes work again
+                    log.warning("turns not written before the answer", error=type(exc).__name__)
 
     @staticmethod
     async def _release_after(stream: AsyncIterator[str], lock: asyncio.Lock) -> AsyncIterator[str]:
@@ -469,6 +482,13 @@ class Assistant:
             lock.release()
 
     # -- caches and helpers -----------------------------------------------------------------
+
+    def forget_recent(self, platform: str | None = None, chat_id: str | None = None) -> None:
+        """Drop cached recent windows (all, or one chat's): another process may have written
+        there; they are read again from the store when next needed."""
+        for key in list(self._recent):
+            if platform is None or key[1:] == (platform, chat_id):
+                self._recent.pop(key, None)
 
     def _recent_key(self, person: Person, chat: ChatContext) -> tuple[str, str, str]:
         owner = person.person_id if chat.kind == "direct" else ""

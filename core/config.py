@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     # crashes and restarts (core/inbox.py): a message left unanswered is answered at the next
     # start if it is younger than this, else only recorded
     late_reply_window_seconds: int = 900
+    # while running (core/recovery.py): every this many seconds, a message that nothing is
+    # answering and that came over recovery_after_seconds ago (its answer failed: the connection
+    # dropped) is answered, late, once the channel works again
+    recovery_interval_seconds: float = 10.0
+    recovery_after_seconds: float = 30.0
     # SIGINT/SIGTERM: replies in progress get this long to finish; the rest are answered next start
     shutdown_grace_seconds: float = 20.0
     # operations (bots/ops_http.py): /healthz, /readyz and /metrics inside `confidante run`; port 0 = off

@@ -9,6 +9,11 @@ the channel acknowledges it where the platform allows, and moves received -> rep
 answered, keeping the ids of the reply messages the platform returned. At the next start each
 channel asks for what an earlier run left unanswered and answers it once.
 
+Several chat processes may share one data dir (core/recovery.py): each registers itself in
+`runs` and keeps its row fresh; a message belongs to the run that received or claimed it, and
+a live process claims (compare-and-set on `run`) what a dead one left. The rowid is the arrival
+order across processes: in a chat, only the earliest unanswered message is answered next.
+
 A crash between the platform accepting a reply message and `sent` recording its id is the one
 gap: the next start then sends the answer again (one duplicate rather than a lost answer).
 The message text is kept only until the message is answered (the file is private to the user).
@@ -17,10 +22,13 @@ The message text is kept only until the message is answered (the file is private
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -43,9 +51,24 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at REAL NOT NULL,
     reply_ids TEXT NOT NULL DEFAULT '[]',
     message TEXT,
+    late INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (platform, chat_id, message_id)
 )
 """
+# the chats with something left to answer (what the order gate and the sweeps look at)
+_OPEN_INDEX = "CREATE INDEX IF NOT EXISTS inbox_open ON inbox (platform, chat_id) WHERE state != 'answered'"
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    seen REAL NOT NULL
+)
+"""
+# a run whose row was not refreshed for this long is dead (a process on another machine, or a
+# hung one); on this machine a run whose pid is gone is dead at once
+DEAD_AFTER_SECONDS = 15.0
+_HOST = socket.gethostname()
 
 
 class State(StrEnum):
@@ -61,6 +84,7 @@ class Entry:
     received_at: float
     reply_ids: tuple[str, ...]
     message: Incoming | None  # None once answered
+    late: bool = False  # claimed from a dead run, or recovered after its answer failed
 
 
 def key_of(msg: Incoming) -> Key:
@@ -92,6 +116,7 @@ class Inbox:
             path.touch(mode=0o600, exist_ok=True)
         self.path = path
         self.run = uuid.uuid4().hex  # this process: rows of another run are left from before
+        self._closed = False
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None)
         # A commit is handed to the OS before it returns: it survives the process being killed
@@ -102,6 +127,12 @@ class Inbox:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(_SCHEMA)
+        if "late" not in {row[1] for row in self._db.execute("PRAGMA table_info(inbox)")}:
+            self._db.execute("ALTER TABLE inbox ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
+        self._db.execute(_OPEN_INDEX)
+        self._db.execute(_RUNS)
+        self.dead_after = DEAD_AFTER_SECONDS
+        self.heartbeat()
         # past any late-reply window and any platform's redelivery (a channel that never asks
         # for its unanswered messages, like the terminal, leaves them here until then)
         self._db.execute("DELETE FROM inbox WHERE received_at < ?", (time.time() - KEEP_SECONDS,))
@@ -122,14 +153,14 @@ class Inbox:
 
     def _get(self, key: Key) -> Entry | None:
         row = self._db.execute(
-            "SELECT state, run, received_at, reply_ids, message FROM inbox"
+            "SELECT state, run, received_at, reply_ids, message, late FROM inbox"
             " WHERE platform = ? AND chat_id = ? AND message_id = ?",
             key,
         ).fetchone()
         if row is None:
             return None
-        state, run, received_at, reply_ids, message = row
-        return Entry(State(state), run, received_at, tuple(json.loads(reply_ids)), _load(message))
+        state, run, received_at, reply_ids, message, late = row
+        return Entry(State(state), run, received_at, tuple(json.loads(reply_ids)), _load(message), bool(late))
 
     def replying(self, key: Key) -> None:
         self._set(key, "state = ?", State.REPLYING)
@@ -161,34 +192,170 @@ class Inbox:
                 (*values, *key),
             )
 
-    def unanswered(self, platform: str) -> list[Entry]:
-        """Messages an earlier run received on `platform` and never answered, oldest first."""
+    # -- runs: which processes are alive (several may share the data dir) ---------------------
+
+    def heartbeat(self) -> None:
+        """This run is alive (core/recovery.py calls it every few seconds)."""
         with self._lock:
-            keys = self._db.execute(
-                "SELECT platform, chat_id, message_id FROM inbox"
-                " WHERE platform = ? AND state != ? AND run != ? ORDER BY received_at",
-                (platform, State.ANSWERED, self.run),
+            self._db.execute(
+                "INSERT OR REPLACE INTO runs (run, host, pid, seen) VALUES (?, ?, ?, ?)",
+                (self.run, _HOST, os.getpid(), time.time()),
+            )
+            # rows of runs killed long ago (a stopped run deletes its own)
+            self._db.execute("DELETE FROM runs WHERE seen < ?", (time.time() - KEEP_SECONDS,))
+
+    def live_runs(self) -> set[str]:
+        """Runs (this one included) that may still be answering what they hold."""
+        with self._lock:
+            rows = self._db.execute("SELECT run, host, pid, seen FROM runs").fetchall()
+        now = time.time()
+        live = {self.run}
+        for run, host, pid, seen in rows:
+            if now - seen > self.dead_after:
+                continue
+            if host == _HOST and pid != os.getpid() and not _pid_alive(pid):
+                continue  # killed: no need to wait for its row to go stale
+            live.add(run)
+        return live
+
+    def others_alive(self) -> bool:
+        return len(self.live_runs()) > 1
+
+    def claim(self, key: Key, from_run: str) -> bool:
+        """Take a message over from a dead run (compare-and-set: one claimer wins)."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE inbox SET run = ?, late = 1 WHERE platform = ? AND chat_id = ? AND message_id = ?"
+                " AND run = ? AND state != 'answered'",
+                (self.run, *key, from_run),
+            )
+            return cur.rowcount == 1
+
+    def unanswered(self, platform: str) -> list[Entry]:
+        """Messages that dead runs (this process before a restart, another process that was
+        killed) received on `platform` and never answered, now claimed by this run, oldest first."""
+        live = self.live_runs()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT platform, chat_id, message_id, run FROM inbox"
+                " WHERE platform = ? AND state != 'answered' ORDER BY rowid",
+                (platform,),
             ).fetchall()
-            entries = [self._get(tuple(k)) for k in keys]  # type: ignore[arg-type]
+        claimed = [(p, c, m) for p, c, m, run in rows if run not in live and self.claim((p, c, m), run)]
+        return self._entries(claimed)
+
+    def stalled(self, platform: str, older_than: float, busy: set[Key]) -> list[Entry]:
+        """This run's messages on `platform` received over `older_than` seconds ago that nothing
+        is answering (`busy`: being answered now) and that are next in their chat: their answer
+        failed (the connection was lost) or never started. Marked late, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT platform, chat_id, message_id FROM inbox AS i"
+                " WHERE platform = ? AND state != 'answered' AND run = ? AND received_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM inbox AS e WHERE e.platform = i.platform"
+                " AND e.chat_id = i.chat_id AND e.state != 'answered' AND e.rowid < i.rowid)"
+                " ORDER BY rowid",
+                (platform, self.run, time.time() - older_than),
+            ).fetchall()
+            keys = [tuple(r) for r in rows if tuple(r) not in busy]
+            for key in keys:
+                self._db.execute(
+                    "UPDATE inbox SET late = 1 WHERE platform = ? AND chat_id = ? AND message_id = ?", key
+                )
+        return self._entries(keys)  # type: ignore[arg-type]
+
+    def next_up(self, platform: str, busy: set[Key], older_than: float = 0.0) -> list[Entry]:
+        """This run's messages on `platform` that are now first in their chat and not being
+        answered: each waited for an earlier one (maybe another process's) to be answered."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT platform, chat_id, message_id FROM inbox AS i"
+                " WHERE platform = ? AND state = 'received' AND run = ? AND received_at <= ?"
+                " AND NOT EXISTS (SELECT 1 FROM inbox AS e WHERE e.platform = i.platform"
+                " AND e.chat_id = i.chat_id AND e.state != 'answered' AND e.rowid < i.rowid)"
+                " ORDER BY rowid",
+                (platform, self.run, time.time() - older_than),
+            ).fetchall()
+        return self._entries([tuple(r) for r in rows if tuple(r) not in busy])  # type: ignore[misc]
+
+    def open_before(self, key: Key) -> list[tuple[Key, str]]:
+        """This chat's messages that came before this one and are still unanswered, with the
+        run each belongs to (arrival order: the rowid)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.platform, e.chat_id, e.message_id, e.run FROM inbox AS e, inbox AS i"
+                " WHERE i.platform = ? AND i.chat_id = ? AND i.message_id = ? AND e.platform = i.platform"
+                " AND e.chat_id = i.chat_id AND e.state != 'answered' AND e.rowid < i.rowid",
+                key,
+            ).fetchall()
+        return [((p, c, m), run) for p, c, m, run in rows]
+
+    def answered_before(self, key: Key) -> str | None:
+        """The run that answered this chat's previous message (None: none is recorded)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT e.run FROM inbox AS e, inbox AS i WHERE i.platform = ? AND i.chat_id = ?"
+                " AND i.message_id = ? AND e.platform = i.platform AND e.chat_id = i.chat_id"
+                " AND e.state = 'answered' AND e.rowid < i.rowid ORDER BY e.rowid DESC LIMIT 1",
+                key,
+            ).fetchone()
+        return row[0] if row else None
+
+    def _entries(self, keys: list[Key]) -> list[Entry]:
+        with self._lock:
+            entries = [self._get(k) for k in keys]
         return [e for e in entries if e is not None and e.message is not None]
 
     def close(self) -> None:
+        """The process stops: its row goes, so what it leaves is claimed at once elsewhere."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.execute("DELETE FROM runs WHERE run = ?", (self.run,))
             self._db.close()
 
 
-class Receipt:
-    """What a channel reports back while it delivers one reply (see Reply.sent / Reply.finished)."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def __init__(self, inbox: Inbox, key: Key, *, done: Callable[[], None] | None = None) -> None:
+
+class Receipt:
+    """What a channel reports back while it delivers one reply (see Reply.sent / Reply.finished).
+
+    `done` runs when the answer is out; `released` when the receipt is dropped without that (the
+    channel gave up: the connection is gone), so the message no longer counts as being answered
+    and the recovery sweep answers it later."""
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        key: Key,
+        *,
+        done: Callable[[], None] | None = None,
+        released: Callable[[], None] | None = None,
+    ) -> None:
         self.inbox = inbox
         self.key = key
         self._done = done
+        self._released = weakref.finalize(self, released) if released is not None else None
 
     def sent(self, reply_id: str) -> None:
         self.inbox.sent(self.key, reply_id)
 
+    def abandoned(self) -> None:
+        if self._released is not None:
+            self._released()  # runs the release once, then detaches
+
     def answered(self) -> None:
+        if self._released is not None:
+            self._released.detach()
         self.inbox.answered(self.key)
         if self._done is not None:
             self._done()

@@ -63,6 +63,7 @@ class Receipt(Protocol):
 
     def sent(self, reply_id: str) -> None: ...
     def answered(self) -> None: ...
+    def abandoned(self) -> None: ...
 
 
 @dataclass
@@ -95,6 +96,14 @@ class Reply:
     def finished(self) -> None:
         if self.receipt is not None:
             self.receipt.answered()
+            self.receipt = None
+
+    def abandon(self) -> None:
+        """Delivery failed and nothing reached the person (the connection is gone): the message
+        stays unanswered, no longer counts as being answered, and is answered once the channel
+        works again (core/recovery.py)."""
+        if self.receipt is not None:
+            self.receipt.abandoned()
             self.receipt = None
 
     async def collect(self) -> str:

@@ -3,6 +3,7 @@ writer and the search cache every part of the store shares."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -60,6 +61,7 @@ class StoreBase:
         self._hot_sync_rows = search_cache_sync_rows
         self._loading: set[str] = set()
         self._load_small_tables()
+        self._journal_path = journal
         self._writer: TurnWriter | None = self._open_writer(journal) if journal is not None else None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -83,15 +85,31 @@ class StoreBase:
         return lance.run(query.to_arrow()).to_pylist()
 
     def _load_small_tables(self) -> None:
-        """People and accounts are few and read on every message: keep them in memory."""
-        for row in self._tables["people"].to_arrow().to_pylist():
-            self._people[row["person_id"]] = self._person_from_row(row)
-        for row in self._tables["identities"].to_arrow().to_pylist():
-            self._identities[(row["platform"], row["platform_user_id"])] = row["person_id"]
-        for row in self._tables["chats"].to_arrow().to_pylist():
-            self._chats[(row["platform"], row["chat_id"])] = ChatSettings(
-                row["record_context"], row["active"]
-            )
+        """People and accounts are few and read on every message: keep them in memory. Built
+        aside and swapped in at once, so a re-read (catch_up) never shows a half-filled map."""
+        people = {
+            row["person_id"]: self._person_from_row(row)
+            for row in self._tables["people"].to_arrow().to_pylist()
+        }
+        identities = {
+            (row["platform"], row["platform_user_id"]): row["person_id"]
+            for row in self._tables["identities"].to_arrow().to_pylist()
+        }
+        chats = {
+            (row["platform"], row["chat_id"]): ChatSettings(row["record_context"], row["active"])
+            for row in self._tables["chats"].to_arrow().to_pylist()
+        }
+        self._people, self._identities, self._chats = people, identities, chats
+
+    def catch_up(self) -> None:
+        """See what other processes committed now, not after the read consistency interval,
+        and re-read people, accounts and chats (several chat processes share the store)."""
+
+        async def latest() -> None:
+            await asyncio.gather(*(t.checkout_latest() for t in self._async.values()))
+
+        lance.run(latest())
+        self._load_small_tables()
 
     @staticmethod
     def _person_from_row(row: dict[str, Any]) -> Person:

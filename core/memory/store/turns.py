@@ -33,13 +33,14 @@ log = structlog.get_logger(__name__)
 class Turns(StoreBase):
     # -- turns ------------------------------------------------------------------------------
 
-    def _open_writer(self, path: Path) -> TurnWriter | None:
+    def _open_writer(self, path: Path, *, quiet: bool = False) -> TurnWriter | None:
         """The chat process's deferred turn writes (core/memory/writer.py); first write what a
         previous run left in the journal."""
         try:
             journal = Journal(path)
         except JournalBusy:
-            log.warning("another process owns the turn journal; recording turns synchronously")
+            if not quiet:
+                log.warning("another process owns the turn journal; recording turns synchronously")
             return None
         left = journal.read()
         if left:
@@ -92,12 +93,22 @@ class Turns(StoreBase):
         """Why staged turns are not reaching LanceDB (they wait in the journal), or None."""
         return self._writer.failing() if self._writer is not None else None
 
+    def adopt_journal(self) -> bool:
+        """Take the turn journal over once the process that owned it is gone (another chat
+        process on this data dir stopped or was killed): what it left is written to LanceDB
+        now, and this process records through it from here on."""
+        if self._writer is not None or self._journal_path is None:
+            return False
+        self._writer = self._open_writer(self._journal_path, quiet=True)
+        return self._writer is not None
+
     def backlog(self) -> int:
         """Turns journaled but not in LanceDB yet (a metric: it stays near zero when healthy)."""
         return len(self._staged(lambda t: True))
 
     def close(self) -> None:
         """Write what is staged and release the journal (the process is stopping)."""
+        self._journal_path = None  # and never take it again
         if self._writer is not None:
             self._writer.close()
             self._writer = None
