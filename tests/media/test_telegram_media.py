@@ -74,7 +74,7 @@ async def test_voice_note_and_photo_are_read_answered_and_recalled(
 
 
 async def test_an_oversized_voice_note_gets_a_clear_reply_and_no_download(fake_api: FakeBotAPI, tmp_path):
-    from tests.telegram.scripted import ScriptedAssistant
+    from tests.channel_fakes import ScriptedAssistant
 
     assistant = ScriptedAssistant()
     settings = telegram_settings(fake_api, tmp_path, media_max_audio_seconds_by_platform={"telegram": 60})
@@ -92,7 +92,7 @@ async def test_an_oversized_voice_note_gets_a_clear_reply_and_no_download(fake_a
 
 async def test_a_group_photo_not_addressed_keeps_its_caption_unread(fake_api: FakeBotAPI, tmp_path):
     from tests.telegram.fake_bot_api import group_chat
-    from tests.telegram.scripted import ScriptedAssistant
+    from tests.channel_fakes import ScriptedAssistant
 
     assistant = ScriptedAssistant()
     group = group_chat(-100777, "Team")
