@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.cli import _recall_items  # noqa: E402
 from bench.data_gen import NOW, conversations  # noqa: E402
 from bench.real_dialogue_eval import chat_files, load_chat  # noqa: E402
 from bench.retrieval_eval import build  # noqa: E402
-from app.cli import _recall_items  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
 from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402

@@ -22,8 +22,8 @@ from core.memory.export import export_person
 from core.memory.recall import ChatContext
 from core.memory.records import PRIVATE, Memory, Person, Turn
 from core.messages import Button, Document, Incoming, Reply
-from core.signin import SignInLinks
 from core.reminders.parse import ParseError, zone
+from core.signin import SignInLinks
 from core.text import preview
 
 if TYPE_CHECKING:

@@ -209,7 +209,14 @@ class WebPage:
                 404,
                 request[SESSION],
             )
-        await asyncio.to_thread(own_data.forget, self.a.store, self.a.forgetting, person.person_id, turns, [m.id for m in memories])
+        await asyncio.to_thread(
+            own_data.forget,
+            self.a.store,
+            self.a.forgetting,
+            person.person_id,
+            turns,
+            [m.id for m in memories],
+        )
         n = len(memories) + len(turns)
         return self._done(
             request, f"Forgotten: {n} item{'s' if n != 1 else ''}. It's gone from my storage too."
@@ -228,7 +235,9 @@ class WebPage:
         text = str((await request.post()).get("text", ""))
         person: Person = request[PERSON]
         try:
-            await asyncio.to_thread(own_data.edit_memory, self.a.store, self.a.forgetting, person.person_id, memory.id, text)
+            await asyncio.to_thread(
+                own_data.edit_memory, self.a.store, self.a.forgetting, person.person_id, memory.id, text
+            )
         except own_data.EditError as exc:  # the form comes back with what they wrote
             return self.render(
                 "edit.html", 400, **self._context(request, memory=memory, text=text, error=str(exc))

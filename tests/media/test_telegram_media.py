@@ -91,8 +91,8 @@ async def test_an_oversized_voice_note_gets_a_clear_reply_and_no_download(fake_a
 
 
 async def test_a_group_photo_not_addressed_keeps_its_caption_unread(fake_api: FakeBotAPI, tmp_path):
-    from tests.telegram.fake_bot_api import group_chat
     from tests.channel_fakes import ScriptedAssistant
+    from tests.telegram.fake_bot_api import group_chat
 
     assistant = ScriptedAssistant()
     group = group_chat(-100777, "Team")
