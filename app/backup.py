@@ -29,6 +29,10 @@ SKIP_DIRS = {"models", "lancedb", "journal", "queue", "control", "drained"}
 SKIP_SUFFIXES = (".lock", ".tmp", ".log", ".partial")
 
 
+class BackupRefused(Exception):
+    """The store is not in the data dir (object storage): its own snapshots back it up."""
+
+
 class RestoreRefused(Exception):
     """Restoring would overwrite live or existing data; the message says what to do."""
 
@@ -36,6 +40,12 @@ class RestoreRefused(Exception):
 def backup(settings: Settings, archive: Path) -> dict:
     """Write `archive` (.tar.gz) from the data dir; returns what it holds (tables and versions)."""
     data = settings.data_dir
+    if settings.store_path != data / "lancedb":
+        raise BackupRefused(
+            f"the store is at {settings.store_location} (CONFIDANTE_STORE_URI), not in the data dir: "
+            "back it up with that storage's own snapshots or versioning; `confidante backup` "
+            "copies a store inside the data dir"
+        )
     if not (data / "lancedb").is_dir():
         raise FileNotFoundError(f"{data / 'lancedb'} does not exist: nothing to back up in {data}")
     started = time.perf_counter()

@@ -229,6 +229,7 @@ def backup(
     everything people said)."""
     from datetime import UTC, datetime
 
+    from app.backup import BackupRefused
     from app.backup import backup as take
 
     settings = get_settings()
@@ -236,7 +237,7 @@ def backup(
         archive = archive / f"confidante-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
     try:
         info = take(settings, archive)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, BackupRefused) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     rows = ", ".join(f"{name} {n}" for name, n in sorted(info["rows"].items()))

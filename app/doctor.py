@@ -75,7 +75,19 @@ def run_checks(settings: Settings) -> list[Finding]:
 
 
 def _store(settings: Settings) -> Finding:
-    path = settings.data_dir / "lancedb"
+    path = settings.store_path
+    if path is None:  # object storage: opening it and listing its tables is the check
+        try:
+            import lancedb
+
+            tables = list(lancedb.connect(settings.store_location).table_names())
+        except Exception as exc:
+            return Finding(
+                "store",
+                f"LanceDB cannot open {settings.store_location} ({type(exc).__name__}): "
+                "check CONFIDANTE_STORE_URI and the storage credentials in the environment",
+            )
+        return Finding("store", None, f"{len(tables)} tables on {settings.store_location.split('://')[0]}")
     if not path.exists():
         return Finding("store", None, "not created yet: the first start creates it")
     problem = health.store(path)

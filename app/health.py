@@ -38,9 +38,12 @@ def data_dir(settings: Settings) -> str | None:
     return None
 
 
-def store(path: Path, store_obj: Any = None) -> str | None:
-    """LanceDB's folder takes a new file, and (in a running chat process) the turn writer's
-    commits are not failing."""
+def store(path: Path | None, store_obj: Any = None) -> str | None:
+    """LanceDB's folder takes a new file (a store on object storage has no folder to probe),
+    and (in a running chat process) the turn writer's commits are not failing."""
+    if path is None:
+        failing = getattr(store_obj, "write_problem", lambda: None)()
+        return f"writing turns to the store fails: {failing}; they wait in the journal" if failing else None
     if not path.is_dir():
         return f"the store {path} is missing or not a directory: restore it from a backup or free the path"
     problem = _probe(path)

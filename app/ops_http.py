@@ -28,7 +28,7 @@ def readiness(assistant: Any, settings: Settings) -> dict[str, str | None]:
     """Each part's problem, or None when it works (blocking: call it in a thread)."""
     checks = {
         "model": health.engine(getattr(assistant, "engine", None)),
-        "store": health.store(settings.data_dir / "lancedb", getattr(assistant, "store", None)),
+        "store": health.store(settings.store_path, getattr(assistant, "store", None)),
     }
     if settings.broker_url:
         checks["broker"] = health.broker(settings)

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
 
     # storage and models
     data_dir: Path = Path("data")
+    # LanceDB elsewhere than <data_dir>/lancedb: another local path, or object storage (s3://…,
+    # gs://…, az://…; credentials from the storage's usual environment variables) so that chat
+    # processes and workers on several machines share one store (docs/operations.md)
+    store_uri: str | None = None
     model: str = BUNDLED_MODEL
     model_cache_dir: Path | None = None
     device: str = "auto"
@@ -326,6 +330,20 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Where converted models live (default: inside the data dir)."""
         return self.model_cache_dir or self.data_dir / "models"
+
+    @property
+    def store_location(self) -> str:
+        """Where LanceDB lives: CONFIDANTE_STORE_URI, else the data dir's `lancedb` folder."""
+        return self.store_uri or str(self.data_dir / "lancedb")
+
+    @property
+    def store_path(self) -> Path | None:
+        """The store's local folder, or None when it is on object storage (no disk to probe
+        or copy: backups are the storage's own versioning)."""
+        location = self.store_location
+        if "://" in location:
+            return Path(location.split("://", 1)[1]) if location.startswith("file://") else None
+        return Path(location)
 
     def ensure_data_dir(self) -> Path:
         """Create the data dir private to this user: it holds everything people told us."""

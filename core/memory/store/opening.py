@@ -15,7 +15,8 @@ def journal_path(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings, *, embedder: Embedder | None = None, journal: bool = False):
-    """LanceDB under the data dir, with the configured search cache.
+    """LanceDB at `settings.store_location` (the data dir's `lancedb` folder unless
+    CONFIDANTE_STORE_URI names another), with the configured search cache.
 
     `journal`: the chat process's store, which records turns off the reply path through the
     journal (one process owns it; close the store when the process stops). One-shot commands and
@@ -29,7 +30,7 @@ def open_store(settings: Settings, *, embedder: Embedder | None = None, journal:
         embedder = default_embedder()
     settings.ensure_data_dir()
     return Store(
-        settings.data_dir / "lancedb",
+        settings.store_location,
         embedder,
         journal=journal_path(settings) if journal else None,
         search_cache_bytes=settings.search_cache_mb * 2**20,
