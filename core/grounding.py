@@ -397,20 +397,25 @@ def for_reply(
 
 
 _SENTENCE_DONE = re.compile(r"[.!?](?=\s)")
+# a sentence after "You told me …" that takes it back or hedges it ("I'm sorry, but you don't
+# have a cat.") would make the person doubt what they did say: such a sentence is left out
+_TAKES_BACK = re.compile(r"\b(?:not|no|never|sorry|unfortunately|however|but)\b|n't\b", re.IGNORECASE)
 
 
 async def one_sentence(stream: AsyncIterator[str]) -> AsyncIterator[str]:
     """At most one whole sentence of `stream`: what the model adds after a grounded opening is
-    one sentence or nothing (a sentence cut by the token cap is dropped), so it cannot drift."""
+    one sentence or nothing (a sentence cut by the token cap is dropped, and so is one that
+    takes the opening back), so it cannot drift or contradict what the person said."""
     text = ""
     async for delta in stream:
         text += delta
         end = _SENTENCE_DONE.search(text, 1)
         if end is not None:
-            yield text[: end.end()]
+            if not _TAKES_BACK.search(text[: end.end()]):
+                yield text[: end.end()]
             return  # closing the stream frees the engine's row
     end = max(text.rfind(c) for c in ".!?")
-    if end > 0 and len(text.strip()) > 1:
+    if end > 0 and len(text.strip()) > 1 and not _TAKES_BACK.search(text[: end + 1]):
         yield text[: end + 1]
 
 

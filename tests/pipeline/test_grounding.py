@@ -129,6 +129,9 @@ async def test_what_follows_an_opening_is_one_whole_sentence_or_nothing() -> Non
     ]
     assert [d async for d in one_sentence(_chunks(" She is", " lovely and"))] == []  # cut by the cap
     assert [d async for d in one_sentence(_chunks(" Enjoy!"))] == [" Enjoy!"]
+    # a sentence that takes the grounded opening back is left out
+    assert [d async for d in one_sentence(_chunks(" I'm sorry, but", " you don't have a cat."))] == []
+    assert [d async for d in one_sentence(_chunks(" That is not true."))] == []
 
 
 async def test_in_a_group_nothing_private_is_said_back(assistant: Assistant) -> None:
