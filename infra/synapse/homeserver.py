@@ -189,9 +189,11 @@ class Homeserver:
         if self.proc is None:
             self.launch()
         assert self.proc is not None
-        started = self._launched
+        # launched early (at the test session's start) and asked much later: the wait counts
+        # from now, so a server that has long been up is not given up on unasked
+        deadline = time.monotonic() + timeout
         relaunched = False
-        while time.monotonic() - started < timeout:
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"Synapse exited with {self.proc.returncode}; see {self.workdir}/stderr.log and homeserver.log"
@@ -199,7 +201,7 @@ class Homeserver:
             try:
                 if httpx.get(f"{self.url}/_matrix/client/versions", timeout=1).status_code == 200:
                     if not self.start_seconds:
-                        self.start_seconds = time.monotonic() - started
+                        self.start_seconds = time.monotonic() - self._launched
                     return
             except httpx.HTTPError:
                 pass
