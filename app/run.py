@@ -17,8 +17,9 @@ log = structlog.get_logger(__name__)
 async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
     from app.ops_http import serve_ops
     from bots.web.serve import serve_web
+    from workers import training  # the page's adapter versions and rollback
 
-    async with serve_ops(assistant, settings), serve_web(assistant, settings):
+    async with serve_ops(assistant, settings), serve_web(assistant, settings, training):
         await _run(assistant, settings, person=person)
 
 

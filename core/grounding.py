@@ -136,7 +136,7 @@ def statements(recalled: Sequence[Recalled], said: Sequence[str] = ()) -> list[t
         if item.kind == "turn":
             if item.role != "user":
                 continue
-            for clause in _CLAUSES.split(item.text):
+            for clause in _CLAUSES.split(_MEDIA_MARK.sub("", item.text)):
                 clause = _GREETING.sub("", clause.strip()).strip(" ,;")
                 words = {w.lower() for w in _WORD.findall(clause)}
                 if not clause or clause.endswith("?") or not words & _SELF or len(words) < 2:
@@ -157,6 +157,8 @@ def statements(recalled: Sequence[Recalled], said: Sequence[str] = ()) -> list[t
     return unique
 
 
+# what a voice note or photo became (core/media/): the words are the person's, the label is ours
+_MEDIA_MARK = re.compile(r"^\((?:voice note|photo)\)\s*")
 _SELF_NAME = re.compile(r"^(?i:i'm|i am|call me|my name is)\s+([A-Z][\w'-]*(?: [A-Z][\w'-]*)?)$")
 _POSSESSED = re.compile(r"\b(?:my|your)\s+([\w]+)", re.IGNORECASE)
 # a question and a statement about different things of the person's ("my name" vs "my
@@ -440,7 +442,10 @@ async def reply_stream(
         yield grounding.opening  # said back in the second person already: not guarded
         if grounding.continue_tokens <= 0 or not getattr(engine, "accepts_prefix", False):
             return
-        kwargs["max_new_tokens"] = grounding.continue_tokens
+        cap = kwargs.get("max_new_tokens")  # the reply cap still holds (CONFIDANTE_MAX_NEW_TOKENS)
+        kwargs["max_new_tokens"] = (
+            grounding.continue_tokens if cap is None else min(cap, grounding.continue_tokens)
+        )
         stream = one_sentence(engine.stream(messages, prefix=grounding.opening, **kwargs))
     if guard is not None:
         stream = guard.guard(stream)

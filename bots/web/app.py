@@ -14,7 +14,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -54,13 +54,24 @@ PERSON: Any = _Key("person", Person) if _Key else "person"
 _env = Environment(loader=PackageLoader("bots.web", "templates"), autoescape=select_autoescape(["html"]))
 
 
+class AdapterVersions(Protocol):
+    """A person's adapter versions and rollback, as the workers keep them (workers/training.py);
+    handed in by the composition (app/run.py), since bots/ does not import workers."""
+
+    def list_versions(self, person_id: str, settings: Settings) -> list[dict[str, Any]]: ...
+    def rollback(self, person_id: str, settings: Settings, to: str | None = None) -> Any: ...
+
+
 class WebPage:
     """The page's handlers, bound to one assistant (its store, rules and sign-in links)."""
 
-    def __init__(self, assistant: Assistant, settings: Settings, links: SignInLinks) -> None:
+    def __init__(
+        self, assistant: Assistant, settings: Settings, links: SignInLinks, adapter_versions: AdapterVersions
+    ) -> None:
         self.a = assistant
         self.settings = settings
         self.links = links
+        self.adapter_versions = adapter_versions
         self.sessions = Sessions(settings.web_session_seconds)
         self.cookie = SECURE_COOKIE if settings.web_cookies_secure else COOKIE
         base = urlsplit(settings.web_base_url)
@@ -301,19 +312,17 @@ class WebPage:
     # -- adapters -----------------------------------------------------------------------------
 
     async def adapters(self, request: web.Request) -> web.Response:
-        from workers.training import list_versions
-
         person: Person = request[PERSON]
-        rows = await asyncio.to_thread(list_versions, person.person_id, self.settings)
+        rows = await asyncio.to_thread(self.adapter_versions.list_versions, person.person_id, self.settings)
         return self.render("adapters.html", **self._context(request, rows=rows))
 
     async def rollback(self, request: web.Request) -> web.StreamResponse:
-        from workers.training import rollback
-
         person: Person = request[PERSON]
         version = str((await request.post()).get("version", "")) or None
         try:
-            chosen = await asyncio.to_thread(rollback, person.person_id, self.settings, version)
+            chosen = await asyncio.to_thread(
+                self.adapter_versions.rollback, person.person_id, self.settings, version
+            )
         except ValueError as exc:
             return self._done(request, str(exc).replace("; see `confidante adapter list`", ""), "/adapters")
         return self._done(request, f"Now serving {chosen.version}.", "/adapters")
@@ -323,8 +332,13 @@ def _redirect(to: str) -> web.Response:
     return web.Response(status=303, headers={"Location": to})
 
 
-def make_app(assistant: Assistant, settings: Settings, links: SignInLinks | None = None) -> web.Application:
-    page = WebPage(assistant, settings, links or assistant.commands.signin)
+def make_app(
+    assistant: Assistant,
+    settings: Settings,
+    adapter_versions: AdapterVersions,
+    links: SignInLinks | None = None,
+) -> web.Application:
+    page = WebPage(assistant, settings, links or assistant.commands.signin, adapter_versions)
     app = web.Application(middlewares=[page.guard], client_max_size=256 * 1024)
     app.router.add_get("/signin/{token}", page.signin_page)
     app.router.add_post("/signin", page.signin)

@@ -12,13 +12,16 @@ from aiohttp import web
 from core.config import Settings
 
 if TYPE_CHECKING:
+    from bots.web.app import AdapterVersions
     from core.assistant import Assistant
 
 log = structlog.get_logger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def serve_web(assistant: Assistant, settings: Settings) -> AsyncIterator[int | None]:
+async def serve_web(
+    assistant: Assistant, settings: Settings, adapter_versions: AdapterVersions
+) -> AsyncIterator[int | None]:
     """Serve the page while the block runs; yields the bound port (None: off or not bindable).
 
     The access log stays off: a sign-in link's path holds its token.
@@ -28,7 +31,7 @@ async def serve_web(assistant: Assistant, settings: Settings) -> AsyncIterator[i
         return
     from bots.web.app import make_app
 
-    runner = web.AppRunner(make_app(assistant, settings), access_log=None)
+    runner = web.AppRunner(make_app(assistant, settings, adapter_versions), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
     try:

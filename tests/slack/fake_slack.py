@@ -215,7 +215,13 @@ class FakeSlack:
             admin = user in self.admins
             return {
                 "ok": True,
-                "user": {"id": user, "team_id": team.team_id, "is_admin": admin, "is_owner": False},
+                "user": {
+                    "id": user,
+                    "team_id": team.team_id,
+                    "is_admin": admin,
+                    "is_owner": False,
+                    "tz": self.user_tz.get(user, ""),  # as Slack's profile has it, for users a test gave one
+                },
             }
         if method == "conversations.info":
             channel = str(a.get("channel") or "")
@@ -286,9 +292,6 @@ class FakeSlack:
             return {"ok": True}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
-        if method == "users.info":  # tz as Slack's profile has it, for users a test gave one
-            uid = str(a.get("user", ""))
-            return {"ok": True, "user": {"id": uid, "team_id": team.team_id, "tz": self.user_tz.get(uid, "")}}
         if method == "conversations.history":  # newest first; metadata only when asked for
             shown = [m for m in self.messages.values() if m.channel == a.get("channel") and not m.thread_ts]
             shown = sorted(shown, key=lambda m: float(m.ts), reverse=True)[: int(a.get("limit") or 100)]

@@ -52,10 +52,11 @@ class Server:
 
     def start(self) -> None:
         from bots.web.serve import serve_web
+        from workers import training
 
         async def main() -> None:
             self._stop = asyncio.Event()
-            async with serve_web(self.assistant, self.settings) as port:
+            async with serve_web(self.assistant, self.settings, training) as port:
                 self.port = port
                 self._ready.set()
                 await self._stop.wait()
@@ -107,6 +108,7 @@ def server(tmp_path_factory, tiny_model) -> Iterator[Server]:
         temperature=0.0,
         ops_port=0,
         web_port=free_port(),
+        rate_burst_person=1000,  # one person signs in and talks in every test of the module
         _env_file=None,
     )
     store = open_store(settings)

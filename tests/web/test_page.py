@@ -24,7 +24,7 @@ def people(server):
         server.say(text, "ann")
     server.consolidate("ann")
     server.say("Big news: I moved to Lisbon last month!", "ann")
-    server.say("Remind me to water the ficus on Sunday", "ann")
+    server.say("I must water the ficus on Sunday", "ann")
     server.say_in_group("/context on", "ann")
     server.say_in_group("I like climbing on weekends.", "ann")
     server.consolidate("ann")
@@ -57,7 +57,7 @@ def test_sign_in_shows_profile_memories_sources_and_history(server, people, new_
         assert "Big news: I moved to Lisbon" in details and "direct chat on Telegram" in details
         assert "Lives in Berlin" in details  # what it replaced, with its dates
         assert re.search(r"\d+ \w{3} \d{4} until \d+ \w{3} \d{4}", details)
-        assert "You said: “Remind me to water the ficus on Sunday”" in "\n".join(rows(page))
+        assert "You said: “I must water the ficus on Sunday”" in "\n".join(rows(page))
         assert not any("Oslo" in r for r in rows(page))  # Bob's
         shot(page, f"memories-{name}")
 

@@ -15,6 +15,7 @@ from bots.web.app import make_app
 from bots.web.sessions import Sessions
 from core.signin import Account, SignInLinks
 from tests.web.conftest import Server
+from workers import training
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,7 +110,7 @@ async def test_behind_tls_the_cookie_is_secure_and_host_only(server):
 
     settings = server.settings.model_copy(update={"web_public_url": "https://me.example.org/"})
     links = SignInLinks()
-    app = make_app(server.assistant, settings, links)
+    app = make_app(server.assistant, settings, training, links)
     async with TestClient(TestServer(app)) as client:
         response = await client.post(
             "/signin", data={"token": links.issue("telegram", "jo")}, allow_redirects=False
@@ -155,11 +156,11 @@ def test_signing_out_ends_the_session(server):
 
 def test_the_web_page_can_be_turned_off(server):
     settings = server.settings
-    server.assistant.settings = settings.model_copy(update={"web_port": 0})
+    server.assistant.commands.settings = settings.model_copy(update={"web_port": 0})
     try:
         assert "turned off" in server.say("/web", "ned")
     finally:
-        server.assistant.settings = settings
+        server.assistant.commands.settings = settings
 
 
 def test_sessions_expire():
