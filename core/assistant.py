@@ -428,14 +428,7 @@ class Assistant:
         try:
             # a private adapter holds private facts: never in a group
             adapter = person.person_id if chat.kind == "direct" else None
-            stream = reply_stream(
-                self.engine,
-                messages,
-                grounding=grounding,
-                guard=guard,
-                adapter=adapter,
-                max_new_tokens=self.settings.max_new_tokens,
-            )
+            stream = reply_stream(self.engine, messages, grounding=grounding, guard=guard, adapter=adapter)
             async for delta in stream:
                 if len(delta) >= room:  # the platform's reply limit: cut here, stop generating
                     parts.append(delta[:room])

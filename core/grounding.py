@@ -442,7 +442,10 @@ async def reply_stream(
         yield grounding.opening  # said back in the second person already: not guarded
         if grounding.continue_tokens <= 0 or not getattr(engine, "accepts_prefix", False):
             return
-        cap = kwargs.get("max_new_tokens")  # the reply cap still holds (CONFIDANTE_MAX_NEW_TOKENS)
+        # the reply cap still holds (CONFIDANTE_MAX_NEW_TOKENS, which the engine applies by default)
+        cap = kwargs.get("max_new_tokens") or getattr(
+            getattr(engine, "settings", None), "max_new_tokens", None
+        )
         kwargs["max_new_tokens"] = (
             grounding.continue_tokens if cap is None else min(cap, grounding.continue_tokens)
         )
