@@ -55,8 +55,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_reminder ON deliveries (reminder_id);
 """
+# Columns added after the first release: ALTER TABLE'd into an older file on open.
+# kind: "reminder" (asked for) or "followup" (proposed from an open loop, core/reminders/followups.py);
+# source: the turn a follow-up came from (forgetting it cancels the follow-up);
+# event_key: one follow-up per event however often it is mentioned; event_day: the event's local date.
+_ADDED = (
+    ("kind", "TEXT NOT NULL DEFAULT 'reminder'"),
+    ("source", "TEXT"),
+    ("event_key", "TEXT"),
+    ("event_day", "TEXT"),
+)
+_BASE_COLUMNS = 15
+REMINDER, FOLLOWUP = "reminder", "followup"
 
 ACTIVE, DONE, CANCELLED, UNDELIVERABLE = "active", "done", "cancelled", "undeliverable"
+DROPPED = "dropped"  # a follow-up the daily cap pushed past its event
 CLAIMED, SENT = "claimed", "sent"
 
 
@@ -85,6 +98,14 @@ class Reminder:
     next_due: datetime | None
     created_at: datetime
     state: str
+    kind: str = REMINDER
+    source: str | None = None
+    event_key: str | None = None
+    event_day: str | None = None
+
+    @property
+    def is_followup(self) -> bool:
+        return self.kind == FOLLOWUP
 
     def occurrence_id(self) -> str:
         assert self.next_due is not None
@@ -116,6 +137,11 @@ class ReminderStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(reminders)")}
+        for name, decl in _ADDED:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE reminders ADD COLUMN {name} {decl}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS reminders_event ON reminders (person_id, event_key)")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -134,13 +160,18 @@ class ReminderStore:
         rule: str | None = None,
         every: str = "",
         now: datetime | None = None,
+        kind: str = REMINDER,
+        source: str | None = None,
+        event_key: str | None = None,
+        event_day: str | None = None,
     ) -> Reminder:
         rid = uuid.uuid4().hex[:12]
         dtstart = first.replace(tzinfo=None).isoformat() if rule else None
         with self._lock:
             self._db.execute(
                 "INSERT INTO reminders (id, person_id, platform, chat_id, chat_kind, thread_id, setter, what, tz,"
-                " rule, dtstart, every, next_due, created_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " rule, dtstart, every, next_due, created_at, state, kind, source, event_key, event_day)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rid,
                     person_id,
@@ -157,6 +188,10 @@ class ReminderStore:
                     _iso(first),
                     _iso(now or datetime.now(UTC)),
                     ACTIVE,
+                    kind,
+                    source,
+                    event_key,
+                    event_day,
                 ),
             )
         got = self.get(rid)
@@ -188,6 +223,64 @@ class ReminderStore:
             tz=old.tz,
             first=until,
         )
+
+    # -- follow-ups (core/reminders/followups.py) -----------------------------------------------
+
+    def has_event(self, person_id: str, event_key: str) -> bool:
+        """A follow-up for this event exists in any state: mentioned again, or cancelled by the
+        person, it is not proposed a second time."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM reminders WHERE person_id = ? AND event_key = ? LIMIT 1", (person_id, event_key)
+            ).fetchone()
+        return row is not None
+
+    def cancel_followups(self, person_id: str) -> int:
+        """/followups off: cancel all of a person's pending follow-ups."""
+        with self._lock:
+            return self._db.execute(
+                "UPDATE reminders SET state = ?, next_due = NULL WHERE person_id = ? AND kind = ? AND state = ?",
+                (CANCELLED, person_id, FOLLOWUP, ACTIVE),
+            ).rowcount
+
+    def cancel_followups_from(self, sources: list[str]) -> int:
+        """Cancel pending follow-ups proposed from any of these turns, whoever's they are."""
+        if not sources:
+            return 0
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            return self._db.execute(
+                f"UPDATE reminders SET state = ?, next_due = NULL WHERE kind = ? AND state = ? AND source IN ({marks})",
+                (CANCELLED, FOLLOWUP, ACTIVE, *sources),
+            ).rowcount
+
+    def followups_sent(self, person_id: str, start: datetime, end: datetime) -> int:
+        """How many follow-ups reached this person between `start` and `end` (the daily cap)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM deliveries d JOIN reminders r ON r.id = d.reminder_id"
+                " WHERE r.person_id = ? AND r.kind = ? AND d.state = ? AND d.sent_at >= ? AND d.sent_at < ?",
+                (person_id, FOLLOWUP, SENT, _iso(start), _iso(end)),
+            ).fetchone()[0]
+
+    def move(self, reminder: Reminder, new_due: datetime) -> bool:
+        """Deliver this (one-off) occurrence later instead (a follow-up over the daily cap)."""
+        assert reminder.next_due is not None
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE reminders SET next_due = ? WHERE id = ? AND next_due = ? AND state = ?",
+                (_iso(new_due), reminder.id, _iso(reminder.next_due), ACTIVE),
+            )
+        return cur.rowcount == 1
+
+    def drop(self, reminder_id: str) -> bool:
+        """A follow-up that can no longer be sent in time (its event is past): stop it unsent."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE reminders SET state = ?, next_due = NULL WHERE id = ? AND state = ?",
+                (DROPPED, reminder_id, ACTIVE),
+            )
+        return cur.rowcount == 1
 
     def reassign(self, old_person: str, new_person: str) -> None:
         """Two accounts were linked into one person: their reminders go along."""
@@ -354,6 +447,7 @@ class ReminderStore:
 
 
 def _reminder(row: tuple) -> Reminder:
+    kind, source, event_key, event_day = row[_BASE_COLUMNS:]
     (
         rid,
         person,
@@ -370,7 +464,7 @@ def _reminder(row: tuple) -> Reminder:
         nxt,
         created,
         state,
-    ) = row
+    ) = row[:_BASE_COLUMNS]
     return Reminder(
         rid,
         person,
@@ -387,4 +481,8 @@ def _reminder(row: tuple) -> Reminder:
         _ts(nxt),
         _ts(created),
         state,
+        kind,
+        source,
+        event_key,
+        event_day,
     )
