@@ -263,7 +263,11 @@ class Commands:
             person.settings.followups = False
             await asyncio.to_thread(self.store.save_person, person)
             cancelled = await asyncio.to_thread(self.reminders.stop_followups, person.person_id)
-            extra = f" I cancelled {cancelled} planned check-in{'s' if cancelled != 1 else ''}." if cancelled else ""
+            extra = (
+                f" I cancelled {cancelled} planned check-in{'s' if cancelled != 1 else ''}."
+                if cancelled
+                else ""
+            )
             return Reply(text="Follow-ups are off." + extra)
         state = "on" if person.settings.followups else "off"
         return Reply(text=f"Follow-ups are {state}. Use /followups on or /followups off.")

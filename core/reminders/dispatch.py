@@ -270,7 +270,7 @@ class Dispatcher:
             log.info("follow-up moved: one unasked message a day", reminder=r.id)
         elif decision.action == "drop":
             self.store.drop(r.id)
-            log.info("follow-up dropped: its event is past", reminder=r.id)
+            log.info("follow-up dropped: no day left that fits its event", reminder=r.id)
         return decision.action == "send"
 
     def _crash(self, point: str) -> None:

@@ -39,7 +39,10 @@ _NOUNS: list[tuple[str, str]] = [
         r"(?:(?:dentist|dental|doctor'?s?|gp|vet|physio|hospital|eye|hair|hairdresser)\s+)?appointments?|"
         r"check-?up|dentist|surgery|operation|scan|(?:physio(?:therapy)?|therapy)\s+session|vet visit",
     ),
-    ("event", r"race|marathon|half marathon|audition|recital|concert|gig|competition|tournament|match|wedding"),
+    (
+        "event",
+        r"race|marathon|half marathon|audition|recital|concert|gig|competition|tournament|match|wedding",
+    ),
 ]
 _NOUN = re.compile(rf"\b(?P<noun>{'|'.join(f'(?P<{k}>{v})' for k, v in _NOUNS)})\b", re.I)
 # "I fly to Lisbon", "flight to Tokyo", "trip to Rome", "leaving for Paris", "off to Oslo"
@@ -95,7 +98,9 @@ _FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'll|i'd|my|me|we|we're|our|us)\
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 # lower-case three-letter weekdays are words too ("the sun", "I sat"): only dates when capitalised
 _SHORT_DAYS = re.compile(r"\b(?:sun|sat|mon|wed|thu|fri|tue)\b")
-_IN_DAYS = re.compile(r"\bin\s+(?P<n>\d+|two|three|four|five|six|seven|ten|a)\s+(?P<unit>days?|weeks?)\b", re.I)
+_IN_DAYS = re.compile(
+    r"\bin\s+(?P<n>\d+|two|three|four|five|six|seven|ten|a)\s+(?P<unit>days?|weeks?)\b", re.I
+)
 _WORDS = {"a": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10}
 _NOT_MODIFIER = {
     "have",

@@ -231,7 +231,8 @@ class ReminderStore:
         person, it is not proposed a second time."""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM reminders WHERE person_id = ? AND event_key = ? LIMIT 1", (person_id, event_key)
+                "SELECT 1 FROM reminders WHERE person_id = ? AND event_key = ? LIMIT 1",
+                (person_id, event_key),
             ).fetchone()
         return row is not None
 
@@ -447,7 +448,7 @@ class ReminderStore:
 
 
 def _reminder(row: tuple) -> Reminder:
-    kind, source, event_key, event_day = row[_BASE_COLUMNS:]
+    row_kind, source, event_key, event_day = row[_BASE_COLUMNS:]
     (
         rid,
         person,
@@ -481,7 +482,7 @@ def _reminder(row: tuple) -> Reminder:
         _ts(nxt),
         _ts(created),
         state,
-        kind,
+        row_kind,
         source,
         event_key,
         event_day,
