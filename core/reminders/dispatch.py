@@ -69,6 +69,9 @@ Finder = Callable[[str, str], Awaitable[str | None]]  # (chat id, key) -> messag
 class Channel:
     send: Sender
     find: Finder | None = None  # None: the platform can't tell whether a key was sent
+    # None: every chat of the platform; else only chats this says yes to (a console session
+    # serves its own person; another person's console reminders wait for their session)
+    serves: Callable[[str], bool] | None = None
 
 
 class Clock:
@@ -157,18 +160,21 @@ class Dispatcher:
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, tuple[int, float]] = {}  # reminder id -> (failures, retry at)
+        self._unserved: set[str] = set()  # due, but for a chat no attached channel serves
 
     # -- channels come and go -------------------------------------------------------------------
 
     def attach(self, platform: str, channel: Channel) -> None:
         """A channel is connected: deliver its reminders (starts the loop on first use)."""
         self.channels[platform] = channel
+        self._unserved.clear()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.run(), name="reminders")
         self.wake()
 
     async def detach(self, platform: str) -> None:
         self.channels.pop(platform, None)
+        self._unserved.clear()
         if not self.channels and self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,7 +202,8 @@ class Dispatcher:
             except Exception:
                 log.exception("reminder delivery failed; trying again")
                 await asyncio.sleep(1.0)
-            nxt = await asyncio.to_thread(self.store.next_due, sorted(self.channels))
+            waiting = set(self._failures) | self._unserved
+            nxt = await asyncio.to_thread(self.store.next_due, sorted(self.channels), waiting)
             wait = self.idle_check if nxt is None else min(self.idle_check, self.clock.seconds_until(nxt))
             retry = [at - time.monotonic() for _, at in self._failures.values()]
             if retry:
@@ -220,6 +227,9 @@ class Dispatcher:
     async def _deliver(self, r: Reminder) -> bool:
         channel = self.channels.get(r.platform)
         if channel is None:
+            return False
+        if channel.serves is not None and not channel.serves(r.chat_id):
+            self._unserved.add(r.id)
             return False
         if r.is_followup and not await asyncio.to_thread(self._followup_may_go, r):
             return False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,15 +337,18 @@ class ReminderStore:
                 "SELECT COUNT(*) FROM reminders WHERE person_id = ? AND state = ?", (person_id, ACTIVE)
             ).fetchone()[0]
 
-    def next_due(self, platforms: list[str]) -> datetime | None:
+    def next_due(self, platforms: list[str], exclude: Collection[str] = ()) -> datetime | None:
+        """The soonest due time on these platforms, leaving out `exclude` (reminder ids waiting
+        for a retry, or for a chat this process does not serve)."""
         if not platforms:
             return None
         marks = ",".join("?" * len(platforms))
+        skip = list(exclude)
+        sql = f"SELECT MIN(next_due) FROM reminders WHERE state = ? AND platform IN ({marks})"
+        if skip:
+            sql += f" AND id NOT IN ({','.join('?' * len(skip))})"
         with self._lock:
-            row = self._db.execute(
-                f"SELECT MIN(next_due) FROM reminders WHERE state = ? AND platform IN ({marks})",
-                (ACTIVE, *platforms),
-            ).fetchone()
+            row = self._db.execute(sql, (ACTIVE, *platforms, *skip)).fetchone()
         return _ts(row[0])
 
     def due(self, now: datetime, platforms: list[str], limit: int = 100) -> list[Reminder]:
