@@ -363,6 +363,15 @@ class ReminderStore:
             ).fetchall()
         return [_reminder(r) for r in rows]
 
+    def by_message(self, message_id: str) -> Reminder | None:
+        """The reminder a sent message delivered (a reaction to it on Matrix snoozes it)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT r.* FROM deliveries d JOIN reminders r ON r.id = d.reminder_id WHERE d.message_id = ?",
+                (message_id,),
+            ).fetchone()
+        return _reminder(row) if row else None
+
     def deliveries(self, reminder_id: str) -> list[tuple[str, str, int, str | None]]:
         """(occurrence id, state, attempts, message id) of every delivery, for tests and counts."""
         with self._lock:
