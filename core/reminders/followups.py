@@ -13,7 +13,8 @@ When (the person's zone, inside waking hours):
 A check-in whose time has passed when the loop is found (said the evening before) is not made.
 
 Limits, so a follow-up stays welcome: only for people who sent `/followups on`; only from
-direct chats, never groups; only from what they said in the last two days; at most one
+direct chats, never groups; only from what they said in the last two days; at most
+`MAX_PENDING` pending per person; at most one
 unasked message per person per local day, enforced when sending (`gate`): a second one due the
 same day moves to the next day at the same time, or is dropped when that would be on or after
 a "before" event's day, or more than two days after an "after" event.
@@ -44,6 +45,7 @@ DAY_AFTER = time(18)
 FRESH = timedelta(days=2)  # older statements (an imported history) propose nothing
 AFTER_GRACE_DAYS = 2  # "how did it go" still makes sense this many days after the event
 LIVE_PLATFORMS = ("telegram", "slack", "matrix", "console")
+MAX_PENDING = 10  # pending follow-ups per person: a busy week is not a flood
 
 _TEMPLATES = {
     "exam": "{Your} {subject} is on {day} — good luck! Want to go over anything tonight?",
@@ -137,6 +139,7 @@ class FollowUps:
         except ValueError:
             tz = zone(self.default_tz)
         added: list[Reminder] = []
+        pending = sum(r.is_followup for r in self.reminders.active_of(person_id))
         for turn in turns:
             if turn.role != "user" or turn.visibility != PRIVATE or turn.platform not in LIVE_PLATFORMS:
                 continue
@@ -144,6 +147,8 @@ class FollowUps:
             if now - said > FRESH:
                 continue
             for loop in find(turn.text, said.astimezone(tz)):
+                if pending + len(added) >= MAX_PENDING:
+                    break
                 reminder = self._one(person_id, tz, turn, loop, now, has_bot_chat)
                 if reminder is not None:
                     added.append(reminder)

@@ -123,3 +123,22 @@ async def test_two_follow_ups_due_the_same_day_are_one_message_that_day(tmp_path
     assert all(when.hour in (18, 19) for when, _ in sent)  # sent then (a ms here is 43 s there)
     exam = next(r for r in added if "JLPT" in r.what)
     assert store.get(exam.id).state == "dropped"
+
+
+def test_at_most_ten_pending_follow_ups_per_person():
+    store = ReminderStore()
+    cities = [
+        "Oslo",
+        "Rome",
+        "Paris",
+        "Madrid",
+        "Vienna",
+        "Prague",
+        "Lisbon",
+        "Athens",
+        "Dublin",
+        "Warsaw",
+        "Riga",
+    ]
+    said = [turn(f"I fly to {city} on the {10 + i}th", n=i) for i, city in enumerate(cities)]
+    assert len(planner(store).propose("p1", "Europe/Berlin", said, bot_chat)) == 10
