@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from core.reminders.parse import _TIME, ParseError, _day, _Text
+from core.reminders.parse import day_named
 
 # kind -> whether the check-in comes before the event (to prepare) or after it (how did it go)
 BEFORE, AFTER = "before", "after"
@@ -157,13 +157,7 @@ def _date_in(sentence: str, said: datetime) -> date | None:
         return said.date() + timedelta(days=n * (7 if m.group("unit").lower().startswith("week") else 1))
     if re.search(r"\btonight\b", masked, re.I):
         return said.date()
-    t = _Text(masked)
-    t.take(_TIME)  # "at 3pm" is not a day; taken out so "3" is not read as one
-    try:
-        day, _roll = _day(t, said)
-    except ParseError:
-        return None
-    return day
+    return day_named(masked, said)
 
 
 _DETERMINERS = {"my": True, "our": True, "a": True, "an": True, "the": False}

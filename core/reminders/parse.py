@@ -334,6 +334,19 @@ def _day(t: _Text, now: datetime) -> tuple[date | None, int]:
     return None, 1
 
 
+def day_named(text: str, now: datetime) -> date | None:
+    """The calendar day a sentence names ("on Sunday", "the 12th", "Dec 20", "tomorrow"), as of
+    `now` (local), or None; a clock time in it is not read as a day. For follow-ups
+    (core/reminders/openloops.py), which need the day of an event, not a reminder."""
+    t = _Text(text)
+    t.take(_TIME)
+    try:
+        day, _roll = _day(t, now)
+    except ParseError:
+        return None
+    return day
+
+
 def _date(y: int, m: int, d: int) -> date:
     try:
         return date(y, m, d)
