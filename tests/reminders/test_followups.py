@@ -142,3 +142,28 @@ def test_at_most_ten_pending_follow_ups_per_person():
     ]
     said = [turn(f"I fly to {city} on the {10 + i}th", n=i) for i, city in enumerate(cities)]
     assert len(planner(store).propose("p1", "Europe/Berlin", said, bot_chat)) == 10
+
+
+def test_the_gate_drops_a_check_in_that_no_longer_fits_and_any_outside_a_direct_chat():
+    from core.reminders.followups import gate
+
+    store = ReminderStore()
+    [exam] = planner(store).propose("p1", "Europe/Berlin", [turn("My JLPT exam is on Sunday", n=1)], bot_chat)
+    on_time = datetime(2026, 12, 5, 19, 0, 1, tzinfo=BERLIN)
+    assert gate(store, exam, on_time).action == "send"
+    # the bot was down from Saturday evening to Sunday noon: "good luck tonight" is too late
+    assert gate(store, exam, datetime(2026, 12, 6, 12, 0, tzinfo=BERLIN)).action == "drop"
+    in_group = store.add(
+        person_id="p1",
+        platform="telegram",
+        chat_id="g",
+        chat_kind="group",
+        setter="x",
+        what="w",
+        tz="Europe/Berlin",
+        first=exam.next_due,
+        kind=FOLLOWUP,
+        event_key="exam|x|2026-12-06",
+        event_day="2026-12-06",
+    )
+    assert gate(store, in_group, on_time).action == "drop"
