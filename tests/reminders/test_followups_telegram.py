@@ -89,8 +89,6 @@ async def test_an_opted_in_person_gets_one_check_in_at_its_time(fake_api, tmp_pa
                 "Your job interview is on Sunday 6 Dec",
             ]
             assert assistant.reminders.store.active_of(people["bob"]) == []
-            again = await asyncio.to_thread(tasks.propose_followups, people["ada"], [])
-            assert again == 0
 
             listing = await ask(fake_api, ada, ADA, "/reminders", "Your reminders:", command="/reminders")
             assert "(follow-up) You're off to Lisbon on Sunday 20 Dec" in listing
