@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.cli import _recall_items  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
 from core.memory import rerank  # noqa: E402
+from core.memory.consolidate import Consolidator  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
 from core.memory.importers import import_history  # noqa: E402
 from core.memory.recall import Recall  # noqa: E402
@@ -105,7 +106,16 @@ def chat_files(held_out: bool) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem.split("_")[1]))
 
 
-def run(store: Store, files: list[Path], workdir: Path, k: int) -> dict[str, list[tuple[float, ...]]]:
+def consolidate(store: Store, person_id: str) -> int:
+    """The memories the project's own consolidation (the rule extractor, as the workers run it
+    by default) builds from the chat; how many are current."""
+    Consolidator(store).run(person_id)
+    return len(store.memories_of(person_id))
+
+
+def run(
+    store: Store, files: list[Path], workdir: Path, k: int, *, memories: bool = False
+) -> dict[str, list[tuple[float, ...]]]:
     """kind -> per question (cited R@5, cited R@k, hit R@5, hit R@k)."""
     recall = Recall(store, lambda s: len(s) // 4 + 1)
     scores: dict[str, list[tuple[float, ...]]] = defaultdict(list)
@@ -117,6 +127,8 @@ def run(store: Store, files: list[Path], workdir: Path, k: int) -> dict[str, lis
         if store.person(person_id) is None:
             store.save_person(Person(person_id=person_id, display_name=person_id))
         import_history(store, jsonl, person_id, me=me, fmt="jsonl")
+        if memories:
+            print(f"{path.stem}: {consolidate(store, person_id)} memories")
         now = max(datetime.fromisoformat(m["ts"]) for m in lines)
         for q in questions:
             items = _recall_items(recall, store, person_id, q["text"], k, now)
@@ -154,6 +166,9 @@ def main() -> None:
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a recall constant, for ablations"
     )
     ap.add_argument("--no-rerank", action="store_true", help="fused order only (an ablation)")
+    ap.add_argument(
+        "--memories", action="store_true", help="consolidate each chat after import (memories as keys)"
+    )
     args = ap.parse_args()
     if args.no_rerank:
         rerank.WEIGHTS = None
@@ -165,7 +180,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     store = Store(workdir / "db", default_embedder())
-    scores = run(store, chat_files(args.held_out), workdir, args.k)
+    scores = run(store, chat_files(args.held_out), workdir, args.k, memories=args.memories)
     part = "held-out chats 8-10" if args.held_out else "development chats 1-7"
     print(
         f"REALTALK, {part}: {sum(len(v) for v in scores.values())} questions, {time.perf_counter() - started:.0f} s"

@@ -42,6 +42,11 @@ FEATURES = (
     "short",  # 1 / number of terms: "yes!" is rarely evidence alone
     "speaker",  # said by a speaker the question names
     "in_span",  # said within the time the question asks about
+    "window_cosine",  # cosine of the question to the turn and its neighbours together (mean vector)
+    "near_cosine",  # the best cosine among its neighbours
+    "day_cosine",  # the best cosine among the other candidates said the same day in the same chat
+    "day_share",  # share of the candidates said that day there: a conversation about the question
+    "length",  # log of its length in characters, over 6
 )
 TYPES = ("fact", "time", "inference")
 _TIME = re.compile(r"\b(when|what (day|date|time|month|year|week)|how long|since when)\b", re.IGNORECASE)
@@ -58,19 +63,24 @@ _INFERENCE = re.compile(
 # conversations (`--synthetic-seed 1`) did not help either set (synthetic R@10 0.912).
 WEIGHTS: dict[str, tuple[float, ...]] | None = {
     "all": (
-        -6.8232,
-        0.2084,
-        1.1054,
-        1.0071,
-        0.9517,
-        1.5767,
-        -0.0464,
-        1.9913,
-        0.0779,
-        -0.4613,
-        -5.9164,
-        1.9113,
+        -10.2060,
+        0.2586,
+        0.2239,
+        1.0260,
+        0.9398,
+        1.7731,
+        -0.3131,
+        1.9674,
+        -0.1180,
+        -0.4679,
+        -2.0208,
+        1.9431,
         0.0000,
+        1.8820,
+        -0.1975,
+        -0.1191,
+        1.2773,
+        3.3369,
     ),
 }
 # bench/train_rerank.py collects (question, features, cites) here; None in use
@@ -106,6 +116,10 @@ class Signals:
     neighbour_fused: float = 0.0
     speaker: bool = False
     in_span: bool = False
+    window_cosine: float = 0.0
+    near_cosine: float = 0.0
+    day_cosine: float = 0.0
+    day_share: float = 0.0
     cites: tuple[str, ...] = ()  # the ids recall would cite for it (its own, its neighbours')
 
 
@@ -134,6 +148,11 @@ def features(query_text: str, signals: Sequence[Signals]) -> np.ndarray:
             1.0 / (1 + len(own[i])),
             1.0 if s.speaker else 0.0,
             1.0 if s.in_span else 0.0,
+            s.window_cosine,
+            s.near_cosine,
+            s.day_cosine,
+            s.day_share,
+            math.log1p(len(s.text)) / 6.0,
         )
     return rows
 
