@@ -37,8 +37,11 @@ FOLD_MARGIN = 0.15
 QUESTION_WEIGHT = 0.75
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
 CANDIDATES = 40  # per list; fusion and diversity choose k from these
-# per list when the learned reranker will order them: a wider pool for it to choose from
-# (REALTALK development, oracle@10 over the candidates 0.804 -> 0.894, R@10 0.649 -> 0.659)
+# Per list when the learned reranker will order them. A wider pool raises what a perfect
+# ordering could reach (REALTALK development, oracle@10 0.804 at 40 -> 0.894 at 100 -> 0.954 at
+# 200) but not what the model reaches (R@10 0.641 / 0.647 / 0.643), and with more distractors it
+# loses synthetic answers: the pool stays at 40 until the ordering is better (see
+# bench/real_dialogue_eval.py).
 RERANK_CANDIDATES = 40
 MEMORY_WEIGHT = 1.2  # a consolidated memory is worth a little more than one raw turn
 SPAN_WEIGHT = 2.0  # lists restricted to the asked-about time count double
@@ -59,9 +62,13 @@ HOP_WEIGHT = 0.0
 HOP_FROM = 3
 # A consolidated memory is a key to the turns it was built from: the best MEMORY_SOURCES memories
 # bring their source turns the searches missed into the candidates, at this share of the
-# memory's score (0 turns it off), so the reranker can weigh the turn with its context.
+# memory's score (0 turns it off), so the reranker can weigh the turn with its context
+# (REALTALK development with rule-extracted memories: R@10 0.631 -> 0.632, as good as neutral).
 SOURCE_SHARE = 0.5
 MEMORY_SOURCES = 10
+# Memories only as keys (an ablation): a memory hit adds its whole score to its source turns
+# and is not ranked itself, so a short extracted fact never takes a turn's place.
+MEMORY_AS_KEY = False
 RERANK_TOP = 60  # candidates the learned reranker rescores, by fused score; the rest stay behind
 RERANK_BLEND = 1.0  # 1: the model's order; below, mixed with the fused score (an ablation)
 # Query expansion: the question's names alone, as one more full-text list with this weight.
@@ -199,14 +206,18 @@ class Recall:
         learned = learned and (rerank.WEIGHTS is not None or rerank.TRACE is not None)
         per_list = RERANK_CANDIDATES if learned else CANDIDATES
         searches = self._searches(person.person_id, query_vector, text, scopes, when, per_list)
-        candidates = self._fold_sources(
-            self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
-        )
+        found = {h.item.id for _, hits, _ in searches for h in hits} | exclude_ids
+        if MEMORY_AS_KEY:
+            candidates = self._fuse(searches, exclude_ids)
+            self._bring_sources(person.person_id, scopes, candidates, found - set(candidates), keys_only=True)
+        else:
+            candidates = self._fold_sources(
+                self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
+            )
+            if SOURCE_SHARE:
+                self._bring_sources(person.person_id, scopes, candidates, found)
         if not candidates:
             return []
-        if SOURCE_SHARE:
-            found = {h.item.id for _, hits, _ in searches for h in hits} | exclude_ids
-            self._bring_sources(person.person_id, scopes, candidates, found)
         if HOP_WEIGHT and text and text.strip():
             self._second_hop(person.person_id, scopes, text, candidates, exclude_ids)
         if named and SPEAKER_BONUS:
@@ -334,7 +345,13 @@ class Recall:
         return candidates
 
     def _bring_sources(
-        self, person_id: str, scopes: list[str], candidates: dict[str, _Candidate], found: set[str]
+        self,
+        person_id: str,
+        scopes: list[str],
+        candidates: dict[str, _Candidate],
+        found: set[str],
+        *,
+        keys_only: bool = False,
     ) -> None:
         """The source turns of the best memories join the candidates (those the searches
         `found` are there already, or folded into their memory, and excluded ones stay out). Only the person's own turns in a scope
@@ -345,16 +362,20 @@ class Recall:
             reverse=True,
         )[:MEMORY_SOURCES]
         wanted = {t: m for m in reversed(memories) for t in m.item.source_turn_ids if t not in found}
-        if not wanted:
-            return
         allowed = set(scopes)
-        for turn in self.store.turns_by_ids(wanted, with_vectors=True):
+        for turn in self.store.turns_by_ids(wanted, with_vectors=True) if wanted else []:
             memory = wanted[turn.id]
             if turn.person_id != person_id or turn.visibility not in allowed or turn.role not in RECALL_ROLES:
                 continue
             vector = np.asarray(turn.vector, dtype=np.float32) if turn.vector is not None else None
             turn.vector = None
-            candidates[turn.id] = _Candidate(turn, vector, SOURCE_SHARE * memory.score)
+            candidates[turn.id] = _Candidate(turn, vector, 0.0 if keys_only else SOURCE_SHARE * memory.score)
+        if keys_only:
+            for c in [c for c in candidates.values() if isinstance(c.item, Memory)]:
+                for t in c.item.source_turn_ids:
+                    if t in candidates:
+                        candidates[t].score += c.score
+                del candidates[c.item.id]
 
     def _second_hop(
         self,
