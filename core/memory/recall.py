@@ -363,7 +363,7 @@ class Recall:
         )[:MEMORY_SOURCES]
         wanted = {t: m for m in reversed(memories) for t in m.item.source_turn_ids if t not in found}
         allowed = set(scopes)
-        for turn in self.store.turns_by_ids(wanted, with_vectors=True) if wanted else []:
+        for turn in self.store.turns_by_ids(wanted, with_vectors=True, settle=False) if wanted else []:
             memory = wanted[turn.id]
             if turn.person_id != person_id or turn.visibility not in allowed or turn.role not in RECALL_ROLES:
                 continue

@@ -146,11 +146,17 @@ class Turns(StoreBase):
         where = f.all_of(f.eq("person_id", person_id), f.eq("role", role) if role is not None else None)
         return self._tables["turns"].count_rows(where)
 
-    def turns_by_ids(self, ids: Iterable[str], *, with_vectors: bool = False) -> list[Turn]:
+    def turns_by_ids(
+        self, ids: Iterable[str], *, with_vectors: bool = False, settle: bool = True
+    ) -> list[Turn]:
+        """The stored turns with these ids. `settle=False` reads what LanceDB has without
+        waiting for staged writes: recall asks for a memory's source turns, which were stored
+        before consolidation read them, and must not wait on a commit."""
         ids = list(ids)
         if not ids:
             return []
-        self.settle()
+        if settle:
+            self.settle()
         columns = [*_TURN_COLUMNS, "vector"] if with_vectors else _TURN_COLUMNS
         rows = self._rows("turns", f.is_in("id", ids), columns)
         turns = [_turn(r) for r in rows]
