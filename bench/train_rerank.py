@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.cli import _recall_items  # noqa: E402
 from bench.data_gen import NOW, conversations  # noqa: E402
-from bench.real_dialogue_eval import chat_files, load_chat  # noqa: E402
+from bench.real_dialogue_eval import chat_files, consolidate, load_chat  # noqa: E402
 from bench.retrieval_eval import build  # noqa: E402
 from core.memory import recall as recall_module  # noqa: E402
 from core.memory import rerank  # noqa: E402
@@ -39,7 +39,7 @@ from core.memory.store import Store  # noqa: E402
 K = 10
 
 
-def collect(workdir: Path) -> list[dict]:
+def collect(workdir: Path, *, memories: bool = False) -> list[dict]:
     """Per development question: chat, question, its eval type, features, cites, evidence."""
     store = Store(workdir / "db", default_embedder())
     recall = Recall(store, lambda s: len(s) // 4 + 1)
@@ -53,6 +53,8 @@ def collect(workdir: Path) -> list[dict]:
         if store.person(person_id) is None:
             store.save_person(Person(person_id=person_id, display_name=person_id))
         import_history(store, jsonl, person_id, me=me, fmt="jsonl")
+        if memories:
+            consolidate(store, person_id)
         now = max(datetime.fromisoformat(m["ts"]) for m in lines)
         for q in questions:
             rerank.TRACE = []
@@ -136,6 +138,25 @@ def recall_at(row: dict, order: np.ndarray, k: int = K) -> float:
     return len(found & row["evidence"]) / len(row["evidence"])
 
 
+def oracle_at(row: dict, k: int = K) -> float:
+    """The best cited recall any k of the candidates could reach (greedy cover: each pick the
+    candidate whose cites add the most evidence), the ceiling a perfect reranker would meet."""
+    left = set(row["evidence"])
+    total = len(left)
+    for _ in range(k):
+        gains = [len(left & set(c)) for c in row["cites"]]
+        if not gains or max(gains) == 0:
+            break
+        left -= set(row["cites"][int(np.argmax(gains))])
+    return (total - len(left)) / total
+
+
+def pool_at(row: dict) -> float:
+    """Share of the evidence cited by any candidate at all."""
+    found = {s for c in row["cites"] for s in c}
+    return len(found & row["evidence"]) / len(row["evidence"])
+
+
 def fit_types(rows: list[dict], l2: float, columns: np.ndarray, per_type: bool) -> dict[str, np.ndarray]:
     """One model per question type, or one for all ("all")."""
     weights = {}
@@ -151,18 +172,20 @@ def fit_types(rows: list[dict], l2: float, columns: np.ndarray, per_type: bool) 
 
 def evaluate(
     rows: list[dict], l2: float, columns: np.ndarray, per_type: bool
-) -> dict[str, tuple[float, float]]:
-    """Leave one chat out: eval type -> (fused R@10, reranked R@10)."""
-    per: dict[str, list[tuple[float, float]]] = {}
+) -> dict[str, tuple[float, ...]]:
+    """Leave one chat out: eval type -> (fused R@10, reranked R@10, reranked R@5, oracle@10 over
+    the candidates, evidence anywhere in them)."""
+    per: dict[str, list[tuple[float, ...]]] = {}
     for chat in sorted({r["chat"] for r in rows}):
         weights = fit_types([r for r in rows if r["chat"] != chat], l2, columns, per_type)
         for r in (r for r in rows if r["chat"] == chat):
             z = r["x"] @ rerank.weights_for(weights, r["question"])
             base = recall_at(r, np.arange(len(r["cites"])))
-            new = recall_at(r, np.argsort(-z, kind="stable"))
-            per.setdefault(r["kind"], []).append((base, new))
-            per.setdefault("all", []).append((base, new))
-    return {k: (float(np.mean([a for a, _ in v])), float(np.mean([b for _, b in v]))) for k, v in per.items()}
+            order = np.argsort(-z, kind="stable")
+            row = (base, recall_at(r, order), recall_at(r, order, 5), oracle_at(r), pool_at(r))
+            per.setdefault(r["kind"], []).append(row)
+            per.setdefault("all", []).append(row)
+    return {k: tuple(float(x) for x in np.mean(np.array(v), axis=0)) for k, v in per.items()}
 
 
 def main() -> None:
@@ -182,6 +205,7 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a recall constant, as in the eval"
     )
+    ap.add_argument("--memories", action="store_true", help="consolidate each chat after import")
     args = ap.parse_args()
     for setting in args.set:
         name, value = setting.split("=", 1)
@@ -189,7 +213,7 @@ def main() -> None:
     if args.dump and args.dump.exists():
         rows = pickle.loads(args.dump.read_bytes())
     else:
-        rows = collect(Path(tempfile.mkdtemp(prefix="rerank-train-")))
+        rows = collect(Path(tempfile.mkdtemp(prefix="rerank-train-")), memories=args.memories)
         if args.dump:
             args.dump.write_bytes(pickle.dumps(rows))
     if args.synthetic_seed is not None:
@@ -203,7 +227,12 @@ def main() -> None:
         rows += synthetic
     columns = np.array([i for i, f in enumerate(rerank.FEATURES) if f not in args.drop])
     print(f"{len(rows)} development questions; features: {', '.join(rerank.FEATURES[i] for i in columns)}")
-    print("| type | n | fused R@10 | reranked R@10 (leave one chat out) |\n|---|---|---|---|")
+    n_candidates = np.mean([len(r["cites"]) for r in rows])
+    print(f"{n_candidates:.0f} candidates per question on average")
+    print(
+        "| type | n | fused R@10 | reranked R@10 | reranked R@5 | oracle@10 | in pool |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     result = evaluate(rows, args.l2, columns, args.per_type)
     for kind in (
         "single fact",
@@ -215,7 +244,7 @@ def main() -> None:
     ):
         if kind in result:
             n = sum(1 for r in rows if r["kind"] == kind) if kind != "all" else len(rows)
-            print(f"| {kind} | {n} | {result[kind][0]:.3f} | {result[kind][1]:.3f} |")
+            print(f"| {kind} | {n} | " + " | ".join(f"{v:.3f}" for v in result[kind]) + " |")
     weights = fit_types(rows, args.l2, columns, args.per_type)
     print("\nWEIGHTS = {")
     for kind, w in weights.items():

@@ -37,6 +37,12 @@ FOLD_MARGIN = 0.15
 QUESTION_WEIGHT = 0.75
 RRF_K = 60  # the usual constant: ranks 1 and 2 differ a little, ranks 1 and 50 a lot
 CANDIDATES = 40  # per list; fusion and diversity choose k from these
+# Per list when the learned reranker will order them. A wider pool raises what a perfect
+# ordering could reach (REALTALK development, oracle@10 0.804 at 40 -> 0.894 at 100 -> 0.954 at
+# 200) but not what the model reaches (R@10 0.641 / 0.647 / 0.643), and with more distractors it
+# loses synthetic answers: the pool stays at 40 until the ordering is better (see
+# bench/real_dialogue_eval.py).
+RERANK_CANDIDATES = 40
 MEMORY_WEIGHT = 1.2  # a consolidated memory is worth a little more than one raw turn
 SPAN_WEIGHT = 2.0  # lists restricted to the asked-about time count double
 IN_SPAN_BONUS = 1.0 / RRF_K  # and any candidate from that time gets a first-rank bonus
@@ -54,6 +60,15 @@ SPEAKER_BONUS = 0.5 / RRF_K
 # searched again, that list fused with this weight; 0 turns it off.
 HOP_WEIGHT = 0.0
 HOP_FROM = 3
+# A consolidated memory is a key to the turns it was built from: the best MEMORY_SOURCES memories
+# bring their source turns the searches missed into the candidates, at this share of the
+# memory's score (0 turns it off), so the reranker can weigh the turn with its context
+# (REALTALK development with rule-extracted memories: R@10 0.631 -> 0.632, as good as neutral).
+SOURCE_SHARE = 0.5
+MEMORY_SOURCES = 10
+# Memories only as keys (an ablation): a memory hit adds its whole score to its source turns
+# and is not ranked itself, so a short extracted fact never takes a turn's place.
+MEMORY_AS_KEY = False
 RERANK_TOP = 60  # candidates the learned reranker rescores, by fused score; the rest stay behind
 RERANK_BLEND = 1.0  # 1: the model's order; below, mixed with the fused score (an ablation)
 # Query expansion: the question's names alone, as one more full-text list with this weight.
@@ -184,10 +199,23 @@ class Recall:
         named = named_speakers(person, text) if text else {}
         for name in named:
             text = re.sub(rf"\b{re.escape(name)}(?:'s|’s)?\b", " ", text or "", flags=re.IGNORECASE)
-        searches = self._searches(person.person_id, query_vector, text, scopes, when)
-        candidates = self._fold_sources(
-            self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
-        )
+        # The model never saw a question about "now" or one counted from an event ("before I
+        # moved"): those keep the fused order, where recency and the event's span rank
+        # (synthetic set R@10 0.903 -> 0.916 with them left out of the reranker)
+        learned = not anchored and not (query_text and asks_for_now(query_text))
+        learned = learned and (rerank.WEIGHTS is not None or rerank.TRACE is not None)
+        per_list = RERANK_CANDIDATES if learned else CANDIDATES
+        searches = self._searches(person.person_id, query_vector, text, scopes, when, per_list)
+        found = {h.item.id for _, hits, _ in searches for h in hits} | exclude_ids
+        if MEMORY_AS_KEY:
+            candidates = self._fuse(searches, exclude_ids)
+            self._bring_sources(person.person_id, scopes, candidates, found - set(candidates), keys_only=True)
+        else:
+            candidates = self._fold_sources(
+                self._fuse(searches, exclude_ids), np.asarray(query_vector, dtype=np.float32)
+            )
+            if SOURCE_SHARE:
+                self._bring_sources(person.person_id, scopes, candidates, found)
         if not candidates:
             return []
         if HOP_WEIGHT and text and text.strip():
@@ -205,11 +233,7 @@ class Recall:
             self._prefer_recent(list(candidates.values()))
         ordered = sorted(candidates.values(), key=lambda c: c.score, reverse=True)
         around: dict[str, list[Turn]] = {}
-        # The model never saw a question about "now" or one counted from an event ("before I
-        # moved"): those keep the fused order, where recency and the event's span rank
-        # (synthetic set R@10 0.903 -> 0.916 with them left out of the reranker)
-        learned = not anchored and not (query_text and asks_for_now(query_text))
-        if (rerank.WEIGHTS or rerank.TRACE is not None) and learned:
+        if learned:
             ordered, around = self._rerank(
                 person.person_id,
                 scopes,
@@ -243,6 +267,7 @@ class Recall:
         text: str | None,
         scopes: list[str],
         when: When | None,
+        per_list: int = CANDIDATES,
     ) -> list[tuple[float, list[Hit], bool]]:
         """(weight, hits, whether full-text) per ranked list; the store runs them side by side
         in one batch."""
@@ -256,14 +281,14 @@ class Recall:
                 w = weight * (MEMORY_WEIGHT if name == "memories" else 1.0)
                 common = {"since": since, "until": until, "roles": RECALL_ROLES, "with_vectors": True}
                 weights.append(w)
-                searches.append(Search(name, CANDIDATES, vector=vector, **common))
+                searches.append(Search(name, per_list, vector=vector, **common))
                 if text and text.strip():
                     weights.append(w)
-                    searches.append(Search(name, CANDIDATES, text=text, **common))
+                    searches.append(Search(name, per_list, text=text, **common))
                 keys = question_keys(text) if (KEYS_WEIGHT and text and since is None) else ""
                 if keys and name == "turns":
                     weights.append(w * KEYS_WEIGHT)
-                    searches.append(Search(name, CANDIDATES, text=keys, **common))
+                    searches.append(Search(name, per_list, text=keys, **common))
         found = self.store.search_many(person_id, scopes, searches)
         return [(w, hits, s.vector is None) for w, hits, s in zip(weights, found, searches, strict=True)]
 
@@ -319,6 +344,39 @@ class Recall:
                         c.score += candidates.pop(source).score
         return candidates
 
+    def _bring_sources(
+        self,
+        person_id: str,
+        scopes: list[str],
+        candidates: dict[str, _Candidate],
+        found: set[str],
+        *,
+        keys_only: bool = False,
+    ) -> None:
+        """The source turns of the best memories join the candidates (those the searches
+        `found` are there already, or folded into their memory, and excluded ones stay out). Only the person's own turns in a scope
+        this chat may see, said by someone (not the assistant), as the searches would allow."""
+        memories = sorted(
+            (c for c in candidates.values() if isinstance(c.item, Memory)),
+            key=lambda c: c.score,
+            reverse=True,
+        )[:MEMORY_SOURCES]
+        wanted = {t: m for m in reversed(memories) for t in m.item.source_turn_ids if t not in found}
+        allowed = set(scopes)
+        for turn in self.store.turns_by_ids(wanted, with_vectors=True, settle=False) if wanted else []:
+            memory = wanted[turn.id]
+            if turn.person_id != person_id or turn.visibility not in allowed or turn.role not in RECALL_ROLES:
+                continue
+            vector = np.asarray(turn.vector, dtype=np.float32) if turn.vector is not None else None
+            turn.vector = None
+            candidates[turn.id] = _Candidate(turn, vector, 0.0 if keys_only else SOURCE_SHARE * memory.score)
+        if keys_only:
+            for c in [c for c in candidates.values() if isinstance(c.item, Memory)]:
+                for t in c.item.source_turn_ids:
+                    if t in candidates:
+                        candidates[t].score += c.score
+                del candidates[c.item.id]
+
     def _second_hop(
         self,
         person_id: str,
@@ -361,7 +419,7 @@ class Recall:
         behind them in fused order; and the neighbours read for it, which recall cites."""
         top, rest = ordered[:RERANK_TOP], ordered[RERANK_TOP:]
         turns = [c.item for c in top if isinstance(c.item, Turn)]
-        around = self._neighbours(person_id, scopes, turns) if turns else {}
+        around = self._neighbours(person_id, scopes, turns, with_vectors=True) if turns else {}
         best: dict[str, tuple[int | None, int | None, float]] = {}
         for _, hits, is_text in searches:
             for rank, hit in enumerate(hits):
@@ -374,11 +432,22 @@ class Recall:
                 best[hit.item.id] = (v, t, bm25)
         query = np.asarray(query_vector, dtype=np.float32)
         fused = {c.item.id: c.score * RRF_K for c in ordered}
+        cosine = {c.item.id: float(c.vector @ query) if c.vector is not None else 0.0 for c in top}
+        days: dict[tuple[str, object], list[float]] = {}
+        for c in top:
+            if isinstance(c.item, Turn):
+                days.setdefault((c.item.chat_id, c.ts.date()), []).append(cosine[c.item.id])
         signals = []
         for c in top:
             v, t, bm25 = best.get(c.item.id, (None, None, 0.0))
             near = around.get(c.item.id, [])
             item = c.item
+            near_vectors = [np.asarray(n.vector, dtype=np.float32) for n in near if n.vector is not None]
+            window = c.vector + sum(near_vectors) if c.vector is not None else None
+            day = days.get((item.chat_id, c.ts.date()), []) if isinstance(item, Turn) else []
+            others = sorted(day, reverse=True)
+            if cosine[item.id] in others:
+                others.remove(cosine[item.id])
             signals.append(
                 rerank.Signals(
                     fused=c.score * RRF_K,
@@ -391,6 +460,12 @@ class Recall:
                     neighbour_fused=max((fused.get(n.id, 0.0) for n in near), default=0.0),
                     speaker=isinstance(item, Turn) and any(said_by(item, n, m) for n, m in named.items()),
                     in_span=when is not None and when.contains(c.ts),
+                    window_cosine=float(window @ query / (np.linalg.norm(window) or 1.0))
+                    if window is not None
+                    else 0.0,
+                    near_cosine=max((float(n @ query) for n in near_vectors), default=0.0),
+                    day_cosine=others[0] if others else 0.0,
+                    day_share=len(day) / len(top),
                     cites=(item.source_id, *(n.source_id for n in near))
                     if isinstance(item, Turn)
                     else tuple(item.source_turn_ids),
@@ -534,9 +609,17 @@ class Recall:
                 item.context.append(turn.text)
                 item.raw_source_ids.append(turn.source_id)
 
-    def _neighbours(self, person_id: str, scopes: list[str], turns: list[Turn]) -> dict[str, list[Turn]]:
+    def _neighbours(
+        self, person_id: str, scopes: list[str], turns: list[Turn], *, with_vectors: bool = False
+    ) -> dict[str, list[Turn]]:
         return self.store.neighbours(
-            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
+            person_id,
+            scopes,
+            turns,
+            before=NEIGHBOURS_BEFORE,
+            after=NEIGHBOURS_AFTER,
+            roles=RECALL_ROLES,
+            with_vectors=with_vectors,
         )
 
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:

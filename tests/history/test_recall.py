@@ -232,3 +232,46 @@ def test_recall_works_before_and_after_indexes(store) -> None:
     )
     hits = store.search_text("turns", "dee", "Brambleton", visibilities=[PRIVATE], k=5)
     assert [h.item.source_id for h in hits] == ["d2"]  # rows newer than the index are searched too
+
+
+def test_a_memory_brings_its_source_turns_and_only_visible_ones(store, monkeypatch) -> None:
+    """A consolidated memory is a key to the turns it came from: when the searches miss such a
+    turn (here: each list holds two), a memory hit brings it in, cited by its platform id; a
+    source turn in a group's scope stays out of a direct chat, as the searches would keep it."""
+    from core.memory import recall as recall_module
+
+    monkeypatch.setattr(recall_module, "CANDIDATES", 2)
+    monkeypatch.setattr(recall_module, "RERANK_CANDIDATES", 2)
+    t0 = datetime(2024, 3, 1, tzinfo=UTC)
+    group = chat_scope("console", "g")
+    store.add_turns(
+        [
+            turn("fay", "f1", "Did it at last, signed the papers this morning", t0),
+            turn("fay", "f2", "Which garden should the cat go to?", t0 + timedelta(days=1)),
+            turn("fay", "f3", "The cat likes the garden", t0 + timedelta(days=1)),
+            turn("fay", "f4", "Cats and gardens, always cats and gardens", t0 + timedelta(days=2)),
+            turn("fay", "g1", "Told the group about the flat papers", t0, chat_id="g", visibility=group),
+        ]
+    )
+    source, in_group = (store.turns_by_message("console", c, m)[0] for c, m in (("fay", "f1"), ("g", "g1")))
+    store.save_memories(
+        [
+            Memory(
+                person_id="fay",
+                kind="fact",
+                text="Fay bought a flat with a garden for the cat",
+                id="m-flat",
+                source_turn_ids=[source.id, in_group.id],
+                valid_from=t0,
+            )
+        ]
+    )
+    items = ask(store, "fay", "Did Fay buy a flat with a garden for the cat?", k=10)
+    assert any(i.id == "m-flat" for i in items)
+    brought = [i for i in items if i.kind == "turn" and i.id == source.id]
+    assert brought and brought[0].source_ids == ["f1"]  # its platform id (no neighbour that day)
+    assert all(i.id != in_group.id for i in items)
+    monkeypatch.setattr(recall_module, "SOURCE_SHARE", 0.0)  # off: the turn is only cited by the memory
+    assert all(
+        i.id != source.id for i in ask(store, "fay", "Did Fay buy a flat with a garden for the cat?", k=10)
+    )
