@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bots.matrix import MatrixBot  # noqa: E402
+from bots.settings import ChannelSettings  # noqa: E402
 from core.assistant import build_assistant  # noqa: E402
-from core.config import Settings  # noqa: E402
 from tests.matrix.matrix_helpers import Homeserver, Person, content, is_edit, unique  # noqa: E402
 
 QUESTIONS = [
@@ -41,7 +41,7 @@ QUESTIONS = [
 ]
 
 
-def engine_for(settings: Settings, tiny: bool):
+def engine_for(settings: ChannelSettings, tiny: bool):
     if not tiny:
         return None  # build_assistant loads the configured (bundled) model
     from core.llm.engine import Engine
@@ -57,14 +57,16 @@ async def main(args: argparse.Namespace) -> None:
     hs.start()
     try:
         account = hs.register(unique("confidante"))
-        settings = Settings(
+        settings = ChannelSettings(
             data_dir=args.data_dir or work / "data",
-            matrix_homeserver=hs.url,
-            matrix_user_id=account.user_id,
-            matrix_password=account.password,
-            matrix_sync_timeout_ms=5000,
             max_new_tokens=args.max_new_tokens,
             _env_file=None,
+            matrix={
+                "homeserver": hs.url,
+                "user_id": account.user_id,
+                "password": account.password,
+                "sync_timeout_ms": 5000,
+            },
         )
         loaded = time.monotonic()
         assistant = build_assistant(settings, engine=engine_for(settings, args.tiny))

@@ -26,9 +26,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bots.settings import ChannelSettings  # noqa: E402
 from bots.telegram import TelegramChannel  # noqa: E402
 from core.assistant import build_assistant  # noqa: E402
-from core.config import Settings  # noqa: E402
 from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI, message, private_chat, user  # noqa: E402
 
 QUESTIONS = [
@@ -40,7 +40,7 @@ QUESTIONS = [
 ]
 
 
-def _engine(settings: Settings, tiny: bool):
+def _engine(settings: ChannelSettings, tiny: bool):
     from core.llm.engine import Engine
     from core.llm.model import load_model, tiny_llama
 
@@ -61,14 +61,16 @@ async def main(tiny: bool, max_new_tokens: int, pause: float) -> None:
     await api.start()
     port = _port()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
+        settings = ChannelSettings(
             data_dir=Path(tmp),
-            telegram_bot_token=TOKEN,
-            telegram_api_url=api.base_url,
-            telegram_webhook_url="https://bench.example.org/tg",
-            telegram_webhook_secret="bench",
-            telegram_webhook_port=port,
             max_new_tokens=max_new_tokens,
+            telegram={
+                "bot_token": TOKEN,
+                "api_url": api.base_url,
+                "webhook_url": "https://bench.example.org/tg",
+                "webhook_secret": "bench",
+                "webhook_port": port,
+            },
         )
         engine, label = _engine(settings, tiny)
         assistant = build_assistant(settings, engine=engine)

@@ -23,8 +23,7 @@ class TelegramSettings(BaseModel):
     typing_interval: float = 4.0  # the typing action expires after ~5 s: renew before
     poll_timeout: int = 10  # long-polling getUpdates timeout, seconds
     flood_retries: int = 3  # RetryAfter (429) retries, each waiting what Telegram asks
-    # the longest reply: a Telegram message holds 4096 UTF-16 units, so this is two or three
-    reply_chars: int = 8_192
+    reply_chars: int = 8_192  # the longest reply, sent as messages of at most 4096 UTF-16 units
 
     @property
     def enabled(self) -> bool:
