@@ -72,6 +72,8 @@ ENV = [
     ("CONFIDANTE_MATRIX_BACKOFF_MAX_SECONDS", "5", "matrix", "backoff_max_seconds", 5.0),
     ("CONFIDANTE_MATRIX_SYNC_TIMEOUT_MS", "1000", "matrix", "sync_timeout_ms", 1000),
     ("CONFIDANTE_MATRIX_REPLY_CHARS", "7000", "matrix", "reply_chars", 7000),
+    # the nested form, as docs/configuration.md shows it
+    ("CONFIDANTE_TELEGRAM__WEBHOOK_URL", "https://y/hook", "telegram", "webhook_url", "https://y/hook"),
     # the CONFIDANTE_ form of a platform's usual name
     ("CONFIDANTE_TELEGRAM_BOT_TOKEN", "2:tg", "telegram", "bot_token", "2:tg"),
     ("CONFIDANTE_SLACK_BOT_TOKEN", "xoxb-2", "slack", "bot_token", "xoxb-2"),
