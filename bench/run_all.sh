@@ -42,6 +42,8 @@ else
   run bench/import_throughput.py --messages 100000 --dir "$tmp/import"
 fi
 run bench/telegram_first_text.py
+run bench/reminder_parse.py
+run bench/followup_eval.py
 run bench/speech_eval.py --limit "$([ "$quick" = 1 ] && echo 8 || echo 20)"
 run bench/ocr_eval.py
 run bench/voice_first_text.py --runs "$([ "$quick" = 1 ] && echo 5 || echo 12)"

@@ -27,6 +27,7 @@ from nio import (
     LoginResponse,
     MatrixRoom,
     MegolmEvent,
+    ReactionEvent,
     RedactionEvent,
     RoomGetEventResponse,
     RoomMemberEvent,
@@ -52,13 +53,21 @@ from bots.matrix_addressing import (
     strip_reply_fallback,
     thread_root,
 )
-from bots.matrix_send import NETWORK_ERRORS, MatrixSendError, Outbox, backoff_delays, send_first
+from bots.matrix_send import (
+    NETWORK_ERRORS,
+    MatrixSendError,
+    Outbox,
+    backoff_delays,
+    reaction_keys,
+    send_first,
+)
 from bots.matrix_state import Credentials, MatrixState
 from bots.settings import ChannelSettings
 from core import recovery
 from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
+from core.reminders.dispatch import snooze_buttons
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +141,7 @@ class MatrixBot:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = ChatLocks()
         self._own_events = RecentIds(maxlen=2000)
+        self._reactions_seen = RecentIds(maxlen=2000)
         self._invites_seen: set[str] = set()
         self._greet: set[str] = set()
         self._closed_rooms: set[str] = set()
@@ -264,6 +274,7 @@ class MatrixBot:
             self.client.add_event_callback(self._on_media, matrix_media.MEDIA_EVENTS)
         self.client.add_event_callback(self._on_undecrypted, MegolmEvent)
         self.client.add_event_callback(self._on_redaction, RedactionEvent)
+        self.client.add_event_callback(self._on_reaction, ReactionEvent)
         self.client.add_event_callback(self._on_member, RoomMemberEvent)
         self.client.add_event_callback(self._on_bad_event, (BadEvent, UnknownBadEvent))
 
@@ -496,6 +507,52 @@ class MatrixBot:
                 self._spawn(self._handle(room_id, decrypted))
             else:
                 self.state.done(event_id)
+
+    async def _on_reaction(self, room: MatrixRoom, event: ReactionEvent) -> None:
+        """A reaction on one of the bot's reminders is that reminder's button: 💤 snoozes it
+        10 minutes, 🕐 an hour, 📅 until tomorrow, 🔕 stops follow-ups. It runs as the command
+        the button stands for, from the person who reacted (so in a group only the one who
+        set the reminder may snooze it). Other reactions are ignored."""
+        if self._skip_timeline or event.sender == self.user_id or room.room_id in self._closed_rooms:
+            return
+        if not self._reactions_seen.add(event.event_id):  # delivered twice
+            return
+        reminders = getattr(self.assistant, "reminders", None)
+        if (
+            reminders is None
+            or time.time() - event.server_timestamp / 1000 > self.settings.matrix.catchup_max_age_seconds
+        ):
+            return
+        reminder = await asyncio.to_thread(reminders.store.by_message, event.reacts_to)
+        if reminder is None or reminder.platform != PLATFORM or reminder.chat_id != room.room_id:
+            return
+        command = next(
+            (b.command for emoji, b in reaction_keys(snooze_buttons(reminder)) if emoji == event.key), None
+        )
+        if command is None:
+            return
+        log.info("matrix.reminder_reaction", room_id=room.room_id)
+        incoming = Incoming(
+            platform=PLATFORM,
+            chat_id=room.room_id,
+            sender_id=event.sender,
+            sender_name=room.user_name(event.sender) or event.sender,
+            text=command,
+            message_id=event.event_id,
+            chat_kind="direct" if is_direct(room) else "group",
+            addressed=True,
+        )
+
+        async def run() -> None:
+            try:
+                async with self._lock(room.room_id):
+                    await self._answer_incoming(room.room_id, incoming, False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("matrix.reaction_failed", room_id=room.room_id)
+
+        self._spawn(run())
 
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
         if self._skip_timeline or event.sender == self.user_id or self.state.seen(event.event_id):

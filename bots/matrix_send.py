@@ -205,6 +205,26 @@ class Outbox:
         return text, ids
 
 
+# Matrix has no buttons: a reminder's buttons become reactions the bot puts on its own message;
+# the person taps one (adds the same reaction) and the bot runs the button's command.
+REACTIONS = {"Snooze 10 min": "💤", "1 hour": "🕐", "Tomorrow": "📅", "Stop follow-ups": "🔕"}
+_SPARE = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
+
+
+def reaction_keys(buttons: list[Any]) -> list[tuple[str, Any]]:
+    """(emoji, button) for each button, the same every time for the same buttons."""
+    spare = iter(_SPARE)
+    return [(REACTIONS.get(b.label) or next(spare), b) for b in buttons[: len(_SPARE)]]
+
+
+def reaction_hint(buttons: list[Any]) -> str:
+    """The line under a reminder that says what each reaction does."""
+    keys = reaction_keys(buttons)
+    if not keys:
+        return ""
+    return "\nReact with " + ", ".join(f"{emoji} {b.label.lower()}" for emoji, b in keys) + "."
+
+
 async def send_first(
     outbox: Outbox,
     on_gone: Callable[[str], Awaitable[None]],
@@ -213,22 +233,33 @@ async def send_first(
     *,
     key: str,
     thread_id: str | None = None,
-    buttons: list[Any] | None = None,  # Matrix has no buttons: /reminders snooze N instead
+    buttons: list[Any] | None = None,
 ) -> str:
     """A message the assistant starts (a reminder) in the room it was set in. The transaction
     id comes from the occurrence id, so sending it again after a crash returns the event the
     homeserver already has instead of posting a second one (Synapse keeps transaction ids of
-    a device for 30 minutes)."""
+    a device for 30 minutes). Its buttons become the bot's own reactions on it (idempotent the
+    same way), which the person taps to snooze (MatrixChannel._on_reaction)."""
     from core.reminders.dispatch import ChatGone
 
     if chat_id not in outbox.client.rooms:  # left, kicked, or the room is gone
         await on_gone(chat_id)
         raise ChatGone(chat_id)
-    tx_id = "reminder-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    buttons = buttons or []
     try:
-        return await outbox.send(chat_id, message_content(text), tx_id=tx_id)
+        event_id = await outbox.send(
+            chat_id, message_content(text + reaction_hint(buttons)), tx_id=f"reminder-{digest}"
+        )
     except MatrixSendError as exc:
         if "M_FORBIDDEN" in str(exc):
             await on_gone(chat_id)
             raise ChatGone(chat_id) from exc
         raise
+    for i, (emoji, _) in enumerate(reaction_keys(buttons)):
+        annotation = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": emoji}}
+        try:
+            await outbox.send(chat_id, annotation, "m.reaction", tx_id=f"reaction-{digest}-{i}")
+        except MatrixSendError as exc:  # the hint line still says what to do
+            log.warning("matrix.reaction_failed", room_id=chat_id, error=str(exc)[:200])
+    return event_id

@@ -48,6 +48,7 @@ MENU: list[tuple[str, str]] = [
     ("remind", "Set a reminder: /remind tomorrow at 9 call mum"),
     ("reminders", "Your reminders (/reminders cancel 2)"),
     ("timezone", "Your time zone for reminders: /timezone Europe/Berlin"),
+    ("followups", "Let me check in on dated things you mention (/followups on|off)"),
     ("pause", "Stop remembering new messages"),
     ("resume", "Start remembering again"),
     ("link", "Join your accounts on other apps"),
@@ -192,6 +193,7 @@ class Commands:
         ]
         tz = person.settings.timezone
         lines.append(f"Time zone: {tz}" if tz else "Time zone: not set (/timezone Europe/Berlin)")
+        lines.append(f"Follow-ups: {'on' if person.settings.followups else 'off'} (/followups on|off)")
         return Reply(text="\n".join(lines))
 
     # -- reminders (core/reminders/) ----------------------------------------------------------
@@ -240,6 +242,35 @@ class Commands:
         person.settings.timezone = name
         await asyncio.to_thread(self.store.save_person, person)
         return Reply(text=f"Your time zone is now {name}. Reminders you set from now on use it.")
+
+    async def _followups(self, msg: Incoming, arg: str, person: Person, chat: ChatContext) -> Reply:
+        """Opt in or out of follow-ups (core/reminders/followups.py); off cancels pending ones."""
+        if chat.kind != "direct":
+            return Reply(text="Follow-ups are only for direct chats: send /followups on to me there.")
+        choice = arg.strip().lower()
+        if choice in ("on", "yes", "start"):
+            person.settings.followups = True
+            await asyncio.to_thread(self.store.save_person, person)
+            return Reply(
+                text=(
+                    "Follow-ups are on. When you tell me about something with a date (an exam, a trip, an "
+                    "appointment, a deadline), I'll check in once: the evening before, or the day after to "
+                    "ask how it went. At most one such message a day, only here, never in groups. "
+                    "/reminders lists them; /followups off stops them."
+                )
+            )
+        if choice in ("off", "no", "stop"):
+            person.settings.followups = False
+            await asyncio.to_thread(self.store.save_person, person)
+            cancelled = await asyncio.to_thread(self.reminders.stop_followups, person.person_id)
+            extra = (
+                f" I cancelled {cancelled} planned check-in{'s' if cancelled != 1 else ''}."
+                if cancelled
+                else ""
+            )
+            return Reply(text="Follow-ups are off." + extra)
+        state = "on" if person.settings.followups else "off"
+        return Reply(text=f"Follow-ups are {state}. Use /followups on or /followups off.")
 
     # -- forgetting ---------------------------------------------------------------------------
 

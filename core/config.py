@@ -195,6 +195,8 @@ class Settings(BaseSettings):
     default_timezone: str = "UTC"
     reminders_per_person: int = 50
     reminder_late_seconds: float = 60.0
+    # how often the bot looks for reminders another process (a worker's follow-ups) added
+    reminder_poll_seconds: float = Field(default=30.0, gt=0)
     # tests and the soak bench only: run the reminder clock faster from an origin, and SIGKILL
     # the process just "before" or "after" a reminder send
     reminder_clock_speed: float = 1.0

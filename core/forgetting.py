@@ -44,6 +44,11 @@ class Forgetting:
         """Drop these memories and those built from these (already deleted) turns, purge old
         table versions so the text leaves the disk, clear caches, and tell the workers."""
         derived = self.store.memories_from_turns(turn_ids)
+        # a follow-up proposed from a forgotten turn, or from a turn a forgotten memory came from
+        chosen = {m.id: m for m in self.store.memories_of_ids(memory_ids)} if memory_ids else {}
+        sources = set(turn_ids) | {t for m in chosen.values() for t in m.source_turn_ids}
+        if sources and self.reminders.store.cancel_followups_from(sorted(sources)):
+            self.reminders.dispatcher.wake()
         self.store.delete_memories([*memory_ids, *(m.id for m in derived)])
         touched = set(person_ids) | {m.person_id for m in derived}
         for person_id in touched:

@@ -45,6 +45,7 @@ WORKER_SETTINGS = (
     "compact_seconds",
     "search_cache_mb",
     "search_cache_sync_rows",
+    "default_timezone",  # follow-ups (core/reminders/followups.py) for people who set no zone
 )
 
 

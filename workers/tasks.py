@@ -16,7 +16,11 @@ from celery import Task
 from core.config import BUNDLED_MODEL, Settings, get_settings
 from core.memory.consolidate import Consolidator
 from core.memory.extract import Extractor, LLMExtractor, RuleExtractor
+from core.memory.records import Turn
 from core.memory.store import Store, open_store
+from core.reminders.dispatch import Clock
+from core.reminders.followups import FollowUps
+from core.reminders.store import ReminderStore
 from workers import observe, training  # noqa: F401  (observe: counts tasks, binds request ids)
 from workers.app import (
     TASK_COMPACT,
@@ -94,6 +98,33 @@ def _model_completion(s: Settings) -> Callable[[list[dict[str, str]]], str]:
     return complete
 
 
+@lru_cache(maxsize=1)
+def reminder_store() -> ReminderStore:
+    """The bot's reminder store (`<data_dir>/reminders.sqlite3`, SQLite in WAL mode: a worker
+    may write while the bot reads). Follow-ups go in here; the bot's dispatcher sends them."""
+    return ReminderStore(settings().data_dir / "reminders.sqlite3")
+
+
+def followups() -> FollowUps:
+    s = settings()
+    clock = Clock(s.reminder_clock_speed, s.reminder_clock_origin, s.reminder_clock_anchor)
+    return FollowUps(reminder_store(), clock, s.default_timezone)
+
+
+def propose_followups(person_id: str, read: list[Turn]) -> int:
+    """After consolidation: the person's open loops become follow-ups, if they opted in."""
+    person = store().refresh_person(person_id)  # /followups is set in the bot process
+    if person is None or not person.settings.followups or not read:
+        return 0
+    since = min(t.ts for t in read) - timedelta(days=30)
+
+    def has_bot_chat(platform: str, chat_id: str) -> bool:  # a live direct chat: the bot answered there
+        turns = store().turns_of(person_id, platform=platform, chat_id=chat_id, since=since)
+        return any(t.role == "assistant" for t in turns)
+
+    return len(followups().propose(person_id, person.settings.timezone, read, has_bot_chat))
+
+
 def consolidator() -> Consolidator:
     return Consolidator(
         store(), extractor(), pause_after_first_write=settings().consolidate_write_delay_seconds
@@ -107,9 +138,14 @@ def consolidate(self: Task, person_id: str) -> dict[str, int]:
         if not held:
             raise self.retry(exc=PersonBusy(person_id), countdown=min(60, 2 ** (self.request.retries + 1)))
         result = consolidator().run(person_id)
+        try:
+            proposed = propose_followups(person_id, result.read)
+        except Exception:  # a follow-up is a nicety: consolidation's work stands without it
+            log.exception("follow-ups not proposed", person=person_id)
+            proposed = 0
     if settings().adapter_auto_refresh and settings().adapters_enabled:
         refresh_adapter.delay(person_id)  # skips cheaply until there is enough new material
-    return {"turns": result.turns_read, **result.summary()}
+    return {"turns": result.turns_read, "followups": proposed, **result.summary()}
 
 
 @app.task(bind=True, name=TASK_REFRESH_PROFILE, **RETRY)

@@ -71,6 +71,7 @@ class Decision:
 class Result:
     person_id: str
     turns_read: int = 0
+    read: list[Turn] = field(default_factory=list)  # the turns this run read (follow-ups look at them)
     decisions: list[Decision] = field(default_factory=list)
     profile: str = ""
 
@@ -269,6 +270,7 @@ class Consolidator:
             return result
         new = self.pending(person)
         result.turns_read = len(new)
+        result.read = new
         by_scope: dict[str, list[Turn]] = {}
         for turn in new:
             by_scope.setdefault(turn.visibility, []).append(turn)

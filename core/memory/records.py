@@ -39,6 +39,7 @@ class PersonSettings:
     # consolidation's progress (core/memory/consolidate.py): which turns were already read
     memory_state: dict = field(default_factory=dict)
     timezone: str = ""  # IANA name (/timezone, or the platform's profile): reminders' wall clock
+    followups: bool = False  # /followups on: check-ins on dated things they mention (opt-in)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 IDLE_CHECK_SECONDS = 30.0  # a reminder added by another process is seen at least this often
 RETRY_SECONDS = (2, 5, 15, 60, 300)  # a platform error: try again, never drop
 SNOOZES = (("Snooze 10 min", 10), ("1 hour", 60), ("Tomorrow", 24 * 60))
+FOLLOWUP_FOOTER = "\n(A follow-up I offered: /followups off stops them.)"
 
 
 class ChatGone(Exception):
@@ -68,6 +69,9 @@ Finder = Callable[[str, str], Awaitable[str | None]]  # (chat id, key) -> messag
 class Channel:
     send: Sender
     find: Finder | None = None  # None: the platform can't tell whether a key was sent
+    # None: every chat of the platform; else only chats this says yes to (a console session
+    # serves its own person; another person's console reminders wait for their session)
+    serves: Callable[[str], bool] | None = None
 
 
 class Clock:
@@ -88,12 +92,21 @@ class Clock:
             return datetime.now(UTC)
         return self.origin + timedelta(seconds=(time.time() - self.anchor) * self.speed)
 
+    def at(self, real: datetime) -> datetime:
+        """What this clock read at the real instant `real` (a message's timestamp)."""
+        if self.real:
+            return real
+        return self.origin + timedelta(seconds=(real.timestamp() - self.anchor) * self.speed)
+
     def seconds_until(self, when: datetime) -> float:
         return max(0.0, (when - self.now()).total_seconds() / self.speed)
 
 
 def reminder_text(r: Reminder, due: datetime, now: datetime, late_after: float, up_since: datetime) -> str:
-    """The message; late (due before this process began delivering, or long overdue) says so."""
+    """The message; late (due before this process began delivering, or long overdue) says so.
+    A follow-up is its own sentence and never late (the gate drops one that no longer fits)."""
+    if r.is_followup:
+        return f"💬 {r.what}{FOLLOWUP_FOOTER}"
     text = f"⏰ Reminder: {r.what}"
     if due < up_since or (now - due).total_seconds() > late_after:
         local = due.astimezone(ZoneInfo(r.tz))
@@ -107,7 +120,10 @@ def reminder_text(r: Reminder, due: datetime, now: datetime, late_after: float, 
 
 
 def snooze_buttons(r: Reminder) -> list[Button]:
-    """Snooze this reminder (by id, so the buttons work whatever /reminders numbers it)."""
+    """Snooze this reminder (by id, so the buttons work whatever /reminders numbers it); a
+    follow-up offers to stop follow-ups instead."""
+    if r.is_followup:
+        return [Button("Stop follow-ups", "/followups off")]
     return [Button(label, f"/reminders snooze {r.id} {minutes}") for label, minutes in SNOOZES]
 
 
@@ -129,8 +145,10 @@ class Dispatcher:
         clock: Clock | None = None,
         late_after_seconds: float = 60.0,
         crash_point: str = "",
+        idle_check_seconds: float = IDLE_CHECK_SECONDS,
     ) -> None:
         self.store = store
+        self.idle_check = idle_check_seconds
         self.lock_path = lock_path
         self.clock = clock or Clock()
         self.late_after = late_after_seconds
@@ -142,18 +160,21 @@ class Dispatcher:
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, tuple[int, float]] = {}  # reminder id -> (failures, retry at)
+        self._unserved: set[str] = set()  # due, but for a chat no attached channel serves
 
     # -- channels come and go -------------------------------------------------------------------
 
     def attach(self, platform: str, channel: Channel) -> None:
         """A channel is connected: deliver its reminders (starts the loop on first use)."""
         self.channels[platform] = channel
+        self._unserved.clear()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self.run(), name="reminders")
         self.wake()
 
     async def detach(self, platform: str) -> None:
         self.channels.pop(platform, None)
+        self._unserved.clear()
         if not self.channels and self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -181,10 +202,9 @@ class Dispatcher:
             except Exception:
                 log.exception("reminder delivery failed; trying again")
                 await asyncio.sleep(1.0)
-            nxt = await asyncio.to_thread(self.store.next_due, sorted(self.channels))
-            wait = (
-                IDLE_CHECK_SECONDS if nxt is None else min(IDLE_CHECK_SECONDS, self.clock.seconds_until(nxt))
-            )
+            waiting = set(self._failures) | self._unserved
+            nxt = await asyncio.to_thread(self.store.next_due, sorted(self.channels), waiting)
+            wait = self.idle_check if nxt is None else min(self.idle_check, self.clock.seconds_until(nxt))
             retry = [at - time.monotonic() for _, at in self._failures.values()]
             if retry:
                 wait = min(wait, max(0.0, min(retry)))
@@ -207,6 +227,11 @@ class Dispatcher:
     async def _deliver(self, r: Reminder) -> bool:
         channel = self.channels.get(r.platform)
         if channel is None:
+            return False
+        if channel.serves is not None and not channel.serves(r.chat_id):
+            self._unserved.add(r.id)
+            return False
+        if r.is_followup and not await asyncio.to_thread(self._followup_may_go, r):
             return False
         claim = await asyncio.to_thread(self.store.claim, r, self.run_id)
         now = self.clock.now()
@@ -244,6 +269,19 @@ class Dispatcher:
         lateness = (now - claim.due).total_seconds()
         log.info("reminder delivered", reminder=r.id, platform=r.platform, late_s=round(lateness, 3))
         return True
+
+    def _followup_may_go(self, r: Reminder) -> bool:
+        """The daily cap on unasked messages (core/reminders/followups.py): send, move or drop."""
+        from core.reminders.followups import gate
+
+        decision = gate(self.store, r, self.clock.now())
+        if decision.action == "move" and decision.until is not None:
+            self.store.move(r, decision.until)
+            log.info("follow-up moved: one unasked message a day", reminder=r.id)
+        elif decision.action == "drop":
+            self.store.drop(r.id)
+            log.info("follow-up dropped: no day left that fits its event", reminder=r.id)
+        return decision.action == "send"
 
     def _crash(self, point: str) -> None:
         if self.crash_point == point:

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from dateutil.relativedelta import relativedelta
-from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr
+from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr, weekday
 from dateutil.rrule import rrule as make_rrule
 
 from core.memory.when import MONTHS, NUMBERS
@@ -49,6 +49,18 @@ PARTS = {
     "tonight": time(20),
 }
 DEFAULT_TIME = time(9)  # a day without a time: in the morning
+# days known by name, on the same date every year (month, day)
+NAMED_DAYS = {
+    "christmas eve": (12, 24),
+    "christmas day": (12, 25),
+    "christmas": (12, 25),
+    "boxing day": (12, 26),
+    "new years eve": (12, 31),
+    "new years day": (1, 1),
+    "valentines day": (2, 14),
+    "halloween": (10, 31),
+}
+_NAMED = r"christmas\s+eve|christmas\s+day|christmas|boxing\s+day|new\s+year'?s\s+(?:eve|day)|valentine'?s\s+day|halloween"
 HELP = (
     "I couldn't tell when. Try “in 20 minutes”, “tomorrow at 9”, “on Fri 5 Dec at 18:00”, "
     "“every weekday at 8” or “on the 3rd of every month”."
@@ -118,8 +130,9 @@ def _number(text: str) -> int:
     return int(text) if text.isdigit() else NUMBERS[text]
 
 
-def _clock(m: re.Match[str]) -> tuple[int, int, bool]:
-    """(hour, minute, ambiguous): "at 6" could be 06:00 or 18:00."""
+def _clock(m: re.Match[str], *, minutes_ambiguous: bool = False) -> tuple[int, int, bool]:
+    """(hour, minute, ambiguous): "at 6" could be 06:00 or 18:00; with `minutes_ambiguous` (a
+    one-off) so could "at 8:15" (but not "08:15" or "18:15")."""
     if m.group("word"):
         return (0 if m.group("word") == "midnight" else 12), 0, False
     if m.group("h") is not None:
@@ -129,7 +142,9 @@ def _clock(m: re.Match[str]) -> tuple[int, int, bool]:
         pm = m.group("ap").startswith("p")
         return (h % 12) + (12 if pm else 0), mi, False
     if m.group("h24") is not None:
-        return int(m.group("h24")), int(m.group("mi24")), False
+        raw = m.group("h24")
+        h = int(raw)
+        return h, int(m.group("mi24")), minutes_ambiguous and 1 <= h <= 11 and not raw.startswith("0")
     h = int(m.group("hb"))
     return h, 0, 1 <= h <= 11
 
@@ -202,7 +217,7 @@ def parse(text: str, now: datetime, tz_name: str) -> Parsed:
     if day is None and clock is None and part is None:
         raise ParseError(HELP)
     if clock is not None:
-        hour, minute, ambiguous = _clock(clock)
+        hour, minute, ambiguous = _clock(clock, minutes_ambiguous=True)
         if ambiguous and part is not None:  # "tomorrow evening at 7"
             pm = part.group("part").lower() != "morning"
             hour, ambiguous = hour + (12 if pm else 0), False
@@ -286,6 +301,9 @@ def _day(t: _Text, now: datetime) -> tuple[date | None, int]:
         return _next_date(now, int(m.group("d")), MONTHS[m.group("mon").lower()], m.group("y")), 0
     if m := t.take(rf"(?:on\s+)?{wd}(?P<mon>{_MON})\.?\s+{_ORD.format('d')}(?:,?\s+(?P<y>20\d\d))?"):
         return _next_date(now, int(m.group("d")), MONTHS[m.group("mon").lower()], m.group("y")), 0
+    if m := t.take(rf"(?:on\s+)?(?P<named>{_NAMED})"):
+        month, d = NAMED_DAYS[re.sub(r"[\s']+", " ", m.group("named").lower()).replace(" s ", "s ")]
+        return _next_date(now, d, month, None), 0
     if t.take(r"(?:the\s+)?day\s+after\s+tomorrow"):
         return today + timedelta(days=2), 0
     if m := t.take(r"tomorrow(?:\s+(?P<part>morning|afternoon|evening|night))?"):
@@ -316,6 +334,19 @@ def _day(t: _Text, now: datetime) -> tuple[date | None, int]:
     return None, 1
 
 
+def day_named(text: str, now: datetime) -> date | None:
+    """The calendar day a sentence names ("on Sunday", "the 12th", "Dec 20", "tomorrow"), as of
+    `now` (local), or None; a clock time in it is not read as a day. For follow-ups
+    (core/reminders/openloops.py), which need the day of an event, not a reminder."""
+    t = _Text(text)
+    t.take(_TIME)
+    try:
+        day, _roll = _day(t, now)
+    except ParseError:
+        return None
+    return day
+
+
 def _date(y: int, m: int, d: int) -> date:
     try:
         return date(y, m, d)
@@ -344,6 +375,17 @@ def _recurring(t: _Text, now: datetime, tz: ZoneInfo) -> tuple[datetime, str, st
     if m := t.take(rf"{monthly}|(?:every|each)\s+month\s+on\s+the\s+{_ORD.format('d2')}"):
         d = int(m.group("d") or m.group("d2"))
         freq, kwargs, label = MONTHLY, {"bymonthday": d}, f"on the {_ordinal(d)} of every month"
+    elif m := t.take(
+        rf"(?:(?:on\s+)?(?:every|each|the)\s+)(?P<nth>first|1st|second|2nd|third|3rd|fourth|4th|last)\s+"
+        rf"(?P<wd>{_WD})\.?\s+of\s+(?:every|each|the)\s+month"
+    ):
+        nth = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4}.get(
+            m.group("nth").lower(), -1
+        )
+        wd = WEEKDAYS[m.group("wd").lower()]
+        freq, kwargs = MONTHLY, {"byweekday": (weekday(wd)(nth),)}
+        day_name = list(WEEKDAYS)[list(WEEKDAYS.values()).index(wd)].capitalize()
+        label = f"every {m.group('nth').lower()} {day_name} of the month"
     elif m := t.take(r"(?:every|each)\s+weekday|on\s+weekdays|weekdays"):
         freq, kwargs, label = WEEKLY, {"byweekday": (0, 1, 2, 3, 4)}, "every weekday"
     elif m := t.take(r"(?:every|each)\s+weekend|on\s+weekends|weekends"):
@@ -416,7 +458,7 @@ def _recurring(t: _Text, now: datetime, tz: ZoneInfo) -> tuple[datetime, str, st
         )
     if freq == WEEKLY and "byweekday" not in kwargs:
         kwargs["byweekday"] = (anchor.weekday(),)
-    if freq == MONTHLY and "bymonthday" not in kwargs:
+    if freq == MONTHLY and "bymonthday" not in kwargs and "byweekday" not in kwargs:
         kwargs["bymonthday"] = anchor.day
     if freq == YEARLY:
         kwargs.update(bymonth=anchor.month, bymonthday=anchor.day)

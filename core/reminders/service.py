@@ -47,6 +47,7 @@ class Reminders:
         late_after_seconds: float = 60.0,
         default_tz: str = DEFAULT_TZ,
         crash_point: str = "",
+        poll_seconds: float = 30.0,
     ) -> None:
         self.store = store
         self.clock = clock or Clock()
@@ -55,7 +56,12 @@ class Reminders:
         # platform -> async (account) -> IANA zone or None: the zone a platform's profile has
         self.zone_lookups: dict[str, Callable[[str], Awaitable[str | None]]] = {}
         self.dispatcher = Dispatcher(
-            store, lock_path, clock=self.clock, late_after_seconds=late_after_seconds, crash_point=crash_point
+            store,
+            lock_path,
+            clock=self.clock,
+            late_after_seconds=late_after_seconds,
+            crash_point=crash_point,
+            idle_check_seconds=poll_seconds,
         )
 
     def close(self) -> None:
@@ -139,7 +145,8 @@ class Reminders:
             when = describe(r.next_due.astimezone(ZoneInfo(r.tz)), now)
             repeat = f", {r.every}" if r.every else ""
             where = " (in a group)" if chat_kind == "direct" and r.chat_kind == "group" else ""
-            lines.append(f"{i}. {r.what} — {when}{repeat}{where}")
+            what = f"(follow-up) {r.what}" if r.is_followup else r.what
+            lines.append(f"{i}. {what} — {when}{repeat}{where}")
         lines.append("Cancel one with /reminders cancel <number>.")
         return "\n".join(lines)
 
@@ -193,6 +200,12 @@ class Reminders:
         text = self.render(items, chat_kind)
         return text.replace("Your reminders:", "You asked me to remind you:", 1)
 
+    def stop_followups(self, person_id: str) -> int:
+        """/followups off: the pending ones go too."""
+        count = self.store.cancel_followups(person_id)
+        self.dispatcher.wake()
+        return count
+
     def forget_person(self, person_id: str) -> int:
         count = self.store.forget_person(person_id)
         self.dispatcher.wake()
@@ -219,4 +232,5 @@ def open_reminders(settings, *, in_memory: bool = False) -> Reminders:  # noqa: 
         late_after_seconds=settings.reminder_late_seconds,
         default_tz=settings.default_timezone,
         crash_point=settings.reminder_crash_point,
+        poll_seconds=settings.reminder_poll_seconds,
     )

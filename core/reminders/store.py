@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,8 +56,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_reminder ON deliveries (reminder_id);
 """
+# Columns added after the first release: ALTER TABLE'd into an older file on open.
+# kind: "reminder" (asked for) or "followup" (proposed from an open loop, core/reminders/followups.py);
+# source: the turn a follow-up came from (forgetting it cancels the follow-up);
+# event_key: one follow-up per event however often it is mentioned; event_day: the event's local date.
+_ADDED = (
+    ("kind", "TEXT NOT NULL DEFAULT 'reminder'"),
+    ("source", "TEXT"),
+    ("event_key", "TEXT"),
+    ("event_day", "TEXT"),
+)
+_BASE_COLUMNS = 15
+REMINDER, FOLLOWUP = "reminder", "followup"
 
 ACTIVE, DONE, CANCELLED, UNDELIVERABLE = "active", "done", "cancelled", "undeliverable"
+DROPPED = "dropped"  # a follow-up the daily cap pushed past its event
 CLAIMED, SENT = "claimed", "sent"
 
 
@@ -85,6 +99,14 @@ class Reminder:
     next_due: datetime | None
     created_at: datetime
     state: str
+    kind: str = REMINDER
+    source: str | None = None
+    event_key: str | None = None
+    event_day: str | None = None
+
+    @property
+    def is_followup(self) -> bool:
+        return self.kind == FOLLOWUP
 
     def occurrence_id(self) -> str:
         assert self.next_due is not None
@@ -116,6 +138,11 @@ class ReminderStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(reminders)")}
+        for name, decl in _ADDED:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE reminders ADD COLUMN {name} {decl}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS reminders_event ON reminders (person_id, event_key)")
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -134,13 +161,18 @@ class ReminderStore:
         rule: str | None = None,
         every: str = "",
         now: datetime | None = None,
+        kind: str = REMINDER,
+        source: str | None = None,
+        event_key: str | None = None,
+        event_day: str | None = None,
     ) -> Reminder:
         rid = uuid.uuid4().hex[:12]
         dtstart = first.replace(tzinfo=None).isoformat() if rule else None
         with self._lock:
             self._db.execute(
                 "INSERT INTO reminders (id, person_id, platform, chat_id, chat_kind, thread_id, setter, what, tz,"
-                " rule, dtstart, every, next_due, created_at, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " rule, dtstart, every, next_due, created_at, state, kind, source, event_key, event_day)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     rid,
                     person_id,
@@ -157,6 +189,10 @@ class ReminderStore:
                     _iso(first),
                     _iso(now or datetime.now(UTC)),
                     ACTIVE,
+                    kind,
+                    source,
+                    event_key,
+                    event_day,
                 ),
             )
         got = self.get(rid)
@@ -188,6 +224,65 @@ class ReminderStore:
             tz=old.tz,
             first=until,
         )
+
+    # -- follow-ups (core/reminders/followups.py) -----------------------------------------------
+
+    def has_event(self, person_id: str, event_key: str) -> bool:
+        """A follow-up for this event exists in any state: mentioned again, or cancelled by the
+        person, it is not proposed a second time."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM reminders WHERE person_id = ? AND event_key = ? LIMIT 1",
+                (person_id, event_key),
+            ).fetchone()
+        return row is not None
+
+    def cancel_followups(self, person_id: str) -> int:
+        """/followups off: cancel all of a person's pending follow-ups."""
+        with self._lock:
+            return self._db.execute(
+                "UPDATE reminders SET state = ?, next_due = NULL WHERE person_id = ? AND kind = ? AND state = ?",
+                (CANCELLED, person_id, FOLLOWUP, ACTIVE),
+            ).rowcount
+
+    def cancel_followups_from(self, sources: list[str]) -> int:
+        """Cancel pending follow-ups proposed from any of these turns, whoever's they are."""
+        if not sources:
+            return 0
+        marks = ",".join("?" * len(sources))
+        with self._lock:
+            return self._db.execute(
+                f"UPDATE reminders SET state = ?, next_due = NULL WHERE kind = ? AND state = ? AND source IN ({marks})",
+                (CANCELLED, FOLLOWUP, ACTIVE, *sources),
+            ).rowcount
+
+    def followups_sent(self, person_id: str, start: datetime, end: datetime) -> int:
+        """How many follow-ups reached this person between `start` and `end` (the daily cap)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM deliveries d JOIN reminders r ON r.id = d.reminder_id"
+                " WHERE r.person_id = ? AND r.kind = ? AND d.state = ? AND d.sent_at >= ? AND d.sent_at < ?",
+                (person_id, FOLLOWUP, SENT, _iso(start), _iso(end)),
+            ).fetchone()[0]
+
+    def move(self, reminder: Reminder, new_due: datetime) -> bool:
+        """Deliver this (one-off) occurrence later instead (a follow-up over the daily cap)."""
+        assert reminder.next_due is not None
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE reminders SET next_due = ? WHERE id = ? AND next_due = ? AND state = ?",
+                (_iso(new_due), reminder.id, _iso(reminder.next_due), ACTIVE),
+            )
+        return cur.rowcount == 1
+
+    def drop(self, reminder_id: str) -> bool:
+        """A follow-up that can no longer be sent in time (its event is past): stop it unsent."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE reminders SET state = ?, next_due = NULL WHERE id = ? AND state = ?",
+                (DROPPED, reminder_id, ACTIVE),
+            )
+        return cur.rowcount == 1
 
     def reassign(self, old_person: str, new_person: str) -> None:
         """Two accounts were linked into one person: their reminders go along."""
@@ -242,15 +337,18 @@ class ReminderStore:
                 "SELECT COUNT(*) FROM reminders WHERE person_id = ? AND state = ?", (person_id, ACTIVE)
             ).fetchone()[0]
 
-    def next_due(self, platforms: list[str]) -> datetime | None:
+    def next_due(self, platforms: list[str], exclude: Collection[str] = ()) -> datetime | None:
+        """The soonest due time on these platforms, leaving out `exclude` (reminder ids waiting
+        for a retry, or for a chat this process does not serve)."""
         if not platforms:
             return None
         marks = ",".join("?" * len(platforms))
+        skip = list(exclude)
+        sql = f"SELECT MIN(next_due) FROM reminders WHERE state = ? AND platform IN ({marks})"
+        if skip:
+            sql += f" AND id NOT IN ({','.join('?' * len(skip))})"
         with self._lock:
-            row = self._db.execute(
-                f"SELECT MIN(next_due) FROM reminders WHERE state = ? AND platform IN ({marks})",
-                (ACTIVE, *platforms),
-            ).fetchone()
+            row = self._db.execute(sql, (ACTIVE, *platforms, *skip)).fetchone()
         return _ts(row[0])
 
     def due(self, now: datetime, platforms: list[str], limit: int = 100) -> list[Reminder]:
@@ -264,6 +362,15 @@ class ReminderStore:
                 (ACTIVE, _iso(now), *platforms, limit),
             ).fetchall()
         return [_reminder(r) for r in rows]
+
+    def by_message(self, message_id: str) -> Reminder | None:
+        """The reminder a sent message delivered (a reaction to it on Matrix snoozes it)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT r.* FROM deliveries d JOIN reminders r ON r.id = d.reminder_id WHERE d.message_id = ?",
+                (message_id,),
+            ).fetchone()
+        return _reminder(row) if row else None
 
     def deliveries(self, reminder_id: str) -> list[tuple[str, str, int, str | None]]:
         """(occurrence id, state, attempts, message id) of every delivery, for tests and counts."""
@@ -354,6 +461,7 @@ class ReminderStore:
 
 
 def _reminder(row: tuple) -> Reminder:
+    row_kind, source, event_key, event_day = row[_BASE_COLUMNS:]
     (
         rid,
         person,
@@ -370,7 +478,7 @@ def _reminder(row: tuple) -> Reminder:
         nxt,
         created,
         state,
-    ) = row
+    ) = row[:_BASE_COLUMNS]
     return Reminder(
         rid,
         person,
@@ -387,4 +495,8 @@ def _reminder(row: tuple) -> Reminder:
         _ts(nxt),
         _ts(created),
         state,
+        row_kind,
+        source,
+        event_key,
+        event_day,
     )

@@ -81,3 +81,14 @@ def test_only_remind_me_messages_are_requests() -> None:
         for p, first, _, _ in CASES
         if first != "ERR" and p.lower().startswith(("remind me", "please remind", "can you remind"))
     )
+
+
+def test_named_days_an_unpadded_time_after_its_morning_hour_and_the_nth_weekday_of_a_month() -> None:
+    tz = "Europe/Berlin"
+    seven_pm = datetime(2026, 12, 4, 19, 0, tzinfo=ZoneInfo(tz))
+    assert parse("remind me at 8:15 to leave", seven_pm, tz).first.strftime("%d %H:%M") == "04 20:15"
+    assert parse("remind me at 08:15 to leave", seven_pm, tz).first.strftime("%d %H:%M") == "05 08:15"
+    assert parse("remind me on Christmas Eve to call Anna", seven_pm, tz).first.strftime("%m-%d") == "12-24"
+    first = parse("remind me every first Monday of the month to review goals", seven_pm, tz)
+    assert first.first.strftime("%Y-%m-%d %H:%M") == "2026-12-07 09:00"
+    assert first.every == "every first Monday of the month at 09:00"

@@ -92,3 +92,23 @@ async def test_a_failing_platform_is_retried_not_dropped(tmp_path):
     d._failures.clear()  # the retry delay has passed
     assert await d.deliver_due() == 1
     assert store.get(r.id).state == "done" and len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_a_file_from_before_follow_ups_gains_their_columns_and_keeps_its_reminders(tmp_path):
+    path = tmp_path / "r.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE reminders (id TEXT PRIMARY KEY, person_id TEXT NOT NULL, platform TEXT NOT NULL,"
+        " chat_id TEXT NOT NULL, chat_kind TEXT NOT NULL, thread_id TEXT, setter TEXT NOT NULL, what TEXT NOT NULL,"
+        " tz TEXT NOT NULL, rule TEXT, dtstart TEXT, every TEXT NOT NULL DEFAULT '', next_due TEXT,"
+        " created_at TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'active');"
+        "INSERT INTO reminders (id, person_id, platform, chat_id, chat_kind, setter, what, tz, next_due, created_at)"
+        " VALUES ('r1', 'p1', 't', 'c1', 'direct', 'u1', 'call mum', 'UTC', '2026-12-04T17:00:00.000000+00:00',"
+        " '2026-12-04T16:00:00.000000+00:00');"
+    )
+    old.close()
+    store = ReminderStore(path)
+    r = store.get("r1")
+    assert (r.what, r.kind, r.is_followup, r.event_key) == ("call mum", "reminder", False, None)
+    follow = add(store, kind="followup", event_key="exam|jlpt exam|2026-12-06", event_day="2026-12-06")
+    assert store.get(follow.id).is_followup and store.has_event("p1", "exam|jlpt exam|2026-12-06")

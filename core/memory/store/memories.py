@@ -75,6 +75,13 @@ class Memories(StoreBase):
         memories.sort(key=lambda m: m.created_at)
         return memories
 
+    def memories_of_ids(self, ids: Iterable[str]) -> list[Memory]:
+        """These memories (any state), for what forgetting them must take along."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        return [_memory(r) for r in self._rows("memories", f.is_in("id", wanted), _MEMORY_COLUMNS)]
+
     def memories_from_turns(self, turn_ids: Iterable[str]) -> list[Memory]:
         """Memories built (at least partly) from any of these turns."""
         wanted = set(turn_ids)
