@@ -19,7 +19,9 @@ from rich.table import Table
 
 from app.adapter_cli import adapter_app
 from app.people import open_cli_store, resolve_person
-from core.config import Settings, get_settings
+from bots.channel import configured
+from bots.settings import ChannelSettings, get_channel_settings
+from core.config import Settings
 
 app = typer.Typer(help="Confidante: a personal assistant that remembers you.", no_args_is_help=True)
 memory_app = typer.Typer(help="See, export and forget what is remembered about a person.")
@@ -31,6 +33,12 @@ out = Console(highlight=False)
 
 # the embedded worker's warm shutdown finishes its task; past this it is killed (the task re-runs)
 WORKER_STOP_SECONDS = 5.0
+
+
+def get_settings() -> ChannelSettings:
+    """The settings `confidante` commands run with: core's, and each channel's own section."""
+    return get_channel_settings()
+
 
 PersonOpt = Annotated[str, typer.Option("--person", "-p", help="Person id or console name")]
 
@@ -116,7 +124,7 @@ def run() -> None:
     finally:
         if assistant is not None:
             assistant.close()  # staged turns reach LanceDB (and their jobs) before the jobs stop
-        if settings.telegram_enabled or settings.slack_enabled or settings.matrix_enabled:
+        if configured(settings):
             # a service stops within its grace period: queued work waits on disk for the next start
             _close(jobs, drain=False, worker_timeout=WORKER_STOP_SECONDS)
         else:

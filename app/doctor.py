@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from app import health
 from app.backup import in_use
-from core.config import Settings
+from bots.settings import ChannelSettings
 
 TIMEOUT = 5.0
 
@@ -30,9 +30,9 @@ class Finding:
     fatal: bool = True  # False: worth knowing, nothing is broken
 
 
-def load_settings() -> tuple[Settings | None, Finding]:
+def load_settings() -> tuple[ChannelSettings | None, Finding]:
     try:
-        settings = Settings()
+        settings = ChannelSettings()
     except ValidationError as exc:
         lines = [f"{_variable(e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()]
         problem = "; ".join(lines) + ". Fix the CONFIDANTE_* variable or confidante.toml line named here."
@@ -47,19 +47,19 @@ def _variable(loc: tuple) -> str:
     return f"CONFIDANTE_{str(loc[0]).upper()}" if loc else "settings"
 
 
-def run_checks(settings: Settings) -> list[Finding]:
+def run_checks(settings: ChannelSettings) -> list[Finding]:
     findings = [
         Finding("data dir", health.data_dir(settings), str(settings.data_dir)),
         Finding("model", health.model(settings), settings.model),
         _store(settings),
         Finding("broker", health.broker(settings), settings.broker_url and "redis" or "embedded"),
     ]
-    platforms: list[tuple[str, bool, Callable[[Settings], str | None]]] = [
-        ("telegram", settings.telegram_enabled, _telegram),
-        ("slack", settings.slack_bot_token is not None, _slack),
-        ("matrix", settings.matrix_enabled, _matrix),
+    platforms: list[tuple[str, bool, Callable[[ChannelSettings], str | None]]] = [
+        ("telegram", settings.telegram.enabled, _telegram),
+        ("slack", settings.slack.bot_token is not None, _slack),
+        ("matrix", settings.matrix.enabled, _matrix),
     ]
-    if not any(enabled for _, enabled, _ in platforms) and not settings.slack_client_id:
+    if not any(enabled for _, enabled, _ in platforms) and not settings.slack.client_id:
         findings.append(
             Finding(
                 "platforms",
@@ -74,7 +74,7 @@ def run_checks(settings: Settings) -> list[Finding]:
     return findings
 
 
-def _store(settings: Settings) -> Finding:
+def _store(settings: ChannelSettings) -> Finding:
     path = settings.store_path
     if path is None:  # object storage: opening it and listing its tables is the check
         try:
@@ -105,16 +105,16 @@ def _store(settings: Settings) -> Finding:
     return Finding("store", None, detail)
 
 
-def _ask(check: Callable[[Settings], str | None], settings: Settings) -> str | None:
+def _ask(check: Callable[[ChannelSettings], str | None], settings: ChannelSettings) -> str | None:
     try:
         return check(settings)
     except httpx.HTTPError as exc:
         return f"not reachable ({type(exc).__name__}: {exc}): check the URL and this machine's network"
 
 
-def _telegram(settings: Settings) -> str | None:
-    base = (settings.telegram_api_url or "https://api.telegram.org/bot").rstrip("/")
-    token = settings.telegram_bot_token.get_secret_value()
+def _telegram(settings: ChannelSettings) -> str | None:
+    base = (settings.telegram.api_url or "https://api.telegram.org/bot").rstrip("/")
+    token = settings.telegram.bot_token.get_secret_value()
     response = httpx.get(f"{base}{token}/getMe", timeout=TIMEOUT)
     body = _json(response)
     if body.get("ok"):
@@ -124,16 +124,16 @@ def _telegram(settings: Settings) -> str | None:
     return f"Telegram answered {response.status_code}: {body.get('description', 'no description')}"
 
 
-def _slack(settings: Settings) -> str | None:
-    base = settings.slack_api_url or "https://slack.com/api/"
-    token = settings.slack_bot_token.get_secret_value()
+def _slack(settings: ChannelSettings) -> str | None:
+    base = settings.slack.api_url or "https://slack.com/api/"
+    token = settings.slack.bot_token.get_secret_value()
     response = httpx.post(
         f"{base.rstrip('/')}/auth.test", headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT
     )
     body = _json(response)
     if body.get("ok"):
         problem = None
-        if not settings.slack_app_token and not settings.slack_signing_secret:
+        if not settings.slack.app_token and not settings.slack.signing_secret:
             problem = "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP events)"
         return problem
     error = body.get("error", f"HTTP {response.status_code}")
@@ -142,16 +142,16 @@ def _slack(settings: Settings) -> str | None:
     return f"Slack auth.test failed: {error}"
 
 
-def _matrix(settings: Settings) -> str | None:
-    token = settings.matrix_access_token.get_secret_value() if settings.matrix_access_token else None
+def _matrix(settings: ChannelSettings) -> str | None:
+    token = settings.matrix.access_token.get_secret_value() if settings.matrix.access_token else None
     creds = settings.data_dir / "matrix" / "credentials.json"
     if token is None and creds.exists():
         token = json.loads(creds.read_text()).get("access_token")
     if token is None:
-        if settings.matrix_password is None:
+        if settings.matrix.password is None:
             return "set CONFIDANTE_MATRIX_PASSWORD (first login) or CONFIDANTE_MATRIX_ACCESS_TOKEN"
         return None  # the first start logs in with the password; logging in here would add a device
-    base = settings.matrix_homeserver.rstrip("/")
+    base = settings.matrix.homeserver.rstrip("/")
     response = httpx.get(
         f"{base}/_matrix/client/v3/account/whoami",
         headers={"Authorization": f"Bearer {token}"},
@@ -159,8 +159,8 @@ def _matrix(settings: Settings) -> str | None:
     )
     body = _json(response)
     if response.status_code == 200:
-        if body.get("user_id") != settings.matrix_user_id:
-            return f"the access token belongs to {body.get('user_id')}, not CONFIDANTE_MATRIX_USER_ID={settings.matrix_user_id}"
+        if body.get("user_id") != settings.matrix.user_id:
+            return f"the access token belongs to {body.get('user_id')}, not CONFIDANTE_MATRIX_USER_ID={settings.matrix.user_id}"
         return None
     if body.get("errcode") == "M_UNKNOWN_TOKEN":
         return f"the homeserver refused the access token (M_UNKNOWN_TOKEN): delete {creds} to log in again, or set a new CONFIDANTE_MATRIX_ACCESS_TOKEN"

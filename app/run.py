@@ -8,13 +8,13 @@ import signal
 import structlog
 
 from bots.channel import build_channels
+from bots.settings import ChannelSettings
 from core.assistant import Assistant
-from core.config import Settings
 
 log = structlog.get_logger(__name__)
 
 
-async def run_platforms(assistant: Assistant, settings: Settings, *, person: str) -> None:
+async def run_platforms(assistant: Assistant, settings: ChannelSettings, *, person: str) -> None:
     from app.ops_http import serve_ops
     from bots.web.serve import serve_web
     from workers import training  # the page's adapter versions and rollback
@@ -23,7 +23,7 @@ async def run_platforms(assistant: Assistant, settings: Settings, *, person: str
         await _run(assistant, settings, person=person)
 
 
-async def _run(assistant: Assistant, settings: Settings, *, person: str) -> None:
+async def _run(assistant: Assistant, settings: ChannelSettings, *, person: str) -> None:
     runners = build_channels(settings)
     if not runners:
         from bots.console import chat

@@ -5,6 +5,12 @@ model (or `--tiny` for the random test model), and one person (a nio client) who
 direct messages. Times, from the person's send: the bot's first message (typing already
 shown), its first edit, and the final edit. Also Synapse's launch-to-ready time.
 `python bench/matrix_latency.py [--messages 5] [--tiny] [--encrypted]`
+
+Targets (2 CPU cores, bundled model, under the CPU lock): the bot's first message within 3 s
+of the send (p95; as Telegram's first text, bench/telegram_first_text.py), Matrix's own share
+of it (send -> first message minus the model's first token alone, median: the homeserver round
+trips, the pipeline before generation, the person's sync) under 1.5 s, and the first edit, when
+a reply is long enough to have one, within 5 s (p95).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.targets import Targets  # noqa: E402
 from bots.matrix import MatrixBot  # noqa: E402
+from bots.settings import ChannelSettings  # noqa: E402
 from core.assistant import build_assistant  # noqa: E402
-from core.config import Settings  # noqa: E402
 from tests.matrix.matrix_helpers import Homeserver, Person, content, is_edit, unique  # noqa: E402
 
 QUESTIONS = [
@@ -41,7 +48,17 @@ QUESTIONS = [
 ]
 
 
-def engine_for(settings: Settings, tiny: bool):
+TARGET_FIRST_MESSAGE_P95_S = 3.0
+TARGET_MATRIX_SHARE_S = 1.5
+TARGET_FIRST_EDIT_P95_S = 5.0
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def engine_for(settings: ChannelSettings, tiny: bool):
     if not tiny:
         return None  # build_assistant loads the configured (bundled) model
     from core.llm.engine import Engine
@@ -50,21 +67,24 @@ def engine_for(settings: Settings, tiny: bool):
     return Engine(tiny_llama(), settings)
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> Targets:
     console = Console()
     work = Path(tempfile.mkdtemp(prefix="matrix-bench-"))
     hs = Homeserver(work / "synapse")
     hs.start()
     try:
         account = hs.register(unique("confidante"))
-        settings = Settings(
+        settings = ChannelSettings(
             data_dir=args.data_dir or work / "data",
-            matrix_homeserver=hs.url,
-            matrix_user_id=account.user_id,
-            matrix_password=account.password,
-            matrix_sync_timeout_ms=5000,
+            model_cache_dir=ROOT / "data" / "models",  # the tests' converted bundled model
             max_new_tokens=args.max_new_tokens,
             _env_file=None,
+            matrix={
+                "homeserver": hs.url,
+                "user_id": account.user_id,
+                "password": account.password,
+                "sync_timeout_ms": 5000,
+            },
         )
         loaded = time.monotonic()
         assistant = build_assistant(settings, engine=engine_for(settings, args.tiny))
@@ -150,6 +170,20 @@ async def main(args: argparse.Namespace) -> None:
         else:
             table.add_row(name, "none", "", "")
     console.print(table)
+    targets = Targets("matrix_latency targets")
+    targets.check("messages answered", len(first), "==", args.messages)
+    targets.check("send -> first message p95, s", round(p95(first), 3), "<", TARGET_FIRST_MESSAGE_P95_S)
+    share = statistics.median(f - e for f, e in zip(first, engine_first, strict=True) if e == e)
+    targets.check(
+        "Matrix's share (first message minus model first token) median, s",
+        round(share, 3),
+        "<",
+        TARGET_MATRIX_SHARE_S,
+    )
+    edits = [v for v in first_edit if v == v]
+    if edits:
+        targets.check("send -> first edit p95, s", round(p95(edits), 3), "<", TARGET_FIRST_EDIT_P95_S)
+    return targets
 
 
 if __name__ == "__main__":
@@ -163,4 +197,4 @@ if __name__ == "__main__":
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="reuse a data dir (keeps the model cache)"
     )
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(parser.parse_args())).exit()

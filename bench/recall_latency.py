@@ -15,6 +15,11 @@ few thousand generated messages (each with small noise) and their texts with two
 words; the index and filter work per query is the same as with distinct vectors.
 
     python bench/recall_latency.py --dir /tmp/latency [--turns 1000000 --people 2000 --heavy 100000]
+
+Targets (the issues' budgets, 2 CPU cores, under the CPU lock): a warm hybrid recall (vector +
+full text + time phrase, reranked) under 30 ms p95 at 1M turns, for the heavy person and for
+ordinary people; the learned reranker adds at most 50 ms p95 over the fused order. A smaller
+store (`make bench` quick mode) is held to the same numbers: it can only be faster.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.data_gen import filler_sentences  # noqa: E402
+from bench.targets import Targets  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.memory import rerank  # noqa: E402
 from core.memory.embed import default_embedder  # noqa: E402
@@ -165,6 +171,10 @@ def timed(fn, n: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
+TARGET_HYBRID_P95_MS = 30.0
+TARGET_RERANK_P95_MS = 50.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=Path("/tmp/confidante-latency"))
@@ -294,6 +304,21 @@ def main() -> None:
             f"{name:44} {len(w):>4} {np.percentile(w, 50):>9.1f} {np.percentile(w, 95):>9.1f}"
             f" {np.percentile(c, 50):>8.1f} {np.percentile(c, 95):>8.1f}"
         )
+    wall_p95 = {name: float(np.percentile(wall, 95)) for name, (wall, _) in rows}
+    targets = Targets(f"recall_latency targets ({counts['turns']:,} turns)")
+    for who, label in (("heavy", "heavy person (100k turns)"), ("ordinary", "ordinary person (~450 turns)")):
+        hybrid = wall_p95[f"{label}, hybrid+time"]
+        fused = wall_p95[f"{who} person, hybrid+time, fused only"]
+        targets.check(
+            f"{who} person: hybrid+time recall p95, ms", round(hybrid, 1), "<", TARGET_HYBRID_P95_MS
+        )
+        targets.check(
+            f"{who} person: reranking's cost (p95 minus fused-only p95), ms",
+            round(hybrid - fused, 1),
+            "<=",
+            TARGET_RERANK_P95_MS,
+        )
+    targets.exit()
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.targets import Targets
+from bots.settings import ChannelSettings
 from bots.slack import SlackBot
 from core.assistant import build_assistant
-from core.config import Settings
 from tests.slack.fake_slack import FakeSlack
 from tests.slack.slack_support import (
     SIGNING_SECRET,
@@ -55,15 +55,12 @@ async def run(args: argparse.Namespace) -> Targets:
     fake.add_team(TOKEN, "T111", "UBOT111", "BBOT111")
     await fake.start()
     tmp = Path(tempfile.mkdtemp(prefix="confidante-slack-bench-"))
-    settings = Settings(
+    settings = ChannelSettings(
         data_dir=tmp / "data",
-        slack_bot_token=TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url,
-        slack_http_port=0,
         max_new_tokens=args.tokens,
         temperature=0.0,
         model=args.model if args.model != "tiny" else "bundled:smollm2",
+        slack={"bot_token": TOKEN, "signing_secret": SIGNING_SECRET, "api_url": fake.api_url, "http_port": 0},
     )
     t0 = time.perf_counter()
     from core.llm.engine import Engine

@@ -25,9 +25,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.media_data import SCRIPT, pcm_of, spoken_wav, to_ogg_opus  # noqa: E402
+from bots.settings import ChannelSettings  # noqa: E402
 from bots.telegram import TelegramChannel  # noqa: E402
 from core.assistant import build_assistant  # noqa: E402
-from core.config import Settings  # noqa: E402
 from core.media.reader import UNSURE  # noqa: E402
 from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI, message, private_chat, user  # noqa: E402
 
@@ -69,16 +69,18 @@ async def main(runs: int, tiny: bool, max_new_tokens: int) -> None:
     port = _port()
     notes = [ten_second_note(i) for i in range(runs + 1)]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
+        settings = ChannelSettings(
             data_dir=Path(tmp),
-            telegram_bot_token=TOKEN,
-            telegram_api_url=api.base_url,
-            telegram_webhook_url="https://bench.example.org/tg",
-            telegram_webhook_secret="bench",
-            telegram_webhook_port=port,
             max_new_tokens=max_new_tokens,
             # the converted bundled model, shared with the tests' cache (converted once per machine)
             model_cache_dir=Path(__file__).resolve().parents[1] / "data" / "models",
+            telegram={
+                "bot_token": TOKEN,
+                "api_url": api.base_url,
+                "webhook_url": "https://bench.example.org/tg",
+                "webhook_secret": "bench",
+                "webhook_port": port,
+            },
         )
         loaded = tiny_llama() if tiny else load_model(settings)
         engine = Engine(loaded, settings)

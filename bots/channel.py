@@ -23,8 +23,8 @@ from typing import Protocol
 
 import structlog
 
+from bots.settings import ChannelSettings
 from core import chat_admin
-from core.config import Settings
 from core.messages import Incoming, Reply
 
 log = structlog.get_logger(__name__)
@@ -494,7 +494,7 @@ async def with_admin_flag(incoming: Incoming, is_admin: Callable[[], Awaitable[b
 
 # ---- the registry `confidante run` reads ---------------------------------------------------------
 
-Runner = Callable[["ChannelAssistant", "Settings"], Awaitable[None]]
+Runner = Callable[["ChannelAssistant", "ChannelSettings"], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -502,18 +502,23 @@ class ChannelSpec:
     """A platform `confidante run` can start: when it is configured, and where its runner is."""
 
     name: str
-    enabled: Callable[[Settings], bool]
+    enabled: Callable[[ChannelSettings], bool]
     runner: str  # "module:function", imported only when the platform is configured
 
 
 CHANNELS: tuple[ChannelSpec, ...] = (
-    ChannelSpec("telegram", lambda s: s.telegram_enabled, "bots.telegram:run_telegram"),
-    ChannelSpec("slack", lambda s: s.slack_enabled, "bots.slack:run_slack"),
-    ChannelSpec("matrix", lambda s: s.matrix_enabled, "bots.matrix:run_matrix"),
+    ChannelSpec("telegram", lambda s: s.telegram.enabled, "bots.telegram:run_telegram"),
+    ChannelSpec("slack", lambda s: s.slack.enabled, "bots.slack:run_slack"),
+    ChannelSpec("matrix", lambda s: s.matrix.enabled, "bots.matrix:run_matrix"),
 )
 
 
-def build_channels(settings: Settings) -> dict[str, Runner]:
+def configured(settings: ChannelSettings) -> list[str]:
+    """The platforms whose settings are given (`confidante run` starts these)."""
+    return [spec.name for spec in CHANNELS if spec.enabled(settings)]
+
+
+def build_channels(settings: ChannelSettings) -> dict[str, Runner]:
     """The runners of every configured platform, by name (empty: only the terminal is left)."""
     runners: dict[str, Runner] = {}
     for spec in CHANNELS:

@@ -62,8 +62,8 @@ from bots.matrix_send import (
     send_first,
 )
 from bots.matrix_state import Credentials, MatrixState
+from bots.settings import ChannelSettings
 from core import recovery
-from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
@@ -108,18 +108,18 @@ def is_direct(room: MatrixRoom) -> bool:
 
 
 class MatrixBot:
-    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
-        if not settings.matrix_homeserver or not settings.matrix_user_id:
+    def __init__(self, assistant: ChannelAssistant, settings: ChannelSettings) -> None:
+        if not settings.matrix.homeserver or not settings.matrix.user_id:
             raise MatrixConfigError(
                 "Set CONFIDANTE_MATRIX_HOMESERVER (e.g. https://matrix.example.org) and "
                 "CONFIDANTE_MATRIX_USER_ID (e.g. @confidante:example.org)."
             )
         self.assistant = assistant
         self.settings = settings
-        self.user_id = settings.matrix_user_id
+        self.user_id = settings.matrix.user_id
         self.state = MatrixState(settings.ensure_data_dir() / "matrix")
         self.client = AsyncClient(
-            settings.matrix_homeserver.rstrip("/"),
+            settings.matrix.homeserver.rstrip("/"),
             self.user_id,
             store_path=str(self.state.store_dir),
             config=AsyncClientConfig(
@@ -128,14 +128,14 @@ class MatrixBot:
                 max_timeouts=0,
                 encryption_enabled=True,
                 store_sync_tokens=False,
-                request_timeout=max(30, settings.matrix_sync_timeout_ms / 1000 + 15),
+                request_timeout=max(30, settings.matrix.sync_timeout_ms / 1000 + 15),
             ),
         )
         self.outbox = Outbox(
             self.client,
-            unverified=settings.matrix_unverified_devices,
-            edit_interval=settings.matrix_edit_interval_seconds,
-            backoff_max=settings.matrix_backoff_max_seconds,
+            unverified=settings.matrix.unverified_devices,
+            edit_interval=settings.matrix.edit_interval_seconds,
+            backoff_max=settings.matrix.backoff_max_seconds,
         )
         self.display_name: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -161,7 +161,7 @@ class MatrixBot:
     async def _login(self) -> None:
         s = self.settings
         creds = self.state.load_credentials()
-        if creds and creds.user_id == self.user_id and creds.homeserver == s.matrix_homeserver:
+        if creds and creds.user_id == self.user_id and creds.homeserver == s.matrix.homeserver:
             self.client.restore_login(creds.user_id, creds.device_id, creds.access_token)
             who = await self._retry(self.client.whoami)
             if isinstance(who, WhoamiResponse):
@@ -169,15 +169,15 @@ class MatrixBot:
                 return
             log.warning("matrix.saved_token_rejected", error=str(who))
             self.client.access_token = ""
-        if s.matrix_access_token and not (
-            creds and creds.access_token == s.matrix_access_token.get_secret_value()
+        if s.matrix.access_token and not (
+            creds and creds.access_token == s.matrix.access_token.get_secret_value()
         ):
-            token = s.matrix_access_token.get_secret_value()
+            token = s.matrix.access_token.get_secret_value()
             self.client.access_token = token
             who = await self._retry(self.client.whoami)
             if not isinstance(who, WhoamiResponse) or not who.device_id:
                 raise MatrixConfigError(
-                    f"CONFIDANTE_MATRIX_ACCESS_TOKEN was refused by {s.matrix_homeserver} ({who}); "
+                    f"CONFIDANTE_MATRIX_ACCESS_TOKEN was refused by {s.matrix.homeserver} ({who}); "
                     "create a new token or set CONFIDANTE_MATRIX_PASSWORD instead."
                 )
             if who.user_id != self.user_id:
@@ -185,12 +185,12 @@ class MatrixBot:
                     f"The access token belongs to {who.user_id}, not CONFIDANTE_MATRIX_USER_ID={self.user_id}."
                 )
             self.client.restore_login(who.user_id, who.device_id, token)
-        elif s.matrix_password:
+        elif s.matrix.password:
             if creds and creds.user_id == self.user_id:  # same device, so the crypto store keeps matching
                 self.client.device_id = creds.device_id
             resp = await self._retry(
                 lambda: self.client.login(
-                    s.matrix_password.get_secret_value(), device_name=s.matrix_device_name
+                    s.matrix.password.get_secret_value(), device_name=s.matrix.device_name
                 )
             )
             if not isinstance(resp, LoginResponse):
@@ -202,7 +202,7 @@ class MatrixBot:
                 "Set CONFIDANTE_MATRIX_ACCESS_TOKEN or CONFIDANTE_MATRIX_PASSWORD for the Matrix account."
             )
         self.state.save_credentials(
-            Credentials(s.matrix_homeserver, self.user_id, self.client.device_id, self.client.access_token)
+            Credentials(s.matrix.homeserver, self.user_id, self.client.device_id, self.client.access_token)
         )
         log.info("matrix.logged_in", user_id=self.user_id, device_id=self.client.device_id)
 
@@ -213,7 +213,7 @@ class MatrixBot:
 
     async def _retry(self, call: Any) -> Any:
         """Call until the homeserver answers at all (it may still be starting)."""
-        delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
+        delays = backoff_delays(cap=self.settings.matrix.backoff_max_seconds)
         while True:
             try:
                 return await call()
@@ -326,11 +326,11 @@ class MatrixBot:
     async def _sync_once(
         self, since: str | None = None, full_state: bool = False, first: bool = False
     ) -> None:
-        delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
+        delays = backoff_delays(cap=self.settings.matrix.backoff_max_seconds)
         while True:
             try:
                 resp = await self.client.sync(
-                    timeout=0 if first else self.settings.matrix_sync_timeout_ms,
+                    timeout=0 if first else self.settings.matrix.sync_timeout_ms,
                     sync_filter=self._filter(first),
                     since=since,
                     full_state=full_state or None,
@@ -379,7 +379,7 @@ class MatrixBot:
         self.synced.clear()
 
     async def _sync_loop(self) -> None:
-        delays = backoff_delays(cap=self.settings.matrix_backoff_max_seconds)
+        delays = backoff_delays(cap=self.settings.matrix.backoff_max_seconds)
         while not self._stopping:
             failures = self.sync_failures
             try:
@@ -408,7 +408,7 @@ class MatrixBot:
         self._spawn(self._answer_invite(room.room_id, event.sender))
 
     async def _answer_invite(self, room_id: str, inviter: str) -> None:
-        if not inviter_allowed(inviter, self.user_id, self.settings.matrix_allowed_inviters):
+        if not inviter_allowed(inviter, self.user_id, self.settings.matrix.allowed_inviters):
             log.info("matrix.invite_declined", room_id=room_id, inviter=inviter)
             with contextlib.suppress(*NETWORK_ERRORS):
                 await self.client.room_leave(room_id)
@@ -488,7 +488,7 @@ class MatrixBot:
             log.warning("matrix.key_request_failed", error=type(exc).__name__)
 
     def _retry_undecrypted(self) -> None:
-        max_age = self.settings.matrix_catchup_max_age_seconds
+        max_age = self.settings.matrix.catchup_max_age_seconds
         for event_id, (room_id, event, first_seen) in list(self._undecrypted.items()):
             try:
                 decrypted = self.client.decrypt_event(event)
@@ -520,7 +520,7 @@ class MatrixBot:
         reminders = getattr(self.assistant, "reminders", None)
         if (
             reminders is None
-            or time.time() - event.server_timestamp / 1000 > self.settings.matrix_catchup_max_age_seconds
+            or time.time() - event.server_timestamp / 1000 > self.settings.matrix.catchup_max_age_seconds
         ):
             return
         reminder = await asyncio.to_thread(reminders.store.by_message, event.reacts_to)
@@ -670,7 +670,7 @@ class MatrixBot:
         body = strip_leading_mention(body, self.user_id, self.display_name) if mentioned else body
         addressed = direct or mentioned or is_command(body, commands)
         age = time.time() - event.server_timestamp / 1000
-        late = age > self.settings.matrix_catchup_max_age_seconds
+        late = age > self.settings.matrix.catchup_max_age_seconds
         if late:
             log.info("matrix.too_old_to_answer", room_id=room.room_id, age_s=round(age))
         incoming = Incoming(
@@ -850,6 +850,6 @@ def _replace(incoming: Incoming, **changes: Any) -> Incoming:
     return replace(incoming, **changes)
 
 
-async def run_matrix(assistant: ChannelAssistant, settings: Settings) -> None:
+async def run_matrix(assistant: ChannelAssistant, settings: ChannelSettings) -> None:
     """Run the Matrix channel until cancelled (what `confidante run` starts beside the others)."""
     await MatrixBot(assistant, settings).run()

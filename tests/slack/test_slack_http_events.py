@@ -339,7 +339,7 @@ async def test_a_very_long_reply_is_split_below_slacks_limits(tmp_path, fake_sla
         ("auto", mention_event("long", ts="1700003000.000002")),
     ):
         assistant = ScriptedAssistant(answer=long_answer, echo_commands=True, chunk=1, delay=0.0)
-        bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack, slack_stream_mode=mode))
+        bot = SlackBot(assistant, slack_settings(tmp_path, fake_slack, slack={"stream_mode": mode}))
         await bot.start()
         try:
             await post_signed(

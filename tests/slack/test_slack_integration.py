@@ -215,9 +215,7 @@ async def multi_bot(tmp_path, fake_slack, make_engine):
     settings = slack_settings(
         tmp_path,
         fake_slack,
-        slack_bot_token=None,
-        slack_client_id=CLIENT_ID,
-        slack_client_secret=CLIENT_SECRET,
+        slack={"bot_token": None, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
     )
     bot = SlackBot(build_assistant(settings, engine=engine), settings)
     await bot.start()

@@ -82,7 +82,7 @@ async def test_account_inactive_at_start_is_a_clear_setup_error(tmp_path, fake_s
 
 
 async def test_run_slack_logs_setup_problems_and_returns(tmp_path, fake_slack, caplog):
-    settings = slack_settings(tmp_path, fake_slack, slack_bot_token="xoxb-wrong")
+    settings = slack_settings(tmp_path, fake_slack, slack={"bot_token": "xoxb-wrong"})
     with structlog.testing.capture_logs() as logs:
         await run_slack(
             ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0), settings
@@ -97,10 +97,10 @@ def test_missing_settings_say_what_to_set(tmp_path, fake_slack):
     with pytest.raises(SlackSetupError, match="SLACK_BOT_TOKEN"):
         SlackBot(
             ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
-            slack_settings(tmp_path, fake_slack, slack_bot_token=None),
+            slack_settings(tmp_path, fake_slack, slack={"bot_token": None}),
         )
     with pytest.raises(SlackSetupError, match="SLACK_SIGNING_SECRET"):
         SlackBot(
             ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0),
-            slack_settings(tmp_path, fake_slack, slack_signing_secret=None),
+            slack_settings(tmp_path, fake_slack, slack={"signing_secret": None}),
         )

@@ -24,7 +24,7 @@ from tests.slack.slack_support import (
 @pytest.fixture
 async def socket_bot(tmp_path, fake_slack):
     assistant = ScriptedAssistant(answer="socket mode answer", delay=0.5, echo_commands=True, chunk=1)
-    settings = slack_settings(tmp_path, fake_slack, slack_app_token=APP_TOKEN, slack_signing_secret=None)
+    settings = slack_settings(tmp_path, fake_slack, slack={"app_token": APP_TOKEN, "signing_secret": None})
     bot = SlackBot(assistant, settings)
     await bot.start()
     await fake_slack.wait_socket()
@@ -94,11 +94,13 @@ async def test_socket_mode_with_oauth_serves_install_pages_but_no_http_events(tm
     settings = slack_settings(
         tmp_path,
         fake_slack,
-        slack_app_token=APP_TOKEN,
-        slack_signing_secret=None,
-        slack_bot_token=None,
-        slack_client_id="1.2",
-        slack_client_secret="s",
+        slack={
+            "app_token": APP_TOKEN,
+            "signing_secret": None,
+            "bot_token": None,
+            "client_id": "1.2",
+            "client_secret": "s",
+        },
     )
     assistant = ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0)
     bot = SlackBot(assistant, settings)
@@ -123,7 +125,7 @@ async def test_run_slack_serves_until_cancelled_then_closes_the_socket(tmp_path,
     from bots.slack import run_slack
 
     assistant = ScriptedAssistant(answer="from run_slack", echo_commands=True, chunk=1, delay=0.0)
-    settings = slack_settings(tmp_path, fake_slack, slack_app_token=APP_TOKEN, slack_signing_secret=None)
+    settings = slack_settings(tmp_path, fake_slack, slack={"app_token": APP_TOKEN, "signing_secret": None})
     task = asyncio.create_task(run_slack(assistant, settings))
     await fake_slack.wait_socket()
     envelope = await fake_slack.send_envelope(event_body(dm_event("hi"), event_id="EvRun"))
@@ -136,7 +138,7 @@ async def test_run_slack_serves_until_cancelled_then_closes_the_socket(tmp_path,
 
 
 async def test_a_rejected_app_token_is_a_setup_error_that_says_what_to_do(tmp_path, fake_slack):
-    settings = slack_settings(tmp_path, fake_slack, slack_app_token="xapp-wrong", slack_signing_secret=None)
+    settings = slack_settings(tmp_path, fake_slack, slack={"app_token": "xapp-wrong", "signing_secret": None})
     bot = SlackBot(ScriptedAssistant(answer=ANSWER, echo_commands=True, chunk=1, delay=0.0), settings)
     with pytest.raises(SlackSetupError, match="connections:write"):
         await bot.start()

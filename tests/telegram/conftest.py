@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from bots.settings import ChannelSettings
 from bots.telegram import TelegramChannel
-from core.config import Settings
 from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI
 
 
@@ -22,21 +22,23 @@ async def fake_api() -> AsyncIterator[FakeBotAPI]:
     await api.stop()
 
 
-def telegram_settings(api: FakeBotAPI, data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "telegram_bot_token": TOKEN,
-        "telegram_api_url": api.base_url,
-        "data_dir": data_dir,
-        "telegram_poll_timeout": 1,
-        "telegram_edit_interval": 0.2,
-        "telegram_typing_interval": 4.0,
+def telegram_settings(
+    api: FakeBotAPI, data_dir: Path, *, telegram: dict[str, Any] | None = None, **overrides: Any
+) -> ChannelSettings:
+    """Settings for a channel on the fake Bot API; `telegram` changes fields of its section."""
+    section: dict[str, Any] = {
+        "bot_token": TOKEN,
+        "api_url": api.base_url,
+        "poll_timeout": 1,
+        "edit_interval": 0.2,
+        "typing_interval": 4.0,
+        **(telegram or {}),
     }
-    values.update(overrides)
-    return Settings(**values)
+    return ChannelSettings(data_dir=data_dir, telegram=section, **overrides)
 
 
 @contextlib.asynccontextmanager
-async def running(assistant: Any, settings: Settings) -> AsyncIterator[TelegramChannel]:
+async def running(assistant: Any, settings: ChannelSettings) -> AsyncIterator[TelegramChannel]:
     channel = TelegramChannel(assistant, settings)
     await channel.start()
     try:

@@ -123,7 +123,7 @@ async def test_kicked_from_group_closes_the_chat(fake_api: FakeBotAPI, tmp_path)
 async def test_group_reply_is_one_message_edited_at_most_once_a_second(fake_api: FakeBotAPI, tmp_path):
     words = " ".join(f"w{i}" for i in range(40))
     assistant = ScriptedAssistant(reply=lambda m: Reply(stream=chunks(words, size=4, delay=0.06)))
-    settings = telegram_settings(fake_api, tmp_path, telegram_edit_interval=1.0)
+    settings = telegram_settings(fake_api, tmp_path, telegram={"edit_interval": 1.0})
     async with running(assistant, settings):
         await fake_api.push(ask("count", GROUP))
         await fake_api.wait_for(lambda: any(m["text"] == words for m in fake_api.bot_messages(-100900)))
@@ -156,7 +156,7 @@ async def test_typing_is_kept_alive_until_the_reply_is_done(fake_api: FakeBotAPI
         yield "done thinking"
 
     assistant = ScriptedAssistant(reply=lambda m: Reply(stream=slow()))
-    async with running(assistant, telegram_settings(fake_api, tmp_path, telegram_typing_interval=0.3)):
+    async with running(assistant, telegram_settings(fake_api, tmp_path, telegram={"typing_interval": 0.3})):
         await fake_api.push(ask("think hard"))
         await fake_api.wait_for(lambda: fake_api.bot_messages(11))
         await asyncio.sleep(0.2)  # the reply handler finishes just after its last write
@@ -298,4 +298,4 @@ async def test_ptb_rate_limiter_paces_groups_and_the_whole_bot(fake_api: FakeBot
     assert isinstance(limiter, AIORateLimiter)
     assert (limiter._group_max_rate, limiter._group_time_period) == (20, 60), "20 messages a minute per group"
     assert limiter._base_limiter.max_rate == 30, "30 messages a second overall"
-    assert limiter._max_retries == channel_settings.telegram_flood_retries
+    assert limiter._max_retries == channel_settings.telegram.flood_retries

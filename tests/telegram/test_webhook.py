@@ -28,11 +28,13 @@ def webhook_settings(fake_api: FakeBotAPI, tmp_path, port: int, **kw):
     return telegram_settings(
         fake_api,
         tmp_path,
-        telegram_webhook_url="https://bot.example.org/telegram/hook",
-        telegram_webhook_secret=SECRET,
-        telegram_webhook_listen="127.0.0.1",
-        telegram_webhook_port=port,
         **kw,
+        telegram={
+            "webhook_url": "https://bot.example.org/telegram/hook",
+            "webhook_secret": SECRET,
+            "webhook_listen": "127.0.0.1",
+            "webhook_port": port,
+        },
     )
 
 
@@ -79,8 +81,7 @@ async def test_a_secret_telegram_would_refuse_is_a_clear_error(fake_api: FakeBot
     settings = telegram_settings(
         fake_api,
         tmp_path,
-        telegram_webhook_url="https://bot.example.org/hook",
-        telegram_webhook_secret="has spaces!",
+        telegram={"webhook_url": "https://bot.example.org/hook", "webhook_secret": "has spaces!"},
     )
     channel = TelegramChannel(ScriptedAssistant(), settings)
     with pytest.raises(TelegramConfigError, match="A-Z, a-z, 0-9, _ and -"):
@@ -89,7 +90,7 @@ async def test_a_secret_telegram_would_refuse_is_a_clear_error(fake_api: FakeBot
 
 
 async def test_a_wrong_token_says_what_to_do(fake_api: FakeBotAPI, tmp_path):
-    settings = telegram_settings(fake_api, tmp_path, telegram_bot_token="999:wrong")
+    settings = telegram_settings(fake_api, tmp_path, telegram={"bot_token": "999:wrong"})
     channel = TelegramChannel(ScriptedAssistant(), settings)
     with pytest.raises(TelegramConfigError, match="BotFather"):
         await channel.start()
