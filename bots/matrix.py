@@ -702,14 +702,15 @@ class MatrixBot:
                 if room is not None and room_id not in self._closed_rooms:
                     incoming, late = self._incoming(room, event)  # type: ignore[arg-type]
                     item = matrix_media.attachment(event)
-                    got = await matrix_media.intake(
-                        self.client, replace(incoming, text=item.caption), item, self.media
-                    )
-                    relation_out = self._reply_relation(incoming)
-                    if got.notice:
-                        self._remember_own(await self.outbox.send_text(room_id, got.notice, relation_out))
-                    if got.incoming is not None:
-                        await self._answer_incoming(room_id, got.incoming, late)
+                    with self.assistant.reading(incoming):
+                        got = await matrix_media.intake(
+                            self.client, replace(incoming, text=item.caption), item, self.media
+                        )
+                        relation_out = self._reply_relation(incoming)
+                        if got.notice:
+                            self._remember_own(await self.outbox.send_text(room_id, got.notice, relation_out))
+                        if got.incoming is not None:
+                            await self._answer_incoming(room_id, got.incoming, late)
         except asyncio.CancelledError:
             raise
         except Exception:

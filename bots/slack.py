@@ -293,13 +293,14 @@ class SlackBot:
     ) -> None:
         """An audio clip or image: read it (bytes in memory only), then answer it like text."""
         assert self.media is not None
-        got = await slack_media.intake(msg, item, client.token or "", self.media, self.settings)
-        if got.notice:
-            await self._safe_post(client, _target(msg), got.notice)
-        if got.incoming is None:
-            self.assistant.dismiss(msg)  # recorded in the inbox on arrival: nothing is left to answer
-        else:
-            await self._respond(client, got.incoming, _target(got.incoming))
+        with self.assistant.reading(msg):
+            got = await slack_media.intake(msg, item, client.token or "", self.media, self.settings)
+            if got.notice:
+                await self._safe_post(client, _target(msg), got.notice)
+            if got.incoming is None:
+                self.assistant.dismiss(msg)  # recorded in the inbox on arrival: nothing is left to answer
+            else:
+                await self._respond(client, got.incoming, _target(got.incoming))
 
     async def _respond(self, client: AsyncWebClient, msg: Incoming, target: Target) -> None:
         if msg.addressed and msg.chat_kind == "group" and target.thread_ts:

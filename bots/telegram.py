@@ -8,6 +8,7 @@ own webhook endpoint and registers it with a secret token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import secrets
@@ -350,20 +351,21 @@ class TelegramChannel:
     async def _on_media(self, message: Message, item: telegram_media.Attachment) -> None:
         """A voice note or photo: read it (bytes in memory only), then answer it like text."""
         assert self.media is not None and self.me is not None
-        got = await telegram_media.intake(
-            self.application.bot, message, item, self.media, self.me, self.commands
-        )
-        if got.notice:
-            await self._send_text(message, got.notice)
-        if got.incoming is None:
-            recorded = to_incoming(message, self.me, commands=self.commands).incoming
-            if recorded is not None:  # the inbox holds its caption: nothing is left to answer
-                self.assistant.dismiss(recorded)
-        else:
-            log.info(
-                "telegram.message", chat_id=message.chat_id, kind=item.kind, chars=len(got.incoming.text)
+        recorded = to_incoming(message, self.me, commands=self.commands).incoming
+        with self.assistant.reading(recorded) if recorded else contextlib.nullcontext():
+            got = await telegram_media.intake(
+                self.application.bot, message, item, self.media, self.me, self.commands
             )
-            await self._answer_as_member(got.incoming, Origin.of(got.incoming))
+            if got.notice:
+                await self._send_text(message, got.notice)
+            if got.incoming is None:
+                if recorded is not None:  # the inbox holds its caption: nothing is left to answer
+                    self.assistant.dismiss(recorded)
+            else:
+                log.info(
+                    "telegram.message", chat_id=message.chat_id, kind=item.kind, chars=len(got.incoming.text)
+                )
+                await self._answer_as_member(got.incoming, Origin.of(got.incoming))
 
     def _recover(self, incoming: Incoming) -> None:
         """Answer a message left unanswered (by an earlier run, or here when the connection

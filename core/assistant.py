@@ -9,11 +9,12 @@ embeddings) runs in threads so one person's recall never stalls another's stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -98,6 +99,7 @@ class Assistant:
         self.recovery = Recovery(self)  # answers what was left unanswered (core/recovery.py)
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._active: set[tuple[str, str, str]] = set()  # being answered now
+        self._reading: set[tuple[str, str, str]] = set()  # attachments still being read
         self._recent: OrderedDict[tuple[str, str, str], deque[Turn]] = OrderedDict()
 
     # -- public API used by every channel ---------------------------------------------------
@@ -112,6 +114,18 @@ class Assistant:
         """Record a message in the inbox before the channel acknowledges it to the platform."""
         if invalid_ids(msg) is None and not msg.edited:
             self.inbox.receive(msg)
+
+    @contextlib.contextmanager
+    def reading(self, msg: Incoming) -> Iterator[None]:
+        """The channel is reading this message's attachment (download, speech, OCR: seconds on
+        a busy machine) and will answer it then: until then the inbox's copy, which holds only
+        the caption, must not be answered by the recovery loop as if nothing were answering it."""
+        key = key_of(msg)
+        self._reading.add(key)
+        try:
+            yield
+        finally:
+            self._reading.discard(key)
 
     def dismiss(self, msg: Incoming) -> None:
         """The channel answered this message itself (a refusal): nothing is left to answer."""

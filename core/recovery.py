@@ -167,7 +167,7 @@ class Recovery:
     async def _look(self, platform: str, answer: Answer, *, stalled: bool, shared: bool) -> None:
         now = time.monotonic()
         self._handed = {k: t for k, t in self._handed.items() if now - t < self._hold()}
-        busy = set(self.assistant._active) | set(self._handed)
+        busy = self.assistant._active | self.assistant._reading | set(self._handed)
         orphans = await asyncio.to_thread(self.inbox.unanswered, platform)  # claimed: now ours
         if orphans:  # a dead process's journal first: its finished replies are shown, not redone
             await asyncio.to_thread(self.assistant.store.adopt_journal)

@@ -8,6 +8,7 @@ exact; the integration tests use the real Assistant. The command list is the cor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from core.commands import MENU
@@ -61,6 +62,9 @@ class ScriptedAssistant:
 
     def dismiss(self, msg: Incoming) -> None:
         """The channel answered it itself."""
+
+    def reading(self, msg: Incoming) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
     async def unanswered(self, platform: str) -> list[Incoming]:
         return []

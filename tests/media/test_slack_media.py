@@ -3,6 +3,8 @@ Slack's url_private_download with the bot token, read, answered by the real Assi
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bots.slack import SlackBot
@@ -72,3 +74,26 @@ async def test_a_file_slack_refuses_gets_a_clear_reply(real_bot, fake_slack, sis
     await bot.drain()
     assert "files:read" in fake_slack.posted_in("D1")[0].text
     assert engine.finished == 0
+
+
+async def test_a_slow_read_is_answered_with_what_was_read_not_from_the_caption(
+    real_bot, fake_slack, receipt_png: bytes, monkeypatch
+):
+    """Reading takes seconds on a busy machine; meanwhile the inbox holds only the caption, and
+    the recovery loop (which answers what nothing is answering) must leave it to the reader."""
+    bot, engine, url, _ = real_bot
+    read = bot.media.read
+
+    async def slow_read(*args, **kwargs):
+        await asyncio.sleep(4)  # longer than the recovery loop's wait for a message to be picked up
+        return await read(*args, **kwargs)
+
+    monkeypatch.setattr(bot.media, "read", slow_read)
+    image = fake_slack.share_file(TOKEN, "F3", "receipt.png", "image/png", receipt_png)
+    await _send(url, dm_event("the receipt", ts=_ts(), subtype="file_share", files=[image]))
+    await fake_slack.wait_for(lambda: engine.finished >= 1, timeout=90)
+    await bot.drain()
+    await asyncio.sleep(1.5)  # a second answer from the caption would have started by now
+    assert engine.finished == 1
+    assert "4721" in engine.prompt_text(-1)
+    assert len(fake_slack.posted_in("D1")) == 1
