@@ -419,7 +419,7 @@ class Recall:
         behind them in fused order; and the neighbours read for it, which recall cites."""
         top, rest = ordered[:RERANK_TOP], ordered[RERANK_TOP:]
         turns = [c.item for c in top if isinstance(c.item, Turn)]
-        around = self._neighbours(person_id, scopes, turns, with_vectors=True) if turns else {}
+        around = self._neighbours(person_id, scopes, turns) if turns else {}
         best: dict[str, tuple[int | None, int | None, float]] = {}
         for _, hits, is_text in searches:
             for rank, hit in enumerate(hits):
@@ -432,22 +432,11 @@ class Recall:
                 best[hit.item.id] = (v, t, bm25)
         query = np.asarray(query_vector, dtype=np.float32)
         fused = {c.item.id: c.score * RRF_K for c in ordered}
-        cosine = {c.item.id: float(c.vector @ query) if c.vector is not None else 0.0 for c in top}
-        days: dict[tuple[str, object], list[float]] = {}
-        for c in top:
-            if isinstance(c.item, Turn):
-                days.setdefault((c.item.chat_id, c.ts.date()), []).append(cosine[c.item.id])
         signals = []
         for c in top:
             v, t, bm25 = best.get(c.item.id, (None, None, 0.0))
             near = around.get(c.item.id, [])
             item = c.item
-            near_vectors = [np.asarray(n.vector, dtype=np.float32) for n in near if n.vector is not None]
-            window = c.vector + sum(near_vectors) if c.vector is not None else None
-            day = days.get((item.chat_id, c.ts.date()), []) if isinstance(item, Turn) else []
-            others = sorted(day, reverse=True)
-            if cosine[item.id] in others:
-                others.remove(cosine[item.id])
             signals.append(
                 rerank.Signals(
                     fused=c.score * RRF_K,
@@ -460,12 +449,6 @@ class Recall:
                     neighbour_fused=max((fused.get(n.id, 0.0) for n in near), default=0.0),
                     speaker=isinstance(item, Turn) and any(said_by(item, n, m) for n, m in named.items()),
                     in_span=when is not None and when.contains(c.ts),
-                    window_cosine=float(window @ query / (np.linalg.norm(window) or 1.0))
-                    if window is not None
-                    else 0.0,
-                    near_cosine=max((float(n @ query) for n in near_vectors), default=0.0),
-                    day_cosine=others[0] if others else 0.0,
-                    day_share=len(day) / len(top),
                     cites=(item.source_id, *(n.source_id for n in near))
                     if isinstance(item, Turn)
                     else tuple(item.source_turn_ids),
@@ -609,17 +592,9 @@ class Recall:
                 item.context.append(turn.text)
                 item.raw_source_ids.append(turn.source_id)
 
-    def _neighbours(
-        self, person_id: str, scopes: list[str], turns: list[Turn], *, with_vectors: bool = False
-    ) -> dict[str, list[Turn]]:
+    def _neighbours(self, person_id: str, scopes: list[str], turns: list[Turn]) -> dict[str, list[Turn]]:
         return self.store.neighbours(
-            person_id,
-            scopes,
-            turns,
-            before=NEIGHBOURS_BEFORE,
-            after=NEIGHBOURS_AFTER,
-            roles=RECALL_ROLES,
-            with_vectors=with_vectors,
+            person_id, scopes, turns, before=NEIGHBOURS_BEFORE, after=NEIGHBOURS_AFTER, roles=RECALL_ROLES
         )
 
     def _with_source_ids(self, items: list[Recalled], known: dict[str, str]) -> list[Recalled]:

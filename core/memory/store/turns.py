@@ -207,12 +207,10 @@ class Turns(StoreBase):
         after: int,
         roles: Iterable[str] | None = None,
         gap: timedelta = timedelta(hours=6),
-        with_vectors: bool = False,
     ) -> dict[str, list[Turn]]:
         """Per turn id, the visible turns said just before and after it in the same chat and
         session (within `gap` of it), oldest first: answers are often the turn next to the one
-        a question matches ("What's your daughter's name?" / "Mia"). `with_vectors`: each with
-        its stored vector (the reranker compares the question with the whole window)."""
+        a question matches ("What's your daughter's name?" / "Mia")."""
         visibilities, roles = list(visibilities), list(roles) if roles is not None else None
         if not turns or before + after <= 0:
             return {}
@@ -234,9 +232,6 @@ class Turns(StoreBase):
                 )
                 wanted = sorted({r for rs in found.values() for r in rs})
                 built = dict(zip(wanted, (_turn(r) for r in part.rows(wanted)), strict=True))
-                if with_vectors and wanted:
-                    for r, vector in zip(wanted, part.vectors(wanted), strict=True):
-                        built[r].vector = vector.tolist()
                 return {tid: [built[r] for r in found[row]] for tid, row in rows.items() if row is not None}
 
             held = self._with_entry(person_id, read)
@@ -252,12 +247,7 @@ class Turns(StoreBase):
                 f.is_in("role", roles) if roles is not None else None,
                 f"ts >= {_ts_literal(turn.ts - gap)} AND ts <= {_ts_literal(turn.ts + gap)}",
             )
-            columns = [*_TURN_COLUMNS, "vector"] if with_vectors else _TURN_COLUMNS
-            found = self._rows("turns", where, columns)  # stored order breaks ties
-            rows = [_turn(r) for r in found]
-            if with_vectors:
-                for turn_, row in zip(rows, found, strict=True):
-                    turn_.vector = list(row["vector"])
+            rows = [_turn(r) for r in self._rows("turns", where, _TURN_COLUMNS)]  # stored order breaks ties
             order = sorted(range(len(rows)), key=lambda i: rows[i].ts)
             at = next((n for n, i in enumerate(order) if rows[i].id == turn.id), None)
             if at is None:
