@@ -8,7 +8,8 @@ the relevance threshold is chosen here, with a table of threshold vs accuracy vs
 Slices: `dev` (DEV below: other kinds, values and phrasings than bench/reply_quality.py's, for
 developing the matcher), `tuning`, `held-out` and `fresh held-out` (the people of
 bench/reply_quality.py, their first-session messages as recall holds them). The held-out slices
-are for checking at the end, never for choosing.
+are for checking at the end, never for choosing; `last held-out` (LAST) was written after the
+first check of the fresh slice, to be scored once at the very end.
 
 `python -m bench.grounding_eval [--slices dev tuning] [--thresholds 0.30 0.36 0.42] [--misses]`
 """
@@ -29,18 +30,29 @@ from bench.reply_quality import FRESH_PART, HELD, TUNING, key_word, people
 # kind: (statements, questions, values); {0} is the value
 DEV: dict[str, tuple[list[str], list[str], list[str]]] = {
     "job": (
-        ["I work as a {0}.", "I'm a {0}."],
-        ["What is my job?", "What do I work as?", "What's my profession?"],
+        ["I work as a {0}.", "I'm a {0}.", "I've been a {0} for ten years."],
+        [
+            "What is my job?",
+            "What do I work as?",
+            "What's my profession?",
+            "What do I do for work?",
+            "What's my occupation?",
+        ],
         ["teacher", "chef"],
     ),
     "city": (
-        ["I live in {0}.", "I'm living in {0} now."],
-        ["Where do I live?", "What town do I live in?", "Which city is home for me?"],
+        ["I live in {0}.", "I'm living in {0} now.", "I'm based in {0}."],
+        ["Where do I live?", "What town do I live in?", "Which city is home for me?", "What's my city?"],
         ["Bergen", "Cusco"],
     ),
     "cat": (
         ["I have a cat called {0}.", "My cat is named {0}."],
-        ["What's the name of my cat?", "What is my cat named?", "Do you remember my cat's name?"],
+        [
+            "What's the name of my cat?",
+            "What is my cat named?",
+            "Do you remember my cat's name?",
+            "What do I call my cat?",
+        ],
         ["Whiskers", "Olive"],
     ),
     "dog": (
@@ -49,56 +61,132 @@ DEV: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["Rufus", "Mochi"],
     ),
     "training": (
-        ["I'm training for the {0}.", "I'm preparing for the {0}."],
-        ["What am I training for?", "What race am I doing?", "What competition am I training for?"],
+        ["I'm training for the {0}.", "I'm preparing for the {0}.", "I'm getting ready for the {0}."],
+        [
+            "What am I training for?",
+            "What race am I doing?",
+            "What competition am I training for?",
+            "What am I getting in shape for?",
+            "What event am I working towards?",
+        ],
         ["Rome marathon", "Swiss triathlon"],
     ),
     "allergy": (
-        ["I'm allergic to {0}.", "I have an allergy to {0}."],
-        ["What am I allergic to?", "What allergies do I have?"],
+        ["I'm allergic to {0}.", "I have an allergy to {0}.", "Eating {0} makes me ill."],
+        ["What am I allergic to?", "What allergies do I have?", "What gives me an allergic reaction?"],
         ["eggs", "soy"],
     ),
     "brother": (
         ["My brother's name is {0}.", "I have a brother called {0}."],
-        ["What is my brother's name?", "Who is my brother?", "What's my brother called?"],
+        [
+            "What is my brother's name?",
+            "Who is my brother?",
+            "What's my brother called?",
+            "What's my brother's first name?",
+        ],
         ["Anders", "Kofi"],
     ),
     "language": (
         ["I'm learning {0} this year.", "I'm studying {0}."],
-        ["Which language am I learning?", "What language am I taking lessons in?"],
+        [
+            "Which language am I learning?",
+            "What language am I taking lessons in?",
+            "What language am I working on?",
+            "Which foreign language am I picking up?",
+        ],
         ["Dutch", "Hindi"],
     ),
     "instrument": (
         ["I play the {0} in a band.", "I play {0} in an orchestra."],
-        ["What instrument do I play?", "What do I play in the orchestra?"],
+        ["What instrument do I play?", "What do I play in the orchestra?", "What instrument am I into?"],
         ["viola", "drums"],
     ),
     "car": (
         ["I drive a {0}.", "My car is a {0}."],
-        ["What car do I drive?", "What do I drive?", "What's my car?"],
+        [
+            "What car do I drive?",
+            "What do I drive?",
+            "What's my car?",
+            "What kind of vehicle do I own?",
+            "What make is my car?",
+        ],
         ["Honda", "Kia"],
     ),
     "birthday": (
         ["My birthday is in {0}.", "I was born in {0}."],
-        ["When is my birthday?", "In which month is my birthday?", "When was I born?"],
+        [
+            "When is my birthday?",
+            "In which month is my birthday?",
+            "When was I born?",
+            "What month is my birthday in?",
+            "When do I celebrate my birthday?",
+        ],
         ["May", "June"],
     ),
     "food": (
         ["My favourite food is {0}.", "I love eating {0}."],
-        ["What is my favourite food?", "What do I like to eat most?"],
+        [
+            "What is my favourite food?",
+            "What do I like to eat most?",
+            "What dish do I like best?",
+            "What's my favorite meal?",
+        ],
         ["sushi", "lasagne"],
     ),
     "partner": (
         ["My wife is called {0}.", "I'm married to {0}."],
-        ["What's my wife's name?", "Who am I married to?"],
+        ["What's my wife's name?", "Who am I married to?", "Who is my wife?", "What is my spouse called?"],
         ["Helen", "Rosa"],
     ),
     "hometown": (
         ["I grew up in {0}.", "I'm originally from {0}."],
-        ["Where did I grow up?", "Where am I from?"],
+        ["Where did I grow up?", "Where am I from?", "What's my hometown?"],
         ["Cork", "Ghent"],
     ),
 }
+# A last held-out set for the matcher alone, written after the first look at the fresh held-out
+# slice's score and before reading its misses: nothing is chosen on it; kind: (statement,
+# question, values); {0} is the value, and every person also tells their name (NAMED below)
+LAST: dict[str, tuple[str, str, list[str]]] = {
+    "job": ("I've worked as a {0} since college.", "What is it I do for work?", ["paramedic", "welder"]),
+    "city": ("These days I live in {0}.", "Which place do I call home?", ["Tallinn", "Oaxaca"]),
+    "pet": ("We adopted a rabbit and I called her {0}.", "What's my rabbit called?", ["Clover", "Dumpling"]),
+    "goal": (
+        "I've signed up for the {0}.",
+        "What have I signed up for?",
+        ["Vienna marathon", "Alpine triathlon"],
+    ),
+    "allergy": ("I can't eat {0}, I'm allergic.", "What food am I allergic to?", ["cashews", "prawns"]),
+    "friend": ("My best friend is {0}.", "Who's my best friend?", ["Magnus", "Ayesha"]),
+    "language": ("I take {0} classes on Tuesdays.", "What classes do I take?", ["Mandarin", "Italian"]),
+    "hobby": ("I spend my weekends {0}.", "What do I do on weekends?", ["bouldering", "gardening"]),
+    "car": ("I've just bought a {0}.", "What car did I buy?", ["Citroen", "Toyota"]),
+    "age": ("I turned {0} last month.", "How old am I now?", ["thirty-four", "fifty-one"]),
+}
+NAMED = ["Hi, I'm {0}.", "My name's {0}, by the way.", "Hey, {0} here."]
+LAST_NAMES = ["Ragnhild", "Obinna", "Perpetua", "Lorcan", "Shirin", "Tadeusz",
+              "Mireille", "Kaveh", "Ondine", "Zbigniew", "Akosua", "Ferdinand"]  # fmt: skip
+LAST_NAME_QUESTIONS = ("What's my name again?", "Do you remember who I am?")
+
+
+def last_cases(seed: int = 99) -> list[Case]:
+    """Twelve people of LAST, each asked about one thing they told, their name, and one thing
+    they never told."""
+    rng = random.Random(seed)
+    out = []
+    for j, name in enumerate(LAST_NAMES):
+        kinds = rng.sample(sorted(LAST), 4)
+        told, never = kinds[:3], kinds[3]
+        values = {k: rng.choice(LAST[k][2]) for k in told}
+        said = [LAST[k][0].format(values[k]) for k in told]
+        turns = [f"{NAMED[j % 3].format(name)} {said[0]}", f"{said[1]} {said[2]} {rng.choice(CHATTER)}"]
+        asked = told[j % 3]
+        out.append(Case("last held-out", turns, LAST[asked][1], key_word(values[asked])))
+        out.append(Case("last held-out", turns, LAST_NAME_QUESTIONS[j % 2], name.lower()))
+        out.append(Case("last held-out", turns, LAST[never][1], ""))
+    return out
+
+
 # asked about one, told the other: either answer is fair, so no never-said case pairs them
 RELATED = [{"city", "hometown"}]
 DEV_NAMES = ["Aleksi", "Bronwyn", "Cosmin", "Dilnoza", "Eamon", "Farida"]
@@ -204,6 +292,7 @@ def main() -> None:
     from core.grounding import RELEVANCE
 
     cases = (dev_cases() if "dev" in args.slices else []) + bench_cases(set(args.slices))
+    cases += last_cases() if "last held-out" in args.slices else []
     rows = run(cases, args.thresholds or [RELEVANCE], args.misses)
     table = Table(title=f"Question matcher (core/grounding.py), default threshold {RELEVANCE}")
     for col in ("slice", "threshold", "questions", "fact accuracy", "never-said invented"):
