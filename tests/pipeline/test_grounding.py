@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 import pytest
 
 from core.assistant import Assistant
-from core.grounding import NOT_TOLD, SlipGuard, asks_about_person, ground, reply_stream, second_person
+from core.grounding import (
+    NOT_TOLD,
+    SlipGuard,
+    as_statement,
+    asks_about_person,
+    ground,
+    reply_stream,
+    second_person,
+)
 from core.memory.recall import Recalled
 from tests.helpers import dm, say
 
@@ -50,10 +58,49 @@ def test_best_statement_above_the_threshold_grounds_the_reply(embedder) -> None:
     cat = ground("What is my cat called?", told, embed)
     assert cat is not None and cat.known and cat.opening == "You told me you have a cat called Mango."
     name = ground("What's my name?", told, embed)
-    assert name is not None and name.opening == "You told me your name is Priya."
+    assert name is not None and name.opening == "Your name is Priya."
     never = ground("Which instrument do I play?", told, embed)
     assert never is not None and not never.known and never.opening == NOT_TOLD
     assert ground("How can I sleep better?", told, embed) is None
+
+
+@pytest.mark.parametrize(
+    ("question", "statement"),
+    [
+        ("Which race am I getting ready for?", "I am getting ready for the race"),
+        ("Where did I grow up?", "I grew up in some place"),
+        ("What did I name my dog?", "I named my dog something"),
+        ("What's my job?", "my job is something"),
+        ("What is my cat called?", "my cat is called something"),
+        ("In which month is my birthday?", "my birthday is the month"),
+        ("Do you remember my cat's name?", "my cat's name is"),
+        ("Who am I?", "My name is"),
+        ("Who am I married to?", "I am married to someone"),
+        ("How can I sleep better?", "How can I sleep better?"),  # no question about a fact: as it is
+    ],
+)
+def test_question_is_matched_as_the_statement_that_would_answer_it(question: str, statement: str) -> None:
+    assert as_statement(question) == statement
+
+
+def test_paraphrased_question_finds_what_was_said_and_a_name_is_said_plainly(embedder) -> None:
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [v.tolist() for v in embedder.embed(texts)]
+
+    told = [
+        _turn("Hi there, I'm Dilnoza. My cat is named Olive."),
+        _turn("I'm studying Hindi. I drive a Honda."),
+    ]
+    cat = ground("What do I call my cat?", told, embed)
+    assert cat is not None and cat.opening == "You told me your cat is named Olive."
+    language = ground("What language am I taking lessons in?", told, embed)
+    assert language is not None and language.opening == "You told me you're studying Hindi."
+    name = ground("Who am I?", told, embed)
+    assert name is not None and name.opening == "Your name is Dilnoza."
+    # asked about something else, nothing said about it is an answer
+    for never in ("What's my dog's name?", "Which instrument do I play?", "Who is my wife?"):
+        answer = ground(never, told, embed)
+        assert answer is not None and not answer.known, never
 
 
 async def _chunks(*parts: str) -> AsyncIterator[str]:
