@@ -422,6 +422,7 @@ class SeededEngine:
         self.engine, self.seed = engine, seed
         self.prompts: dict[tuple[str, str], list[dict[str, str]]] = {}  # (pid, ask) -> prompt
         self.accepts_prefix = getattr(engine, "accepts_prefix", False)
+        self.profile = engine.profile
 
     @property
     def context_tokens(self) -> int:
@@ -509,8 +510,7 @@ async def run_seed(
         s.ensure_data_dir()
         for session, day in ((1, day1), (2, day2)):
             inner = Engine(loaded, s)
-            if overrides:  # a sweep: the profile with some fields changed
-                inner.sampling = inner.sampling.replace(**overrides)
+            _override(inner, overrides)
             engine = SeededEngine(inner, seed)
             assistant = Assistant(s, open_store(Path(tmp), embedder), engine)
             assistant.ground_replies = grounded
@@ -556,8 +556,7 @@ async def latency(
     from core.llm.engine import Engine
 
     engine = Engine(loaded, settings)
-    if overrides:
-        engine.sampling = engine.sampling.replace(**overrides)
+    _override(engine, overrides)
     ttft, full = [], []
     try:
         await engine.generate(prompts[0], max_new_tokens=2)
@@ -684,15 +683,13 @@ async def main(args: argparse.Namespace) -> Targets:
     from core.memory.embed import default_embedder
 
     torch.set_num_threads(args.threads)
-    if args.continue_tokens is not None:
-        import core.grounding
-
-        core.grounding.CONTINUATION_TOKENS = args.continue_tokens
     settings = Settings(model_cache_dir=args.model_dir.resolve(), _env_file=None)
     cap = settings.max_new_tokens
     loaded = load_model(settings)
     embedder = default_embedder()
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.continue_tokens is not None:
+        overrides["continue_tokens"] = args.continue_tokens
     everybody = people(args.people, fresh=args.fresh)
     by_id = {p.pid: p for p in everybody}
     cast = [p for p in everybody if not args.only or p.part in args.only]
@@ -745,6 +742,17 @@ async def main(args: argparse.Namespace) -> Targets:
     if args.json:
         args.json.write_text(json.dumps([{"label": k, **v} for k, v in results], indent=1))
     return targets
+
+
+def _override(engine: Any, overrides: dict) -> None:
+    """A sweep: the model's profile with some fields changed (`continue_tokens`, or sampling)."""
+    import dataclasses
+
+    sampling = {k: v for k, v in overrides.items() if k != "continue_tokens"}
+    if sampling:
+        engine.sampling = engine.sampling.replace(**sampling)
+    if "continue_tokens" in overrides:
+        engine.profile = dataclasses.replace(engine.profile, continue_tokens=overrides["continue_tokens"])
 
 
 def _value(text: str) -> Any:

@@ -33,7 +33,8 @@ from core.memory.recall import Recalled
 # slices): 0.40 kept fact accuracy 0.91 / 1.00 with 0.04 / 0.00 of never-said questions
 # answered (0.36: 0.95 / 1.00 but 0.05 / 0.03; 0.42: 0.88 / 1.00, 0.00 / 0.00).
 RELEVANCE = 0.36
-# Tokens the model may add after a grounded opening (0: the opening is the whole reply).
+# Tokens the model may add after a grounded opening (0: the opening is the whole reply) where
+# the engine has no model profile saying (core/llm/profiles.py `continue_tokens`).
 CONTINUATION_TOKENS = 24
 NOT_TOLD = "You haven't told me that yet, so I don't know. If you tell me, I'll remember it."
 
@@ -82,13 +83,13 @@ _MEMORY_VERB = {"is": "are", "has": "have", "was": "were", "does": "do"}
 @dataclass(frozen=True)
 class Grounding:
     """How a reply about the person starts: `opening` is shown first; the model then adds at
-    most `continue_tokens` (0: the opening is the whole reply)."""
+    most `continue_tokens` (0: the opening is the whole reply; None: as the model's profile says)."""
 
     opening: str
     known: bool  # a recalled statement answers the question
     source: str = ""  # the statement, as the person said it
     score: float = 0.0
-    continue_tokens: int = 0
+    continue_tokens: int | None = None
 
 
 def asks_about_person(text: str) -> bool:
@@ -267,7 +268,7 @@ def ground(
         return None
     found = statements(recalled, said)
     if not found:
-        return Grounding(NOT_TOLD, known=False, continue_tokens=CONTINUATION_TOKENS)
+        return Grounding(NOT_TOLD, known=False)
     texts = [_as_embedded(said) for said, _ in found]
     asked = as_statement(question)
     extra = ([] if question_vector is not None else [question]) + ([] if asked == question else [asked])
@@ -281,7 +282,7 @@ def ground(
     ]
     best = max(range(len(found)), key=scores.__getitem__)
     if scores[best] < threshold:
-        return Grounding(NOT_TOLD, known=False, score=scores[best], continue_tokens=CONTINUATION_TOKENS)
+        return Grounding(NOT_TOLD, known=False, score=scores[best])
     said, back = found[best]
     # "What's my name?" -> "Your name is Priya." ("You told me your name is" reads as doubt)
     opening = f"Y{back[1:]}." if _SELF_NAME.match(said) else f"You told me {back}."
@@ -290,7 +291,6 @@ def ground(
         known=True,
         source=said,
         score=scores[best],
-        continue_tokens=CONTINUATION_TOKENS,
     )
 
 
@@ -512,15 +512,16 @@ async def reply_stream(
         stream = engine.stream(messages, **kwargs)
     else:
         yield grounding.opening  # said back in the second person already: not guarded
-        if grounding.continue_tokens <= 0 or not getattr(engine, "accepts_prefix", False):
+        tokens = grounding.continue_tokens
+        if tokens is None:  # as much as the model's profile lets it add
+            tokens = getattr(getattr(engine, "profile", None), "continue_tokens", CONTINUATION_TOKENS)
+        if tokens <= 0 or not getattr(engine, "accepts_prefix", False):
             return
         # the reply cap still holds (CONFIDANTE_MAX_NEW_TOKENS, which the engine applies by default)
         cap = kwargs.get("max_new_tokens") or getattr(
             getattr(engine, "settings", None), "max_new_tokens", None
         )
-        kwargs["max_new_tokens"] = (
-            grounding.continue_tokens if cap is None else min(cap, grounding.continue_tokens)
-        )
+        kwargs["max_new_tokens"] = tokens if cap is None else min(cap, tokens)
         stream = one_sentence(engine.stream(messages, prefix=grounding.opening, **kwargs))
     if guard is not None:
         stream = guard.guard(stream)

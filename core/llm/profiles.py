@@ -18,6 +18,9 @@ _STOPS = ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "\nUser:", "\nuser:")
 class Profile:
     name: str
     sampling: Sampling
+    # tokens the model may add after a grounded opening ("You told me ...", core/grounding.py):
+    # one sentence at most; 0 = the opening is the whole reply
+    continue_tokens: int = 24
 
 
 SMALL = Profile(
