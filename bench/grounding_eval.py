@@ -284,7 +284,10 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--slices", nargs="+", default=["dev", TUNING], choices=("dev", TUNING, HELD, FRESH_PART)
+        "--slices",
+        nargs="+",
+        default=["dev", TUNING],
+        choices=("dev", TUNING, HELD, FRESH_PART, "last held-out"),
     )
     parser.add_argument("--thresholds", type=float, nargs="+")
     parser.add_argument("--misses", action="store_true", help="print every wrong answer")

@@ -141,13 +141,12 @@ def statements(recalled: Sequence[Recalled], said: Sequence[str] = ()) -> list[t
             if item.role != "user":
                 continue
             for clause in _CLAUSES.split(_MEDIA_MARK.sub("", item.text)):
-                clause = _GREETING.sub("", clause.strip()).strip(" ,;")
+                clause = _GREETING.sub("", clause.strip()).strip(" ,;").rstrip(".!")
+                name = _name_in(clause)
                 words = {w.lower() for w in _WORD.findall(clause)}
-                if not clause or clause.endswith("?") or not words & _SELF or len(words) < 2:
+                if not name and (not clause or clause.endswith("?") or not words & _SELF or len(words) < 2):
                     continue
-                clause = clause.rstrip(".!")
-                name = _SELF_NAME.match(clause)
-                out.append((clause, f"your name is {name.group(1)}" if name else second_person(clause)))
+                out.append((clause, f"your name is {name}" if name else second_person(clause)))
         elif item.kind not in ("summary", "question"):
             text = item.text.strip().rstrip(".")
             if text:
@@ -163,7 +162,18 @@ def statements(recalled: Sequence[Recalled], said: Sequence[str] = ()) -> list[t
 
 # what a voice note or photo became (core/media/): the words are the person's, the label is ours
 _MEDIA_MARK = re.compile(r"^\((?:voice note|photo)\)\s*")
-_SELF_NAME = re.compile(r"^(?i:i'm|i am|call me|my name is)\s+([A-Z][\w'-]*(?: [A-Z][\w'-]*)?)$")
+_SELF_NAME = re.compile(
+    r"^(?i:i'm|i am|call me|my name is|my name's)\s+([A-Z][\w'-]*(?: [A-Z][\w'-]*)?)(?i:,? (?:by the way|btw))?$"
+    r"|^([A-Z][\w'-]*) here$"  # "Hey, Tomasz here"
+)
+
+
+def _name_in(said: str) -> str | None:
+    """The name in a statement that only says who the person is ("I'm Priya"), else None."""
+    match = _SELF_NAME.match(said)
+    return (match.group(1) or match.group(2)) if match else None
+
+
 _POSSESSED = re.compile(r"\b(?:my|your)\s+([\w]+)", re.IGNORECASE)
 # a question and a statement about different things of the person's ("my name" vs "my
 # sister's name") are not a match however close their embeddings; the same thing is a better one
@@ -172,8 +182,8 @@ OTHER_THING, SAME_THING = 0.25, 0.1
 
 def _as_embedded(said: str) -> str:
     """What is embedded for a statement: a bare "I'm Priya" says what it is about."""
-    match = _SELF_NAME.match(said)
-    return f"My name is {match.group(1)}" if match else said
+    name = _name_in(said)
+    return f"My name is {name}" if name else said
 
 
 def _things(text: str) -> set[str]:
@@ -192,9 +202,10 @@ _WH = re.compile(
 _WHATS = re.compile(r"^(what's|whats|what is) (?=my )", re.IGNORECASE)
 _REMEMBER = re.compile(r"^(?:do|did|can) you (?:remember|know|recall) ", re.IGNORECASE)
 _ASKS_NAME = re.compile(
-    r"\bmy name\b|^who am i$|^what name\b|\bwhat (?:am i|i'm|i am) called\b|\bwhat do you call me\b",
+    r"\bmy name\b|^who (?:am i|i am)$|^what name\b|\bwhat (?:am i|i'm|i am) called\b|\bwhat do you call me\b",
     re.IGNORECASE,
 )
+_NAME_STATEMENT = "My name is"
 _THING = re.compile(r"^my [\w-]+(?:'s [\w-]+)?$", re.IGNORECASE)  # "(do you remember) my cat's name"
 # "where did I grow up" -> "I grew up": the past of the verbs people tell about themselves with
 _PAST = {"grow": "grew", "go": "went", "get": "got", "buy": "bought", "have": "had", "do": "did",
@@ -219,7 +230,7 @@ def as_statement(question: str) -> str:
     question of another shape as it is. What is embedded to find the statement that answers."""
     text = _REMEMBER.sub("", question.strip().rstrip("?!. ").strip())
     if _ASKS_NAME.search(text):
-        return "My name is"
+        return _NAME_STATEMENT
     if _THING.match(text):
         return f"{text} is"
     text = _WHATS.sub("what is ", text)
@@ -281,11 +292,16 @@ def ground(
         for (said, _), v in zip(found, vectors, strict=True)
     ]
     best = max(range(len(found)), key=scores.__getitem__)
+    if as_statement(question) == _NAME_STATEMENT:  # asked their name: what they said it is
+        named = [i for i, (said, _) in enumerate(found) if _name_in(said)]
+        if named:
+            best = named[-1]
+            scores[best] = max(scores[best], threshold)
     if scores[best] < threshold:
         return Grounding(NOT_TOLD, known=False, score=scores[best])
     said, back = found[best]
     # "What's my name?" -> "Your name is Priya." ("You told me your name is" reads as doubt)
-    opening = f"Y{back[1:]}." if _SELF_NAME.match(said) else f"You told me {back}."
+    opening = f"Y{back[1:]}." if _name_in(said) else f"You told me {back}."
     return Grounding(
         opening,
         known=True,

@@ -103,6 +103,25 @@ def test_paraphrased_question_finds_what_was_said_and_a_name_is_said_plainly(emb
         assert answer is not None and not answer.known, never
 
 
+@pytest.mark.parametrize(
+    ("told", "asked"),
+    [
+        ("Hey, Tomasz here. I drive a Volvo.", "Do you remember who I am?"),
+        ("My name's Tomasz, by the way. I drive a Volvo.", "What's my name again?"),
+        ("Hi there, I'm Tomasz. I drive a Volvo.", "What name do I go by?"),
+    ],
+)
+def test_a_name_question_is_answered_by_what_they_said_their_name_is(embedder, told: str, asked: str) -> None:
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [v.tolist() for v in embedder.embed(texts)]
+
+    answer = ground(asked, [_turn(told)], embed)
+    assert answer is not None and answer.known and answer.opening == "Your name is Tomasz."
+    # and nobody else's: with no name said, the name is not made up from another statement
+    nothing = ground(asked, [_turn("I drive a Volvo.")], embed)
+    assert nothing is not None and not nothing.known
+
+
 async def _chunks(*parts: str) -> AsyncIterator[str]:
     for part in parts:
         yield part
