@@ -58,8 +58,14 @@ _SELF = {"i", "i'm", "im", "my", "me", "mine", "myself", "i've", "i'd", "i'll"}
 # words with which a sentence claims something as the speaker's own ("tell me" claims nothing)
 _CLAIM = _SELF - {"me"}
 _GREETING = re.compile(r"^(?:hi|hello|hey|hiya|good (?:morning|evening|afternoon))\b[\s,!.]*", re.IGNORECASE)
-_CLAUSES = re.compile(r"(?<=[.!?;])\s+|\n+|,\s*(?=(?:and\s+)?(?:i|my|i'm|i've)\b)|\s+and\s+(?=(?:i|my|i'm|i've)\b)",
-                      re.IGNORECASE)  # fmt: skip
+# a comma or "and" before "I"/"my" starts another statement when at least three words follow
+# ("I can't eat cashews, I'm allergic" stays one: "you're allergic" alone answers nothing)
+_NEXT = r"(?=(?:and\s+)?(?:i|my|i'm|i've)\b\S*(?:\s+\S+){2,})"
+_CLAUSES = re.compile(rf"(?<=[.!?;])\s+|\n+|,\s*{_NEXT}|\s+and\s+{_NEXT}", re.IGNORECASE)
+# words that start a told sentence and are no name: lower case after "You told me"
+_STARTERS = {"these", "this", "that", "the", "last", "next", "every", "since", "today", "yesterday",
+             "recently", "now", "at", "in", "on", "after", "before", "when", "as", "so", "also",
+             "actually", "well", "yeah", "yes", "oh", "and", "but", "we", "our", "there", "a", "an"}  # fmt: skip
 
 # first person -> second person (lowercase keys; case is restored)
 _SWAP = {
@@ -301,6 +307,9 @@ def ground(
         return Grounding(NOT_TOLD, known=False, score=scores[best])
     said, back = found[best]
     # "What's my name?" -> "Your name is Priya." ("You told me your name is" reads as doubt)
+    first = back.split(" ", 1)[0]
+    if first.lower() in _STARTERS:  # "These days you live in Tallinn" -> "...told me these days"
+        back = first.lower() + back[len(first) :]
     opening = f"Y{back[1:]}." if _name_in(said) else f"You told me {back}."
     return Grounding(
         opening,

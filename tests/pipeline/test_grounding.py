@@ -122,6 +122,22 @@ def test_a_name_question_is_answered_by_what_they_said_their_name_is(embedder, t
     assert nothing is not None and not nothing.known
 
 
+def test_what_was_said_back_reads_as_one_sentence(embedder) -> None:
+    from core.grounding import statements
+
+    # a short ", I'm ..." stays with its statement: "you're allergic" alone answers nothing
+    assert statements([_turn("I can't eat cashews, I'm allergic.")]) == [
+        ("I can't eat cashews, I'm allergic", "you can't eat cashews, you're allergic")
+    ]
+    assert len(statements([_turn("Hi, I'm Priya, I work as a nurse and I live in Leeds.")])) == 3
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [v.tolist() for v in embedder.embed(texts)]
+
+    home = ground("Where do I live?", [_turn("These days I live in Tallinn.")], embed)
+    assert home is not None and home.opening == "You told me these days you live in Tallinn."
+
+
 async def _chunks(*parts: str) -> AsyncIterator[str]:
     for part in parts:
         yield part
