@@ -175,10 +175,9 @@ async def test_told_fact_answers_in_a_later_session_per_row_in_one_batch(assista
         say(assistant, dm("What is my cat called?", person="priya", chat_id="s2")),
         say(assistant, dm("What is my cat called?", person="omar", chat_id="s2")),
     )
-    assert priya is not None and priya.startswith("You told me you have a cat called Mango.")
-    assert omar is not None and omar.startswith(NOT_TOLD) and "Mango" not in omar
-    # the model still saw the prompt (with the recalled fact) and continued after the opening
-    assert any("Mango" in m["content"] for p in assistant.engine.prompts for m in p)
+    # the small model's profile lets it add nothing after the opening (core/llm/profiles.py)
+    assert priya == "You told me you have a cat called Mango."
+    assert omar == NOT_TOLD
 
 
 async def test_grounded_row_continues_the_same_alone_and_in_a_batch(tiny_model, settings) -> None:
