@@ -27,11 +27,12 @@ from typing import Any
 
 from core.memory.recall import Recalled
 
-# Cosine (MiniLM, normalised) between the question, as a statement (`as_statement`), and a
-# recalled statement above which the statement answers it. Chosen with bench/grounding_eval.py
-# on its development set and the tuning people of bench/reply_quality.py (never the held-out
-# slices): 0.40 kept fact accuracy 0.91 / 1.00 with 0.04 / 0.00 of never-said questions
-# answered (0.36: 0.95 / 1.00 but 0.05 / 0.03; 0.42: 0.88 / 1.00, 0.00 / 0.00).
+# Mean cosine (MiniLM, normalised) of the question and of its statement form (`as_statement`)
+# with a recalled statement, above which the statement answers it. Chosen with
+# bench/grounding_eval.py on its development set and the tuning people of bench/reply_quality.py
+# (never the held-out slices); fact accuracy / never-said answered, dev and tuning:
+#   0.32: 0.95 / 0.05, 1.00 / 0.03   0.34: 0.95 / 0.04, 1.00 / 0.03   0.36: 0.91 / 0.04, 1.00 / 0.00
+#   0.38: 0.90 / 0.02, 1.00 / 0.00   0.40: 0.88 / 0.00, 1.00 / 0.00
 RELEVANCE = 0.36
 # Tokens the model may add after a grounded opening (0: the opening is the whole reply) where
 # the engine has no model profile saying (core/llm/profiles.py `continue_tokens`).
