@@ -12,11 +12,12 @@ reply ran to the cap); identity slips (the reply claims the person's name or fac
 words per reply (median, all and one-sentence questions); time to first token and to the full
 reply, measured one request at a time on the same one-sentence questions.
 
-The last 12 people are a held-out slice (their own names, values, requests and question
-phrasings), reported on their own: defaults were tuned on the others only. The anchor row runs
+The last 12 of those people are a held-out slice (their own names, values, requests and question
+phrasings), and 12 more a second one (FRESH_KINDS: other phrasings of what they say, too), each
+reported on its own: defaults and the question matcher were tuned on the others only. The anchor row runs
 transformers' own `generate` on the same prompts with the model card's example settings.
 
-`python bench/reply_quality.py [--people 44] [--seeds 1 2 3] [--dump replies.jsonl]`
+`python -m bench.reply_quality [--people 44] [--fresh 12] [--only tuning] [--seeds 1 2 3] [--dump r.jsonl]`
 """
 
 from __future__ import annotations
@@ -131,6 +132,86 @@ KINDS: dict[str, tuple[str, str, str, tuple[str, ...], list[str], list[str]]] = 
     ),
 }
 
+# A second held-out slice, written before the question matcher of core/grounding.py was reworked
+# and scored only at the end: other names, values, requests, and other phrasings of both what
+# the person says and what they ask ("I'm a vet by trade" ... "What's my line of work?").
+# kind: (statement, question, claims as the assistant's own, values)
+FRESH_KINDS: dict[str, tuple[str, str, tuple[str, ...], list[str]]] = {
+    "job": (
+        "I'm an {0} by trade.",
+        "What's my line of work?",
+        ("i'm an {0}", "i am an {0}", "i work as an {0}"),
+        ["electrician", "architect", "optician"],
+    ),
+    "city": (
+        "I moved to {0} last year.",
+        "What city am I based in?",
+        ("i moved to {0}", "i live in {0}"),
+        ["Tbilisi", "Halifax", "Porto"],
+    ),
+    "cat": (
+        "My cat's name is {0}.",
+        "What did I name my cat?",
+        ("my cat's name is {0}", "my cat is called {0}", "my cat, {0}", "my cat {0}"),
+        ["Juniper", "Pixel", "Biscuit"],
+    ),
+    "training": (
+        "I'm training for the {0}.",
+        "What event am I preparing for?",
+        ("i'm training for the {0}", "i am training for the {0}"),
+        ["Stockholm marathon", "Kilimanjaro climb"],
+    ),
+    "allergy": (
+        "I'm allergic to {0}.",
+        "Do you remember my allergy?",
+        ("i'm allergic to {0}", "i am allergic to {0}"),
+        ["walnuts", "mustard"],
+    ),
+    "sister": (
+        "I have a sister called {0}.",
+        "Who is my sister?",
+        ("i have a sister called {0}", "my sister is {0}", "my sister, {0}", "my sister {0}"),
+        ["Annika", "Rosalind"],
+    ),
+    "language": (
+        "I've started learning {0}.",
+        "Which language have I been practising?",
+        ("i've started learning {0}", "i'm learning {0}", "i am learning {0}"),
+        ["Icelandic", "Tagalog"],
+    ),
+    "instrument": (
+        "I play the {0} in a band.",
+        "What instrument do I practise?",
+        ("i play the {0}",),
+        ["clarinet", "ukulele"],
+    ),
+    "car": (
+        "My car is a {0}.",
+        "What am I driving these days?",
+        ("my car is a {0}", "i drive a {0}"),
+        ["Peugeot", "Hyundai"],
+    ),
+    "birthday": (
+        "I was born in {0}.",
+        "What month was I born in?",
+        ("i was born in {0}",),
+        ["November", "April"],
+    ),
+}
+FRESH = 12
+FRESH_NAMES = ["Wiremu", "Dagny", "Chidi", "Marguerite", "Henrik", "Yasmin", "Teodor", "Amaia",
+               "Koa", "Ludmila", "Bastien", "Nilufar"]  # fmt: skip
+FRESH_REQUESTS = [
+    "Explain what inflation is.",
+    "Write a short poem about rain.",
+    "Rewrite this to sound more professional: 'hey can u fix this asap'",
+    "How can I stop putting things off?",
+    "Give me an idea for a cheap weekend trip.",
+    "Explain how vaccines work.",
+]
+FRESH_NAME_QUESTIONS = ("What name do I go by?", "Do you know what I'm called?")
+FRESH_GREETINGS = ("Hey, my name is {0}.", "Hello! I'm {0}.", "Hi there, I'm {0}.")
+
 NAMES = ["Priya", "Tomasz", "Amara", "Lucas", "Mei", "Jonas", "Fatima", "Diego", "Hana", "Oskar",
          "Leila", "Mateo", "Sanna", "Kwame", "Elif", "Rafael", "Yuki", "Nadia", "Bruno", "Ines",
          "Arjun", "Clara", "Tariq", "Greta", "Omar", "Lena", "Pablo", "Zara", "Emil", "Noor",
@@ -178,11 +259,14 @@ class Ask:
     short: bool = False  # needs one sentence
 
 
+TUNING, HELD, FRESH_PART = "tuning", "held-out", "fresh held-out"
+
+
 @dataclass
 class Scripted:
     pid: str
     name: str
-    held_out: bool
+    part: str  # TUNING, HELD or FRESH_PART
     same_chat: bool
     claims: list[str]
     session1: list[Ask]
@@ -193,7 +277,8 @@ def key_word(value: str) -> str:
     return max(value.split(), key=len).lower()
 
 
-def people(n: int = 44, seed: int = 15) -> list[Scripted]:
+def people(n: int = 44, seed: int = 15, fresh: int = FRESH) -> list[Scripted]:
+    """`n` people (the last HELD_OUT of them held out), then `fresh` of the second held-out slice."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -204,7 +289,7 @@ def people(n: int = 44, seed: int = 15) -> list[Scripted]:
         told, never = kinds[:3], kinds[3]
         values = {k: rng.choice(KINDS[k][5] if held else KINDS[k][4]) for k in told}
         facts = [KINDS[k][0].format(values[k]) for k in told]
-        claims = [f"i'm {name}", f"i am {name}", f"my name is {name}"]
+        claims = [f"i'm {name.lower()}", f"i am {name.lower()}", f"my name is {name.lower()}"]
         claims += [c.format(values[k]).lower() for k in told for c in KINDS[k][3]]
         requests = rng.sample(HELD_OUT_REQUESTS if held else REQUESTS, 2)
         q = 2 if held else 1
@@ -223,7 +308,41 @@ def people(n: int = 44, seed: int = 15) -> list[Scripted]:
             Ask(KINDS[told[2]][q], "fact", key_word(values[told[2]]), True),
             Ask(KINDS[never][q], "never", "", True),
         ]
-        out.append(Scripted(f"rq-{i:03d}", name, held, i % 2 == 0, claims, session1, session2))
+        out.append(
+            Scripted(f"rq-{i:03d}", name, HELD if held else TUNING, i % 2 == 0, claims, session1, session2)
+        )
+    return out + fresh_people(fresh, n)
+
+
+def fresh_people(n: int, first: int, seed: int = 1515) -> list[Scripted]:
+    """The second held-out slice (FRESH_KINDS): its own rng, so it leaves the others as they were."""
+    rng = random.Random(seed)
+    out = []
+    for j in range(n):
+        i, name = first + j, FRESH_NAMES[j % len(FRESH_NAMES)]
+        kinds = rng.sample(sorted(FRESH_KINDS), 4)
+        told, never = kinds[:3], kinds[3]
+        values = {k: rng.choice(FRESH_KINDS[k][3]) for k in told}
+        facts = [FRESH_KINDS[k][0].format(values[k]) for k in told]
+        claims = [f"i'm {name.lower()}", f"i am {name.lower()}", f"my name is {name.lower()}"]
+        claims += [c.format(values[k]).lower() for k in told for c in FRESH_KINDS[k][2]]
+        requests = rng.sample(FRESH_REQUESTS, 2)
+        session1 = [
+            Ask(f"{FRESH_GREETINGS[j % 3].format(name)} {facts[0]} {facts[1]}", "tell"),
+            Ask(f"{facts[2]} {requests[0]}", "request"),
+        ]
+        first_fact = (
+            Ask(FRESH_NAME_QUESTIONS[j // 2 % 2], "fact", name.lower(), True)
+            if j % 2
+            else Ask(FRESH_KINDS[told[0]][1], "fact", key_word(values[told[0]]), True)
+        )
+        session2 = [
+            Ask(requests[1], "request"),
+            first_fact,
+            Ask(FRESH_KINDS[told[2]][1], "fact", key_word(values[told[2]]), True),
+            Ask(FRESH_KINDS[never][1], "never", "", True),
+        ]
+        out.append(Scripted(f"rq-{i:03d}", name, FRESH_PART, j % 2 == 0, claims, session1, session2))
     return out
 
 
@@ -254,7 +373,7 @@ def identity_slip(reply: str, person: Scripted) -> bool:
 @dataclass
 class Row:
     pid: str
-    held_out: bool
+    part: str
     ask: Ask
     reply: str
     tokens: int
@@ -267,8 +386,8 @@ class Scores:
     ttft: list[float] = field(default_factory=list)
     full: list[float] = field(default_factory=list)
 
-    def summary(self, cap: int, people_by_id: dict[str, Scripted], held: bool | None = None) -> dict:
-        rows = [r for r in self.rows if held is None or r.held_out == held]
+    def summary(self, cap: int, people_by_id: dict[str, Scripted], part: str | None = None) -> dict:
+        rows = [r for r in self.rows if part is None or r.part == part]
         facts = [r for r in rows if r.ask.kind == "fact"]
         never = [r for r in rows if r.ask.kind == "never"]
         dont_know = [r for r in never if DONT_KNOW.search(r.reply)]
@@ -287,8 +406,8 @@ class Scores:
             "identity_slips": sum(identity_slip(r.reply, people_by_id[r.pid]) for r in rows),
             "words_median": statistics.median([len(words(r.reply)) for r in rows]) if rows else 0,
             "words_short_median": statistics.median(short) if short else 0,
-            "ttft_median": statistics.median(self.ttft) if self.ttft and held is None else None,
-            "full_median": statistics.median(self.full) if self.full and held is None else None,
+            "ttft_median": statistics.median(self.ttft) if self.ttft and part is None else None,
+            "full_median": statistics.median(self.full) if self.full and part is None else None,
         }
 
 
@@ -303,6 +422,7 @@ class SeededEngine:
         self.engine, self.seed = engine, seed
         self.prompts: dict[tuple[str, str], list[dict[str, str]]] = {}  # (pid, ask) -> prompt
         self.accepts_prefix = getattr(engine, "accepts_prefix", False)
+        self.profile = engine.profile
 
     @property
     def context_tokens(self) -> int:
@@ -339,7 +459,7 @@ async def converse(
         ASKING.set((person.pid, ask.text))
         reply = await assistant.handle(msg)
         text = await reply.collect() if reply else ""
-        rows.append(Row(person.pid, person.held_out, ask, text, assistant.engine.count_tokens(text)))
+        rows.append(Row(person.pid, person.part, ask, text, assistant.engine.count_tokens(text)))
     return rows
 
 
@@ -390,8 +510,7 @@ async def run_seed(
         s.ensure_data_dir()
         for session, day in ((1, day1), (2, day2)):
             inner = Engine(loaded, s)
-            if overrides:  # a sweep: the profile with some fields changed
-                inner.sampling = inner.sampling.replace(**overrides)
+            _override(inner, overrides)
             engine = SeededEngine(inner, seed)
             assistant = Assistant(s, open_store(Path(tmp), embedder), engine)
             assistant.ground_replies = grounded
@@ -437,8 +556,7 @@ async def latency(
     from core.llm.engine import Engine
 
     engine = Engine(loaded, settings)
-    if overrides:
-        engine.sampling = engine.sampling.replace(**overrides)
+    _override(engine, overrides)
     ttft, full = [], []
     try:
         await engine.generate(prompts[0], max_new_tokens=2)
@@ -565,17 +683,16 @@ async def main(args: argparse.Namespace) -> Targets:
     from core.memory.embed import default_embedder
 
     torch.set_num_threads(args.threads)
-    if args.continue_tokens is not None:
-        import core.grounding
-
-        core.grounding.CONTINUATION_TOKENS = args.continue_tokens
     settings = Settings(model_cache_dir=args.model_dir.resolve(), _env_file=None)
     cap = settings.max_new_tokens
     loaded = load_model(settings)
     embedder = default_embedder()
     overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
-    cast = people(args.people)
-    by_id = {p.pid: p for p in cast}
+    if args.continue_tokens is not None:
+        overrides["continue_tokens"] = args.continue_tokens
+    everybody = people(args.people, fresh=args.fresh)
+    by_id = {p.pid: p for p in everybody}
+    cast = [p for p in everybody if not args.only or p.part in args.only]
     scores = Scores(args.label)
     prompts: dict = {}
     asked: dict = {}
@@ -603,18 +720,15 @@ async def main(args: argparse.Namespace) -> Targets:
             None if args.ungrounded else [asked[k] for k in keys],
             embedder,
         )
-    results = [
-        (f"{args.label}, seeds {','.join(map(str, args.seeds))}", scores.summary(cap, by_id)),
-        ("  tuning slice", scores.summary(cap, by_id, held=False)),
-        (f"  held-out slice ({HELD_OUT} people)", scores.summary(cap, by_id, held=True)),
-    ]
+    results = [(f"{args.label}, seeds {','.join(map(str, args.seeds))}", scores.summary(cap, by_id))]
+    results += slice_rows(scores, cap, by_id)
     if args.anchor:
         second = [(p, a) for p in cast for a in p.session2]
         second = second[:: max(1, len(second) // args.anchor)][: args.anchor]  # spread over everybody
         texts, counts = anchor(loaded, [prompts[(p.pid, a.text)] for p, a in second], cap)
         a = Scores("anchor")
         for (p, ask), text, n in zip(second, texts, counts, strict=True):
-            a.rows.append(Row(p.pid, p.held_out, ask, text, n))
+            a.rows.append(Row(p.pid, p.part, ask, text, n))
         a.ttft, a.full = await anchor_latency(loaded, timed[: max(1, len(timed) // 2)], cap)
         results.append((f"anchor: transformers generate T=0.2 top_p=0.9 ({len(second)} session-2 prompts)",
                         a.summary(cap, by_id)))  # fmt: skip
@@ -628,6 +742,17 @@ async def main(args: argparse.Namespace) -> Targets:
     if args.json:
         args.json.write_text(json.dumps([{"label": k, **v} for k, v in results], indent=1))
     return targets
+
+
+def _override(engine: Any, overrides: dict) -> None:
+    """A sweep: the model's profile with some fields changed (`continue_tokens`, or sampling)."""
+    import dataclasses
+
+    sampling = {k: v for k, v in overrides.items() if k != "continue_tokens"}
+    if sampling:
+        engine.sampling = engine.sampling.replace(**sampling)
+    if "continue_tokens" in overrides:
+        engine.profile = dataclasses.replace(engine.profile, continue_tokens=overrides["continue_tokens"])
 
 
 def _value(text: str) -> Any:
@@ -644,21 +769,29 @@ def score_dump(path: Path, people_count: int, label: str) -> Targets:
     """The table from a --dump file (a run cut short still has its finished seeds)."""
     cast = people(people_count)
     by_id = {p.pid: p for p in cast}
+    if not path.read_text().strip():
+        raise SystemExit(f"{path} has no replies")
     asks = {(p.pid, a.text): a for p in cast for a in (*p.session1, *p.session2)}
     scores = Scores(label)
     for line in path.read_text().splitlines():
         d = json.loads(line)
         scores.rows.append(
-            Row(d["pid"], by_id[d["pid"]].held_out, asks[(d["pid"], d["ask"])], d["reply"], d["tokens"])
+            Row(d["pid"], by_id[d["pid"]].part, asks[(d["pid"], d["ask"])], d["reply"], d["tokens"])
         )
     return print_table(
-        [
-            (label, scores.summary(CAP, by_id)),
-            ("  tuning slice", scores.summary(CAP, by_id, held=False)),
-            (f"  held-out slice ({HELD_OUT} people)", scores.summary(CAP, by_id, held=True)),
-        ],
+        [(label, scores.summary(CAP, by_id)), *slice_rows(scores, CAP, by_id)],
         f"Reply quality from {path.name}",
     )
+
+
+def slice_rows(scores: Scores, cap: int, by_id: dict[str, Scripted]) -> list[tuple[str, dict]]:
+    """One row per slice the run has (tuning, held-out, fresh held-out)."""
+    out = []
+    for part in (TUNING, HELD, FRESH_PART):
+        pids = {r.pid for r in scores.rows if r.part == part}
+        if pids:
+            out.append((f"  {part} slice ({len(pids)} people)", scores.summary(cap, by_id, part)))
+    return out
 
 
 def _dump(path: Path, rows: list[Row]) -> None:
@@ -671,6 +804,8 @@ def _dump(path: Path, rows: list[Row]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--people", type=int, default=44)
+    parser.add_argument("--fresh", type=int, default=FRESH, help="people of the second held-out slice")
+    parser.add_argument("--only", nargs="+", choices=(TUNING, HELD, FRESH_PART), help="run these slices only")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--latency", type=int, default=12, help="one-sentence questions timed one at a time")
     parser.add_argument(

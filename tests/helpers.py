@@ -18,6 +18,7 @@ class RecordingEngine:
         self.prefixes_dropped = 0
         self.context_tokens = engine.context_tokens
         self.accepts_prefix = getattr(engine, "accepts_prefix", False)  # grounded replies (core/grounding.py)
+        self.profile = getattr(engine, "profile", None)  # how much a grounded reply continues
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)

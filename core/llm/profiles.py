@@ -18,6 +18,9 @@ _STOPS = ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "\nUser:", "\nuser:")
 class Profile:
     name: str
     sampling: Sampling
+    # tokens the model may add after a grounded opening ("You told me ...", core/grounding.py):
+    # one sentence at most; 0 = the opening is the whole reply
+    continue_tokens: int = 24
 
 
 SMALL = Profile(
@@ -36,6 +39,10 @@ SMALL = Profile(
         end_bonus_after=40,
         end_bonus=0.5,
     ),
+    # what the 135M model added after "You told me ..." was mostly filler or made up ("That's a
+    # beautiful name, and it means 'beet' in Italian."): the opening is the whole answer
+    # (bench/reply_quality.py, 0 vs 24 tokens: same facts, shorter, nothing invented after them)
+    continue_tokens=0,
 )
 
 GENERIC = Profile(
