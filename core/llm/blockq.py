@@ -228,7 +228,9 @@ def read_gguf_tensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], Any]]
         count = 1
         for dim in shape:
             count *= dim
-        size = count // 32 * _BLOCK_BYTES[kind] if kind in _BLOCK_BYTES else count * (4 if kind == "F32" else 2)
+        size = (
+            count // 32 * _BLOCK_BYTES[kind] if kind in _BLOCK_BYTES else count * (4 if kind == "F32" else 2)
+        )
         out[name] = (kind, shape, data[start + offset : start + offset + size])
     return out
 
@@ -263,9 +265,8 @@ def from_gguf(model: Any, path: Path, lib: Any) -> dict[str, BlockMatrix] | None
     try:
         for gguf_name, (kind, _, raw) in read_gguf_tensors(path).items():
             parts = gguf_name.split(".")
-            if gguf_name == "token_embd.weight" and getattr(config, "tie_word_embeddings", False):
-                target = "lm_head.weight"
-            elif gguf_name == "output.weight":
+            tied_head = gguf_name == "token_embd.weight" and getattr(config, "tie_word_embeddings", False)
+            if tied_head or gguf_name == "output.weight":
                 target = "lm_head.weight"
             elif parts[0] == "blk" and len(parts) == 4 and parts[2] in names:
                 target = f"model.layers.{parts[1]}.{names[parts[2]]}.weight"

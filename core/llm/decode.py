@@ -50,7 +50,9 @@ class _Layer:
         """x -> x @ W.T for q|k|v, o, gate|up and down: block kernels, or bf16 matmuls."""
         if self.blocks is not None:
             return self.blocks
-        return tuple(functools.partial(F.linear, weight=w) for w in (self.qkv, self.o, self.gate_up, self.down))
+        return tuple(
+            functools.partial(F.linear, weight=w) for w in (self.qkv, self.o, self.gate_up, self.down)
+        )
 
 
 class LeanDecoder:
