@@ -102,24 +102,22 @@ class BlockMatrix:
     scales: torch.Tensor  # Q4_1: float32 (n, k/32, 2) = (d, m); Q8_0: float32 (n, k/32)
     lib: Any
 
-    @property
-    def shape(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
         n = self.qs.shape[0]
-        return n, self.qs.shape[1] * (2 if self.kind == Q4_1 else 1)
+        self.shape: tuple[int, int] = (n, self.qs.shape[1] * (2 if self.kind == Q4_1 else 1))
+        self._fn = self.lib.q4_gemv if self.kind == Q4_1 else self.lib.q8_gemv
+        self._qs, self._scales = self.qs.data_ptr(), self.scales.data_ptr()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(rows, k) bf16 or float32 -> (rows, n) in x's dtype."""
         n, k = self.shape
-        if x.dtype not in (torch.bfloat16, torch.float32) or x.dim() != 2 or x.shape[1] != k:
+        if x.dim() != 2 or x.shape[1] != k or x.dtype not in (torch.bfloat16, torch.float32):
             raise ValueError(f"BlockMatrix wants (rows, {k}) bf16/float32, not {tuple(x.shape)} {x.dtype}")
         x = x.contiguous()
         y = torch.empty((x.shape[0], n), dtype=x.dtype)
-        fn = self.lib.q4_gemv if self.kind == Q4_1 else self.lib.q8_gemv
-        status = fn(
-            x.data_ptr(), x.shape[0], k, self.qs.data_ptr(), self.scales.data_ptr(), n,
-            y.data_ptr(), int(x.dtype == torch.bfloat16), torch.get_num_threads(),
-        )  # fmt: skip
-        if status != 0:
+        bf16 = int(x.dtype == torch.bfloat16)
+        threads = torch.get_num_threads()
+        if self._fn(x.data_ptr(), x.shape[0], k, self._qs, self._scales, n, y.data_ptr(), bf16, threads):
             raise MemoryError("blockq: could not allocate the input buffer")
         return y
 
