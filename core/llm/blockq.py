@@ -48,41 +48,56 @@ def cpu_supported() -> bool:
     return {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(flags)
 
 
+def kernel_path(cache_dir: Path) -> Path:
+    """Where the kernel built for this source, these flags and this torch lives in `cache_dir`."""
+    torch_lib = Path(torch.__file__).parent / "lib"
+    tag = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_FLAGS).encode() + str(torch_lib).encode())
+    return Path(cache_dir) / f"blockq-{tag.hexdigest()[:16]}.so"
+
+
+def build_kernel(cache_dir: Path) -> Path | None:
+    """Compile the kernel into `cache_dir` unless it is there (any CPU may build it; only one with
+    AVX-512 loads it). None when no C compiler is found or the build fails (logged)."""
+    target = kernel_path(cache_dir)
+    if target.exists():
+        return target
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        log.info("blockq.no_compiler")
+        return None
+    torch_lib = Path(torch.__file__).parent / "lib"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".blockq-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    # OpenMP from torch's own runtime (one thread pool), not a second libgomp
+    libgomp = ["-L", str(torch_lib), "-l:libgomp.so.1", f"-Wl,-rpath,{torch_lib}"]
+    try:
+        cmd = [compiler, *_FLAGS, "-o", tmp, str(_SOURCE), *libgomp]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        log.warning("blockq.build_failed", error=str(getattr(exc, "stderr", "") or exc)[-500:])
+        return None
+    return target
+
+
 def load_kernel(cache_dir: Path) -> ctypes.CDLL | None:
     """The compiled kernel, built into `cache_dir` on first use; None where it cannot run here."""
     if not cpu_supported():
         return None
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    torch_lib = Path(torch.__file__).parent / "lib"
-    source = _SOURCE.read_bytes()
-    tag = hashlib.sha256(source + " ".join(_FLAGS).encode() + str(torch_lib).encode()).hexdigest()[:16]
-    target = Path(cache_dir) / f"blockq-{tag}.so"
     with _BUILD_LOCK:
+        target = build_kernel(cache_dir)
+        if target is None:
+            return None
         if target in _LOADED:
             return _LOADED[target]
-        if not target.exists():
-            if compiler is None:
-                log.info("blockq.no_compiler")
-                return None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".blockq-", suffix=".so", dir=target.parent)
-            os.close(fd)
-            # OpenMP from torch's own runtime (one thread pool), not a second libgomp
-            libgomp = ["-L", str(torch_lib), "-l:libgomp.so.1", f"-Wl,-rpath,{torch_lib}"]
-            cmd = [compiler, *_FLAGS, "-o", tmp, str(_SOURCE), *libgomp]
-            try:
-                subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
-                os.replace(tmp, target)
-            except (OSError, subprocess.SubprocessError) as exc:
-                Path(tmp).unlink(missing_ok=True)
-                log.warning("blockq.build_failed", error=str(getattr(exc, "stderr", "") or exc)[-500:])
-                return None
         lib = ctypes.CDLL(str(target))
-        for name, quant in (("q4_gemv", ctypes.c_void_p), ("q8_gemv", ctypes.c_void_p)):
+        for name in ("q4_gemv", "q8_gemv"):
             fn = getattr(lib, name)
             fn.restype = ctypes.c_int
             fn.argtypes = [
-                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, quant, ctypes.c_void_p,
+                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                 ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
             ]  # fmt: skip
         lib.mismatched_rows.restype = ctypes.c_int64

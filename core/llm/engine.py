@@ -500,13 +500,16 @@ _SPARE_TOKENS = 64  # room left after the longest row, so decode steps append wi
 
 
 def _kernel_dir(settings: Settings) -> Any:
-    """Where the compiled decode kernel is kept: next to the converted model, or in the data dir
-    when the models directory is read-only (the container image)."""
+    """Where the compiled decode kernel is kept: next to the converted model (`confidante prepare`
+    builds it there), or in the data dir when the models directory is read-only (an image)."""
     import os
     from pathlib import Path
 
+    from core.llm.blockq import kernel_path
+
     models = Path(settings.models_dir)
-    return models if os.access(models, os.W_OK) else Path(settings.data_dir) / "kernels"
+    usable = kernel_path(models).exists() or os.access(models, os.W_OK)
+    return models if usable else Path(settings.data_dir) / "kernels"
 
 
 def _split_head(model: Any) -> tuple[Any, Any]:

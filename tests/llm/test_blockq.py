@@ -153,3 +153,27 @@ def test_gguf_reader_reads_what_gguf_wrote(quantized):
     reference = gguf.GGUFReader(str(path)).get_tensor(6 + 0)  # the 7th tensor written
     assert reference.name == "blk.0.ffn_down.weight"
     assert np.array_equal(np.asarray(reference.data).reshape(-1), np.asarray(raw))
+
+
+def test_without_a_working_compiler_nothing_is_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails
+    monkeypatch.setattr(blockq.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
+    assert blockq.build_kernel(tmp_path) is None
+    assert blockq.load_kernel(tmp_path) is None
+    assert not list(tmp_path.iterdir()), "no half-written library is left"
+    monkeypatch.setattr(blockq.shutil, "which", lambda name: None)
+    assert blockq.build_kernel(tmp_path) is None
+
+
+async def test_engine_on_a_model_without_gguf_blocks_keeps_bf16_matmuls(tmp_path):
+    from core.config import Settings
+    from core.llm.engine import Engine
+    from core.llm.model import tiny_llama
+
+    engine = Engine(tiny_llama(), Settings(data_dir=tmp_path, temperature=0), decode="kernel")
+    try:
+        assert engine._lean is not None and not engine.wait_for_kernel(timeout=1)
+        reply = await engine.generate([{"role": "user", "content": "Hello"}], max_new_tokens=4)
+        assert engine.stats.tokens >= 1 and isinstance(reply, str)
+    finally:
+        engine.close()
