@@ -116,6 +116,7 @@ class BlockMatrix:
     qs: torch.Tensor  # Q4_1: uint8 (n, k/2); Q8_0: int8 (n, k)
     scales: torch.Tensor  # Q4_1: float32 (n, k/32, 2) = (d, m); Q8_0: float32 (n, k/32)
     lib: Any
+    threads: int = 0  # the kernel's threads; 0 = torch's intra-op setting at each call
 
     def __post_init__(self) -> None:
         n = self.qs.shape[0]
@@ -131,7 +132,7 @@ class BlockMatrix:
         x = x.contiguous()
         y = torch.empty((x.shape[0], n), dtype=x.dtype)
         bf16 = int(x.dtype == torch.bfloat16)
-        threads = torch.get_num_threads()
+        threads = self.threads or torch.get_num_threads()
         if self._fn(x.data_ptr(), x.shape[0], k, self._qs, self._scales, n, y.data_ptr(), bf16, threads):
             raise MemoryError("blockq: could not allocate the input buffer")
         return y

@@ -77,9 +77,10 @@ class LeanDecoder:
         self._matmuls = [layer.matmuls() for layer in self.layers]
         self.head: Callable[[torch.Tensor], torch.Tensor] | None = None  # the output head as blocks
 
-    def use_blocks(self, blocks: dict[str, BlockMatrix]) -> None:
+    def use_blocks(self, blocks: dict[str, BlockMatrix], *, threads: int = 0) -> None:
         """Run the projections and the head over GGUF blocks (core/llm/blockq.from_gguf's result,
-        keyed by parameter name), which expand to exactly the weights used now."""
+        keyed by parameter name), which expand to exactly the weights used now. `threads`: the
+        kernels' own thread count (0: torch's setting at each call)."""
         fused = []
         for i in range(len(self.layers)):
             p = f"model.layers.{i}."
@@ -93,9 +94,12 @@ class LeanDecoder:
                 )
             )
         for layer, four in zip(self.layers, fused, strict=True):
+            for block in four:
+                block.threads = threads
             layer.blocks = four
         self._matmuls = [layer.matmuls() for layer in self.layers]
         self.head = blocks["lm_head.weight"]
+        self.head.threads = threads
 
     @staticmethod
     def supports(model: Any) -> bool:

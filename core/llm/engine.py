@@ -120,6 +120,7 @@ class Engine:
         self._lean = None
         self._blocks: dict[str, Any] | None = None  # ready for the generation thread to take up
         self._kernel_thread: threading.Thread | None = None
+        self._step_threads: tuple[int, int] | None = None  # (in a step, outside) once kernels run
         if decode != "transformers" and self._head is not None and LeanDecoder.supports(loaded.model):
             self._lean = LeanDecoder(loaded.model)
             if decode == "kernel" and source_gguf(loaded) is not None:
@@ -385,8 +386,26 @@ class Engine:
         import torch
 
         if self._blocks is not None and self._lean is not None:
-            self._lean.use_blocks(self._blocks)  # taken up between steps, by this thread only
+            # taken up between steps, by this thread only. In this (non-main) thread every
+            # OpenMP region of a small torch op costs ~45 us more than in the main thread, so
+            # once the kernels carry the matmuls (on the threads torch had), torch's own ops in a
+            # decode step run on one thread (docs/models.md: 27 -> 22.6 ms a step)
+            threads = torch.get_num_threads()
+            self._lean.use_blocks(self._blocks, threads=threads)
             self._blocks = None
+            self._step_threads = (1, threads)
+        single = self._step_threads is not None and len(self._rows) <= _SINGLE_THREAD_ROWS
+        if single:
+            torch.set_num_threads(self._step_threads[0])
+        try:
+            self._decode_step()
+        finally:
+            if single:
+                torch.set_num_threads(self._step_threads[1])
+
+    def _decode_step(self) -> None:
+        import torch
+
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
         positions = self._mask.sum(dim=1, keepdim=True)
         self._set_rows([r.slot for r in self._rows])
@@ -496,6 +515,7 @@ class Engine:
 
 # --- the running batch's KV cache -------------------------------------------------------------
 
+_SINGLE_THREAD_ROWS = 4  # up to this many rows, torch's small ops run single-threaded in a step
 _SPARE_TOKENS = 64  # room left after the longest row, so decode steps append without copying
 
 
