@@ -179,6 +179,9 @@ def prepare() -> None:
     settings = get_settings()
     configure_logging(settings)
     _load_model(settings)
+    from core.llm.blockq import build_kernel
+
+    build_kernel(settings.models_dir)  # the decode kernel, where a C compiler exists (docs/models.md)
     default_embedder().embed(["ready"])
     err.print(f"model and embedder ready in {settings.models_dir}")
 

@@ -1,8 +1,10 @@
 """Where a decode step's time goes: the engine's step driven directly, timed, then profiled.
 
-Usage: python bench/decode_profile.py [--path lean|transformers] [--rows 1] [--steps 40]
+Usage: python bench/decode_profile.py [--path kernel|lean|transformers] [--rows 1] [--steps 40]
 Prints ms per step (best and median of 5 runs of `steps` steps; a shared machine only ever
-slows a run down) and torch.profiler's top ops by self time over 20 steps.
+slows a run down) and torch.profiler's top ops by self time over 20 steps. The step's parts are
+labelled (`step:` rows): their self time is what runs outside torch ops (Python, and the block
+kernels, which are C calls torch does not see), so the table adds up to the whole step.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from core.config import Settings  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--path", choices=["lean", "transformers"], default="lean")
+    parser.add_argument("--path", choices=["kernel", "lean", "transformers"], default="kernel")
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--top", type=int, default=15)
@@ -36,7 +38,9 @@ def main() -> None:
     from core.llm.sampling import RowState, Sampling
 
     settings = Settings(temperature=0)
-    engine = Engine(load_model(settings), settings, lean=args.path == "lean")
+    engine = Engine(load_model(settings), settings, decode=args.path)
+    if args.path == "kernel" and not engine.wait_for_kernel():
+        sys.exit("the decode kernel is not available here (CPU without AVX-512, no C compiler?)")
     loop = asyncio.new_event_loop()
 
     def start() -> None:
@@ -48,6 +52,7 @@ def main() -> None:
                 _Request(ids, 100_000, RowState(Sampling(temperature=0)), None, loop, asyncio.Queue())
             )
 
+    _label_parts(engine)
     with torch.inference_mode():
         runs = []
         for _ in range(5):
@@ -78,6 +83,29 @@ def main() -> None:
         )
     engine.close()
     loop.close()
+
+
+def _label_parts(engine) -> None:
+    """Wrap the step's parts in profiler labels (costs ~1 us a call; only in this bench)."""
+    from torch.profiler import record_function
+
+    from core.llm import blockq
+
+    def labelled(name, fn):
+        def run(*args, **kwargs):
+            with record_function(name):
+                return fn(*args, **kwargs)
+
+        return run
+
+    engine._step = labelled("step: whole step (engine bookkeeping)", engine._step)
+    engine._logits = labelled("step: output head", engine._logits)
+    engine._sample = labelled("step: sampler", engine._sample)
+    engine._emit = labelled("step: emit (detokenize, stop checks)", engine._emit)
+    if engine._lean is not None:
+        engine._lean.step = labelled("step: decoder layers (Python)", engine._lean.step)
+    call = blockq.BlockMatrix.__call__
+    blockq.BlockMatrix.__call__ = lambda self, x: labelled("step: block kernel (C)", call)(self, x)
 
 
 if __name__ == "__main__":

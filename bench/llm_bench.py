@@ -125,7 +125,8 @@ async def decode_rate(engine, rows: int, new_tokens: int) -> tuple[float, int]:
 def decode_table(
     data_dir: Path, rows_list: list[int], new_tokens: int, repeats: int, targets: Targets
 ) -> None:
-    """Decode speed of the transformers forward (before) and the lean step (after), by batch rows."""
+    """Decode speed of the transformers forward, the lean step, and the lean step over the GGUF
+    block kernels (the default), by batch rows."""
     import torch
 
     from core.llm.engine import Engine
@@ -137,9 +138,16 @@ def decode_table(
     for rows in rows_list:
         table.add_column(f"{rows} row{'s' if rows > 1 else ''}", justify="right")
     one_row: dict[str, float] = {}
-    for label, lean in (("transformers forward (before)", False), ("lean decode step (after)", True)):
+    paths = (
+        ("transformers forward", "transformers"),
+        ("lean step, bf16 matmuls", "lean"),
+        ("lean step, GGUF block kernels (default)", "kernel"),
+    )
+    for label, path in paths:
         settings = Settings(data_dir=data_dir)
-        engine = Engine(load_model(settings), settings, lean=lean)
+        engine = Engine(load_model(settings), settings, decode=path)
+        if path == "kernel" and not engine.wait_for_kernel():
+            label += " [kernel unavailable: bf16]"
         asyncio.run(time_generation(engine, [{"role": "user", "content": "Hi"}], 4))  # warm up
         cells = []
         for rows in rows_list:
@@ -147,13 +155,12 @@ def decode_table(
             best = max(rates)  # a shared machine only ever slows a run down
             cells.append(f"{best:.1f} (median {statistics.median(rates):.1f})")
             if rows == 1:
-                one_row[label] = best
+                one_row[path] = best
         engine.close()
         table.add_row(label, *cells)
     console.print(table)
-    if one_row:
-        best = max(one_row.values())  # whichever decode path the engine is set to use
-        targets.check(f"decode tok/s, one row, best of {repeats}", round(best, 1), ">=", 40)
+    if "kernel" in one_row:  # the default decode path
+        targets.check(f"decode tok/s, one row, best of {repeats}", round(one_row["kernel"], 1), ">=", 40)
 
 
 def conversation_turns(tokens: int, count_tokens) -> list[Turn]:

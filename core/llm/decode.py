@@ -19,12 +19,16 @@ differ only by rounding order (see tests/llm/test_decode.py for the stated toler
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from core.llm.blockq import BlockMatrix
 
 # rope types whose inverse frequencies are fixed at load time (dynamic ones change per length)
 _STATIC_ROPE = {"default", "llama3", "linear"}
@@ -39,6 +43,16 @@ class _Layer:
     down: torch.Tensor
     norm_in: torch.Tensor
     norm_post: torch.Tensor
+    # the same matrices as GGUF blocks (core/llm/blockq.py), when `use_blocks` found them
+    blocks: tuple[BlockMatrix, BlockMatrix, BlockMatrix, BlockMatrix] | None = None
+
+    def matmuls(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+        """x -> x @ W.T for q|k|v, o, gate|up and down: block kernels, or bf16 matmuls."""
+        if self.blocks is not None:
+            return self.blocks
+        return tuple(
+            functools.partial(F.linear, weight=w) for w in (self.qkv, self.o, self.gate_up, self.down)
+        )
 
 
 class LeanDecoder:
@@ -60,6 +74,32 @@ class LeanDecoder:
         self.inv_freq = rotary.inv_freq.float()
         self.rope_scaling = float(getattr(rotary, "attention_scaling", 1.0))
         self.layers = [self._fuse(layer) for layer in inner.layers]
+        self._matmuls = [layer.matmuls() for layer in self.layers]
+        self.head: Callable[[torch.Tensor], torch.Tensor] | None = None  # the output head as blocks
+
+    def use_blocks(self, blocks: dict[str, BlockMatrix], *, threads: int = 0) -> None:
+        """Run the projections and the head over GGUF blocks (core/llm/blockq.from_gguf's result,
+        keyed by parameter name), which expand to exactly the weights used now. `threads`: the
+        kernels' own thread count (0: torch's setting at each call)."""
+        fused = []
+        for i in range(len(self.layers)):
+            p = f"model.layers.{i}."
+            attn, mlp = p + "self_attn.", p + "mlp."
+            fused.append(
+                (
+                    BlockMatrix.cat([blocks[attn + n + ".weight"] for n in ("q_proj", "k_proj", "v_proj")]),
+                    blocks[attn + "o_proj.weight"],
+                    BlockMatrix.cat([blocks[mlp + "gate_proj.weight"], blocks[mlp + "up_proj.weight"]]),
+                    blocks[mlp + "down_proj.weight"],
+                )
+            )
+        for layer, four in zip(self.layers, fused, strict=True):
+            for block in four:
+                block.threads = threads
+            layer.blocks = four
+        self._matmuls = [layer.matmuls() for layer in self.layers]
+        self.head = blocks["lm_head.weight"]
+        self.head.threads = threads
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -135,9 +175,11 @@ class LeanDecoder:
         bias.masked_fill_(mask == 0, float("-inf"))
         bias = bias[:, None, None, :]
         k_end = (nq + nkv) * d
-        for layer, slab in zip(self.layers, cache.layers, strict=True):
+        for layer, (qkv_mm, o_mm, gate_up_mm, down_mm), slab in zip(
+            self.layers, self._matmuls, cache.layers, strict=True
+        ):
             h = self._norm(x, layer.norm_in)
-            qkv = F.linear(h, layer.qkv)
+            qkv = qkv_mm(h)
             if lora:
                 qkv = qkv + _lora_qkv(layer.attn, h)
             qk = qkv[:, :k_end].view(rows, nq + nkv, d)
@@ -149,15 +191,15 @@ class LeanDecoder:
             scores = torch.matmul(q, keys.transpose(-1, -2)).float() * self.scale + bias
             probs = torch.softmax(scores, dim=-1).to(dtype)
             attn = torch.matmul(probs, values).view(rows, nq * d)
-            out = F.linear(attn, layer.o)
+            out = o_mm(attn)
             if lora:
                 delta = _lora_delta(layer.attn.o_proj, attn)
                 if delta is not None:
                     out = out + delta
             x = x + out
             h = self._norm(x, layer.norm_post)
-            gate, up = F.linear(h, layer.gate_up).split(self.inter, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.down)
+            gate, up = gate_up_mm(h).split(self.inter, dim=-1)
+            x = x + down_mm(F.silu(gate) * up)
         return self._norm(x, self.final_norm)
 
 

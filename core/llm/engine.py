@@ -26,7 +26,7 @@ import structlog
 
 from core.config import Settings
 from core.llm.decode import LeanDecoder
-from core.llm.model import LoadedModel
+from core.llm.model import LoadedModel, source_gguf
 from core.llm.prefix_cache import PrefixCache, kv_layers
 from core.llm.profiles import profile_for
 from core.llm.sampling import RowState, Sampling, next_tokens, sentence_end_ids, visible
@@ -85,7 +85,7 @@ class Engine:
         *,
         adapters: AdapterRegistry | None = None,
         max_batch: int | None = None,
-        lean: bool = False,
+        decode: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.settings = settings
@@ -112,13 +112,22 @@ class Engine:
         self._decoder, self._head = _split_head(loaded.model)
         # SDPA takes a ready boolean (rows, 1, 1, keys) mask; other attention kernels build their own
         self._sdpa = getattr(loaded.model.config, "_attn_implementation", None) == "sdpa"
-        # `lean`: decode steps over the model's own weights without transformers' per-layer
-        # overhead (core/llm/decode.py). Off by default: a step timed alone is faster (34 vs 26
-        # tok/s), but through this engine it measured slower (25.5 vs 27.6 tok/s one row, 67.7 vs
-        # 80.9 four rows; bench/llm_bench.py --decode-only) and nobody has found why yet
+        # `decode` (default: settings.decode_path): the lean step runs decode over the model's own
+        # weights without transformers' per-layer overhead (core/llm/decode.py); "kernel" also
+        # moves its matmuls onto the bundled GGUF's blocks, prepared in the background (a few
+        # seconds) while the first replies use the bf16 weights
+        decode = decode or getattr(settings, "decode_path", "kernel")
         self._lean = None
-        if lean and self._head is not None and LeanDecoder.supports(loaded.model):
+        self._blocks: dict[str, Any] | None = None  # ready for the generation thread to take up
+        self._kernel_thread: threading.Thread | None = None
+        self._step_threads: tuple[int, int] | None = None  # (in a step, outside) once kernels run
+        if decode != "transformers" and self._head is not None and LeanDecoder.supports(loaded.model):
             self._lean = LeanDecoder(loaded.model)
+            if decode == "kernel" and source_gguf(loaded) is not None:
+                self._kernel_thread = threading.Thread(
+                    target=self._prepare_blocks, name="confidante-decode-kernel", daemon=True
+                )
+                self._kernel_thread.start()
         # the model's default sampling; settings that are set override it
         self.profile = profile_for(loaded)
         self.sampling = self.profile.sampling.replace(
@@ -208,6 +217,28 @@ class Engine:
     def forget_prefixes(self) -> None:
         """Drop every cached prompt prefix (a person asked to be forgotten)."""
         self._pending.put(_CLEAR_PREFIXES)
+
+    def wait_for_kernel(self, timeout: float = 120.0) -> bool:
+        """Wait until the decode kernels are prepared; True when the next steps use them."""
+        if self._kernel_thread is not None:
+            self._kernel_thread.join(timeout)
+        return self._blocks is not None or (self._lean is not None and self._lean.head is not None)
+
+    def _prepare_blocks(self) -> None:
+        from core.llm import blockq
+
+        start = time.perf_counter()
+        try:
+            lib = blockq.load_kernel(_kernel_dir(self.settings))
+            gguf = source_gguf(self.loaded)
+            blocks = None if lib is None or gguf is None else blockq.from_gguf(self.model, gguf, lib)
+        except Exception:  # the bf16 weights keep working; never take the engine down for this
+            log.exception("engine.decode_kernel_failed")
+            return
+        log.info(
+            "engine.decode_kernel", ready=blocks is not None, seconds=round(time.perf_counter() - start, 1)
+        )
+        self._blocks = blocks
 
     def close(self) -> None:
         """Stop the generation thread (requests still running get an error)."""
@@ -354,6 +385,27 @@ class Engine:
         """
         import torch
 
+        if self._blocks is not None and self._lean is not None:
+            # taken up between steps, by this thread only. In this (non-main) thread every
+            # OpenMP region of a small torch op costs ~45 us more than in the main thread, so
+            # once the kernels carry the matmuls (on the threads torch had), torch's own ops in a
+            # decode step run on one thread (docs/models.md: 27 -> 22.6 ms a step)
+            threads = torch.get_num_threads()
+            self._lean.use_blocks(self._blocks, threads=threads)
+            self._blocks = None
+            self._step_threads = (1, threads)
+        single = self._step_threads is not None and len(self._rows) <= _SINGLE_THREAD_ROWS
+        if single:
+            torch.set_num_threads(self._step_threads[0])
+        try:
+            self._decode_step()
+        finally:
+            if single:
+                torch.set_num_threads(self._step_threads[1])
+
+    def _decode_step(self) -> None:
+        import torch
+
         mask = torch.cat([self._mask, self._mask.new_ones((self._mask.shape[0], 1))], dim=1)
         positions = self._mask.sum(dim=1, keepdim=True)
         self._set_rows([r.slot for r in self._rows])
@@ -405,6 +457,8 @@ class Engine:
         """Next-token logits for the last position of every row, (rows, vocab)."""
         import torch
 
+        if self._lean is not None and self._lean.head is not None:
+            return self._lean.head(hidden)  # the output head over GGUF blocks (core/llm/blockq.py)
         head = self._head
         if head is None:  # the fallback decoder returned the model's logits already
             return hidden
@@ -461,7 +515,21 @@ class Engine:
 
 # --- the running batch's KV cache -------------------------------------------------------------
 
+_SINGLE_THREAD_ROWS = 4  # up to this many rows, torch's small ops run single-threaded in a step
 _SPARE_TOKENS = 64  # room left after the longest row, so decode steps append without copying
+
+
+def _kernel_dir(settings: Settings) -> Any:
+    """Where the compiled decode kernel is kept: next to the converted model (`confidante prepare`
+    builds it there), or in the data dir when the models directory is read-only (an image)."""
+    import os
+    from pathlib import Path
+
+    from core.llm.blockq import kernel_path
+
+    models = Path(settings.models_dir)
+    usable = kernel_path(models).exists() or os.access(models, os.W_OK)
+    return models if usable else Path(settings.data_dir) / "kernels"
 
 
 def _split_head(model: Any) -> tuple[Any, Any]:

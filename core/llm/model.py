@@ -127,6 +127,22 @@ def bundled_gguf() -> Path:
     return files[0]
 
 
+def source_gguf(loaded: LoadedModel) -> Path | None:
+    """The GGUF a loaded model was converted from (the bundled model's), or None.
+
+    The conversion's done-marker names the file; the decode kernels (core/llm/blockq.py) read
+    its blocks and still check every matrix against the loaded weights.
+    """
+    if loaded.source is None or loaded.device != "cpu":
+        return None
+    try:
+        name = (loaded.source / _DONE_MARKER).read_text().strip()
+        gguf = bundled_gguf()
+    except (OSError, ModelLoadError):
+        return None
+    return gguf if gguf.name == name else None
+
+
 def bundled_cache_dir(settings: Settings) -> Path:
     return Path(settings.models_dir) / BUNDLED_CACHE_NAME
 

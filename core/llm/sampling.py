@@ -131,8 +131,10 @@ class RowState:
 
 def next_tokens(logits: Any, rows: Sequence[RowState]) -> list[int]:
     """One token per row from (rows, vocab) logits, each row under its own settings."""
-    logits = logits.float()
     plain = [i for i, row in enumerate(rows) if row.sampling.temperature <= 0 and not _adjusts(row)]
+    if len(plain) == len(rows):  # all greedy: one argmax, no copy (bf16 -> fp32 keeps the order)
+        return [int(t) for t in logits.argmax(dim=-1).tolist()]
+    logits = logits.float()
     greedy = logits[plain].argmax(dim=-1).tolist() if plain else []
     fast = dict(zip(plain, greedy, strict=True))
     out = []

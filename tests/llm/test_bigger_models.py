@@ -92,7 +92,7 @@ def test_loads_from_its_directory_with_its_template_and_context(checkpoint, monk
 async def test_chats_through_the_engine_with_its_own_template(checkpoint, tmp_path):
     settings = Settings(data_dir=tmp_path, model=str(checkpoint), temperature=0, _env_file=None)
     loaded = load_model(settings)
-    engine = Engine(loaded, settings, lean=True)
+    engine = Engine(loaded, settings, decode="lean")
     try:
         prompt = engine.render(HELLO)
         assert prompt.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>")

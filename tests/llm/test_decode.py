@@ -61,12 +61,25 @@ def llama3_shaped(seed: int = 0, dtype: torch.dtype = torch.float32) -> LoadedMo
     return LoadedModel(model, tok, "llama3-tiny", frozenset({tok.eos_token_id}), 4096)
 
 
-def decode_trace(loaded: LoadedModel, tmp_path, *, lean: bool, adapters=(), steps: int = 12):
-    """Prefill the prompts one by one into a running batch, then decode; every step's logits."""
+def decode_trace(loaded: LoadedModel, tmp_path, *, lean: bool, adapters=(), steps: int = 12, kernel=None):
+    """Prefill the prompts one by one into a running batch, then decode; every step's logits.
+
+    `kernel`: True waits for the engine's own GGUF block kernels (the bundled model); a GGUF path
+    loads the blocks from that file (core/llm/blockq.py) into the lean step.
+    """
     loaded = copy.copy(loaded)
     loaded.model = copy.deepcopy(loaded.model)
-    engine = Engine(loaded, Settings(data_dir=tmp_path, temperature=0), lean=lean)
+    path = "transformers" if not lean else "kernel" if kernel is True else "lean"
+    engine = Engine(loaded, Settings(data_dir=tmp_path, temperature=0), decode=path)
     assert (engine._lean is not None) == lean
+    if kernel is True:
+        assert engine.wait_for_kernel(), "the bundled model decodes over its GGUF blocks"
+    elif kernel is not None:
+        from core.llm import blockq
+
+        blocks = blockq.from_gguf(engine.model, kernel, blockq.load_kernel(tmp_path / "kernels"))
+        assert blocks is not None, "the GGUF holds exactly the model's weights"
+        engine._lean.use_blocks(blocks)
     for i, path in enumerate(adapters):
         engine.adapters.register(f"p{i}", path)
     loop = asyncio.new_event_loop()
@@ -130,18 +143,24 @@ def test_weights_are_held_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_bundled_model_bf16_greedy_text_matches_transformers(tmp_path, bundled_models_dir):
+@pytest.mark.parametrize("kernel", [None, True], ids=["bf16-matmuls", "gguf-blocks"])
+def test_bundled_model_bf16_greedy_text_matches_transformers(tmp_path, bundled_models_dir, kernel):
     """On the real bf16 weights the two paths round differently (attention scores round to bf16
     before the fp32 softmax; SDPA keeps them fp32), so greedy text agrees until a near-tie.
     Stated tolerance: first-step logits within 0.5 (4 bf16 steps at their magnitude, ~20) and
     each row's first 16 tokens identical. For scale: the same transformers path in bf16 against
     fp32 weights changes these rows' tokens at 0, 32 and 11; lean vs transformers at 44, 43, 19.
+    The GGUF block kernels (the default) multiply the very same bf16 weights (checked at load)
+    and only sum in another order, which moves a near-tie: against transformers they change
+    these rows' tokens first at 11 (row 3; rows 1 and 2 agree for all 16), so for them the first
+    10 tokens must agree.
     """
     from core.llm.model import load_model
 
     loaded = load_model(Settings(data_dir=tmp_path, model_cache_dir=bundled_models_dir))
     assert loaded.dtype == torch.bfloat16
-    ours, our_tokens = decode_trace(loaded, tmp_path / "a", lean=True, steps=20)
+    ours, our_tokens = decode_trace(loaded, tmp_path / "a", lean=True, steps=20, kernel=kernel)
     theirs, their_tokens = decode_trace(loaded, tmp_path / "b", lean=False, steps=20)
     torch.testing.assert_close(ours[0], theirs[0], rtol=0, atol=0.5)
-    assert [t[:16] for t in our_tokens] == [t[:16] for t in their_tokens]
+    agree = 10 if kernel else 16
+    assert [t[:agree] for t in our_tokens] == [t[:agree] for t in their_tokens]

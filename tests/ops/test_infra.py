@@ -69,7 +69,9 @@ def test_every_confidante_command_named_in_infra_exists() -> None:
     ]
     commands += _unit_commands()
     dockerfile = (INFRA / "Dockerfile").read_text()
-    commands += [("Dockerfile", shlex.split(m)) for m in re.findall(r"RUN (confidante [a-z-]+)", dockerfile)]
+    commands += [
+        ("Dockerfile", shlex.split(m)) for m in re.findall(r"(?:RUN|&&) (confidante [a-z-]+)", dockerfile)
+    ]
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     commands.append(("Dockerfile CMD", yaml.safe_load(cmd.group(1))))
     named = {_parse(argv) for _, argv in commands}
