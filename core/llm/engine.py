@@ -121,9 +121,13 @@ class Engine:
         self._blocks: dict[str, Any] | None = None  # ready for the generation thread to take up
         self._kernel_thread: threading.Thread | None = None
         self._step_threads: tuple[int, int] | None = None  # (in a step, outside) once kernels run
-        if decode != "transformers" and self._head is not None and LeanDecoder.supports(loaded.model):
+        # without the kernels the lean step is no faster than transformers' forward (docs/models.md:
+        # 24 vs 26 tok/s for one row, 135 vs 163 for eight), so "kernel" falls back to the latter
+        self._kernel_failed = False
+        kernel = decode == "kernel" and source_gguf(loaded) is not None
+        if (kernel or decode == "lean") and self._head is not None and LeanDecoder.supports(loaded.model):
             self._lean = LeanDecoder(loaded.model)
-            if decode == "kernel" and source_gguf(loaded) is not None:
+            if kernel:
                 self._kernel_thread = threading.Thread(
                     target=self._prepare_blocks, name="confidante-decode-kernel", daemon=True
                 )
@@ -234,11 +238,12 @@ class Engine:
             blocks = None if lib is None or gguf is None else blockq.from_gguf(self.model, gguf, lib)
         except Exception:  # the bf16 weights keep working; never take the engine down for this
             log.exception("engine.decode_kernel_failed")
-            return
+            blocks = None
         log.info(
             "engine.decode_kernel", ready=blocks is not None, seconds=round(time.perf_counter() - start, 1)
         )
         self._blocks = blocks
+        self._kernel_failed = blocks is None  # transformers' forward from the next batch on
 
     def close(self) -> None:
         """Stop the generation thread (requests still running get an error)."""
@@ -472,6 +477,8 @@ class Engine:
 
     def _reset_batch(self) -> None:
         self._rows, self._cache, self._mask, self._next = [], None, None, None
+        if self._kernel_failed:
+            self._lean = None
 
     def _release(self, req: _Request) -> None:
         if req.slot >= 0 and self.adapters is not None:

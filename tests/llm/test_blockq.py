@@ -165,15 +165,34 @@ def test_without_a_working_compiler_nothing_is_built(tmp_path, monkeypatch):
     assert blockq.build_kernel(tmp_path) is None
 
 
-async def test_engine_on_a_model_without_gguf_blocks_keeps_bf16_matmuls(tmp_path):
+async def test_engine_on_a_model_without_gguf_blocks_uses_transformers_forward(tmp_path):
     from core.config import Settings
     from core.llm.engine import Engine
     from core.llm.model import tiny_llama
 
     engine = Engine(tiny_llama(), Settings(data_dir=tmp_path, temperature=0), decode="kernel")
     try:
-        assert engine._lean is not None and not engine.wait_for_kernel(timeout=1)
+        assert engine._lean is None and not engine.wait_for_kernel(timeout=1)
         reply = await engine.generate([{"role": "user", "content": "Hello"}], max_new_tokens=4)
         assert engine.stats.tokens >= 1 and isinstance(reply, str)
+    finally:
+        engine.close()
+
+
+async def test_when_the_kernel_cannot_be_built_the_engine_falls_back_to_transformers_forward(
+    quantized, tmp_path, monkeypatch
+):
+    from core.config import Settings
+    from core.llm.engine import Engine
+
+    monkeypatch.setattr(blockq, "load_kernel", lambda directory: None)  # no compiler, say
+    loaded, _ = quantized
+    engine = Engine(loaded, Settings(data_dir=tmp_path, temperature=0), decode="kernel")
+    try:
+        assert not engine.wait_for_kernel(timeout=30)
+        first = await engine.generate([{"role": "user", "content": "Hello"}], max_new_tokens=4)
+        second = await engine.generate([{"role": "user", "content": "Hello"}], max_new_tokens=4)
+        assert engine._lean is None, "the lean step on bf16 weights is dropped once its batch is done"
+        assert first == second
     finally:
         engine.close()
