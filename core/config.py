@@ -147,8 +147,8 @@ class Settings(BaseSettings):
     # batching and per-person adapters (core/llm/engine.py, core/llm/adapters.py, workers/training.py)
     # how a decode step runs (core/llm/decode.py): "kernel" = the lean step, with the bundled
     # model's matmuls over its own GGUF blocks where the CPU has AVX-512 and a C compiler exists
-    # (core/llm/blockq.py; checked bit-exact at load); "lean" = the lean step on the bf16
-    # weights; "transformers" = the model's own forward
+    # (core/llm/blockq.py; checked bit-exact at load), else the model's own forward; "lean" =
+    # the lean step on the bf16 weights; "transformers" = the model's own forward
     decode_path: Literal["kernel", "lean", "transformers"] = "kernel"
     max_batch: int = 16
     prefix_cache_mb: int = 256  # KV of recent prompts, so a conversation's next message prefills less
