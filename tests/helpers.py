@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 from core.assistant import Assistant
+from core.grounding import CONTINUATION_TOKENS
 from core.messages import Incoming
 
 
 class RecordingEngine:
     """The real engine, remembering every prompt it was given (to check what reached it)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, *, continues: bool = False) -> None:
+        """`continues`: a grounded answer (core/grounding.py) still goes to the model for one more
+        sentence, whatever the model's profile says, so a test can check the prompt it got."""
         self.engine = engine
         self.prompts: list[list[dict[str, str]]] = []
         self.prefixes_dropped = 0
         self.context_tokens = engine.context_tokens
         self.accepts_prefix = getattr(engine, "accepts_prefix", False)  # grounded replies (core/grounding.py)
         self.profile = getattr(engine, "profile", None)  # how much a grounded reply continues
+        if continues and self.profile is not None:
+            self.profile = dataclasses.replace(self.profile, continue_tokens=CONTINUATION_TOKENS)
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)

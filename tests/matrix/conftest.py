@@ -100,7 +100,9 @@ def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..
         engine = Engine(tiny_model, settings)
         engines.append(engine)
         # the session's loaded embedder, handed in (no module patching)
-        assistants.append(build_assistant(settings, engine=RecordingEngine(engine), embedder=embedder))
+        assistants.append(
+            build_assistant(settings, engine=RecordingEngine(engine, continues=True), embedder=embedder)
+        )
         return assistants[-1]
 
     yield make

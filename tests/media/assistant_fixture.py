@@ -23,7 +23,7 @@ def builder(tiny_model: Any) -> Iterator[Callable[[Settings], tuple[Any, Recordi
         for old in assistants:
             old.close()
         engines.append(Engine(tiny_model, settings))
-        engine = RecordingEngine(engines[-1])
+        engine = RecordingEngine(engines[-1], continues=True)
         assistants.append(build_assistant(settings, engine=engine))
         return assistants[-1], engine
 

@@ -46,7 +46,7 @@ def store(settings: Settings, embedder) -> Iterator[Store]:
 
 @pytest.fixture
 def engine(base_engine) -> RecordingEngine:
-    return RecordingEngine(base_engine)
+    return RecordingEngine(base_engine, continues=True)
 
 
 @pytest.fixture

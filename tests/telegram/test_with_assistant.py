@@ -35,7 +35,7 @@ def make(tiny_model, settings):
         for old in assistants:
             old.close()  # the previous process has exited
         engines.append(Engine(tiny_model, settings))
-        engine = RecordingEngine(engines[-1])
+        engine = RecordingEngine(engines[-1], continues=True)
         assistants.append(build_assistant(settings, engine=engine))
         return assistants[-1], engine
 
