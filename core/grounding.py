@@ -488,8 +488,9 @@ def for_reply(
     grounded: bool = True,
 ) -> tuple[Grounding | None, SlipGuard]:
     """One reply's grounding (None when the message is no question about the person, or
-    `grounded` is off) and its slip guard over the person's name, profile and statements."""
-    told = [s for s, _ in statements(recalled, said)] + ([profile] if profile else [])
+    `grounded` is off) and its slip guard over the person's name, profile and statements,
+    this message's own among them (a first reply echoed "I'm allergic to pollen" as its own)."""
+    told = [s for s, _ in statements(recalled, [*said, question])] + ([profile] if profile else [])
     guard = SlipGuard(name, told)
     if not grounded:
         return None, guard

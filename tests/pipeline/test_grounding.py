@@ -14,6 +14,7 @@ from core.grounding import (
     SlipGuard,
     as_statement,
     asks_about_person,
+    for_reply,
     ground,
     reply_stream,
     second_person,
@@ -160,6 +161,15 @@ async def test_a_slip_is_turned_to_the_second_person() -> None:
     assert "".join(await _shown(other, "I'm Priya and my cat Mango is lovely.")) == (
         "I'm Priya and my cat Mango is lovely."
     )
+
+
+async def test_the_message_being_answered_is_the_persons_own_too() -> None:
+    """A first message has no recall yet: what it says is already the person's, and a reply
+    that echoes it as its own is a slip (seen in bench/reply_quality.py)."""
+    said = "Hi, I'm Mateo. I'm allergic to pollen. Can you help me write an email?"
+    _, guard = for_reply(said, "Mateo", [], [], lambda texts: [], grounded=False)
+    shown = "".join(await _shown(guard, "(Mateo, I'm allergic to pollen.) ", "I can help with the email."))
+    assert shown == "(Mateo, you're allergic to pollen.) I can help with the email."
 
 
 async def test_question_with_nothing_told_gets_you_havent_told_me(assistant: Assistant) -> None:
