@@ -8,10 +8,8 @@ import json
 
 import pytest
 
-from core.assistant import build_assistant
-from core.llm.engine import Engine
 from core.memory.records import PRIVATE, chat_scope
-from tests.helpers import RecordingEngine
+from tests.media.assistant_fixture import builder
 from tests.telegram.conftest import running, telegram_settings
 from tests.telegram.fake_bot_api import FakeBotAPI, group_chat, message, private_chat, user
 
@@ -28,22 +26,7 @@ def settings(fake_api: FakeBotAPI, tmp_path):
 @pytest.fixture
 def make(tiny_model, settings):
     """Build the Assistant as `confidante run` does, on the tiny random Llama; a new call is a new process."""
-    engines: list[Engine] = []
-    assistants = []
-
-    def build(settings):
-        for old in assistants:
-            old.close()  # the previous process has exited
-        engines.append(Engine(tiny_model, settings))
-        engine = RecordingEngine(engines[-1], continues=True)
-        assistants.append(build_assistant(settings, engine=engine))
-        return assistants[-1], engine
-
-    yield build
-    for assistant in assistants:
-        assistant.close()
-    for engine in engines:
-        engine.close()
+    yield from builder(tiny_model)
 
 
 async def say(fake_api: FakeBotAPI, chat, who, text, **kw) -> dict:
