@@ -9,8 +9,11 @@ they never said. Everybody talks at once, so the engine batches them (minutes, n
 Columns: fact accuracy (the answer is in the reply); never-said questions answered "don't know"
 vs invented; degenerate share (a repeated 4-gram rate over 0.25, a sentence said 3+ times, or the
 reply ran to the cap); identity slips (the reply claims the person's name or facts as its own);
-words per reply (median, all and one-sentence questions); time to first token and to the full
-reply, measured one request at a time on the same one-sentence questions.
+wrong name (the reply greets the person, or names itself, by a name that is neither theirs nor
+Confidante); other language (the reply left English); requests on task (the reply to a request
+talks about what was asked, a word of its topic: ON_TASK); words per reply (median, all and
+one-sentence questions); time to first token and to the full reply, measured one request at a
+time on the same one-sentence questions.
 
 The last 12 of those people are a held-out slice (their own names, values, requests and question
 phrasings), and 12 more a second one (FRESH_KINDS: other phrasings of what they say, too), each
@@ -365,6 +368,72 @@ def max_sentence_count(text: str) -> int:
     return max((sentences.count(s) for s in sentences), default=0)
 
 
+# what a reply to each request must talk about to count as on task (a word of its topic)
+ON_TASK: dict[str, str] = {
+    "quick dinner": r"egg|omelet|pasta|rice|soup|salad|toast|noodle|sandwich|stir|wrap|beans|oats|bowl|meal",
+    "VPN": r"network|private|encrypt|internet|connection|server|online",
+    "report by Friday": r"report",
+    "poem about the sea": r"sea|wave|ocean|tide|shore|salt",
+    "fall asleep": r"sleep|bed|screen|caffeine|breath|relax|routine|dark",
+    "sky is blue": r"scatter|light|wavelength|atmosphere|rayleigh|sun",
+    "working from home": r"break|focus|workspace|desk|schedule|pomodoro|distract|task|routine",
+    "poem about coffee": r"coffee|cup|brew|mug|bean|morning",
+    "invoice": r"invoice",
+    "start running": r"run|walk|jog|pace|shoe|minute|slow|distance",
+    "job interview": r"interview|prepare|research|question|company|practi|confident",
+    "compound interest": r"interest|principal|grow|earn|money|rate",
+    "calmer": r"plan|change",
+    "autumn leaves": r"leaf|leaves|autumn|fall|gold|red|tree",
+    "basil": r"basil|water|sun|light|soil|pot|leaves",
+    "rainbow": r"light|refract|rain|drop|sun|color|colour|spectrum",
+    "inflation": r"price|money|cost|buy|value|economy",
+    "about rain": r"rain|drop|cloud|storm|puddle|sky",
+    "more professional": r"fix|resolve|address|look|issue|soon|possible",
+    "putting things off": r"task|start|small|step|goal|procrastinat|deadline|timer|list",
+    "weekend trip": r"trip|visit|park|camp|train|town|hike|beach|city|drive|museum",
+    "vaccines": r"immune|virus|body|antibod|protect|germ|disease|infection",
+}
+_GREETS = r"hi|hello|hey|dear|welcome(?: back)?|thanks|thank you|good (?:morning|evening|afternoon)"
+# a name the reply calls the person, or itself, by: "Zara, hello!", "Hi Kai,", "My name is Ela"
+_CALLS = re.compile(
+    rf"(?:^|[.!?]\s+)([A-Z][a-z]+),?\s+(?:{_GREETS})\b|\b(?i:{_GREETS}),?\s+([A-Z][a-z]+)\b"
+    r"|\b(?i:my name is|i'm called|call me)\s+([A-Z][a-z]+)",
+)
+
+
+def wrong_name(reply: str, person: Scripted) -> bool:
+    """The reply greets the person, or names itself, by a name that is neither theirs nor
+    Confidante (the 135M model greets "Zara, hello!" or calls itself "Ela")."""
+    for match in _CALLS.finditer(reply):
+        name = next(g for g in match.groups() if g)
+        if name not in (person.name, "Confidante") and name.lower() not in _NOT_NAMES:
+            return True
+    return False
+
+
+# what stands where a name could ("Aw, hello there", "Bienvenue, welcome"): no name
+_NOT_NAMES = {"there", "again", "back", "you", "friend", "mr", "mrs", "ms", "dr", "aw", "ah", "oh", "mmm",
+              "hmm", "well", "wow", "yes", "sure", "okay", "ok", "hey", "hi", "hello", "hola", "bonjour",
+              "bienvenue", "ciao", "everyone", "all", "dear", "welcome", "and", "so", "good"}  # fmt: skip
+# another language than the person's English: a non-Latin script, or its everyday words
+_FOREIGN = re.compile(
+    r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
+)
+_FOREIGN_WORDS = {"la", "el", "los", "las", "es", "est", "une", "les", "der", "die", "und", "que", "por",
+                  "para", "mais", "pero", "con", "sont", "ist", "nicht", "muy", "très", "y", "et"}  # fmt: skip
+
+
+def drifted(reply: str) -> bool:
+    """The reply left English (a person who said "I'm learning Japanese" got Japanese)."""
+    return bool(_FOREIGN.search(reply)) or sum(w in _FOREIGN_WORDS for w in words(reply)) >= 3
+
+
+def on_task(ask: Ask, reply: str) -> bool:
+    """A request's reply talks about what was asked (a word of its topic)."""
+    topic = next((rx for key, rx in ON_TASK.items() if key.lower() in ask.text.lower()), None)
+    return topic is None or re.search(topic, reply, re.IGNORECASE) is not None
+
+
 def identity_slip(reply: str, person: Scripted) -> bool:
     text = reply.lower().replace("\u2019", "'")
     return any(re.search(r"(?<![\w'])" + re.escape(c) + r"(?![\w'])", text) for c in person.claims)
@@ -396,7 +465,11 @@ class Scores:
             return repeated_4gram_rate(r.reply) > 0.25 or max_sentence_count(r.reply) >= 3 or r.tokens >= cap
 
         short = [len(words(r.reply)) for r in rows if r.ask.short]
+        requests = [r for r in rows if r.ask.kind == "request"]
         return {
+            "on_task": sum(on_task(r.ask, r.reply) for r in requests) / max(1, len(requests)),
+            "drift": sum(drifted(r.reply) for r in rows) / max(1, len(rows)),
+            "wrong_name": sum(wrong_name(r.reply, people_by_id[r.pid]) for r in rows) / max(1, len(rows)),
             "replies": len(rows),
             "fact_accuracy": sum(r.ask.expected in r.reply.lower() for r in facts) / max(1, len(facts)),
             "dont_know": len(dont_know) / max(1, len(never)),
@@ -415,8 +488,10 @@ class Scores:
 
 
 class SeededEngine:
-    """The engine as the assistant sees it, giving each reply its own seed (so a run repeats
-    however the batch was scheduled) and keeping the prompts for the anchor row."""
+    """The engine as the assistant sees it, giving each reply its own seed (its draws do not
+    depend on the batch it lands in) and keeping the prompts for the anchor row. Runs still
+    differ: a batch's size moves the logits' last bits, and sampling carries that on (two runs of
+    the default, seeds 1 2, tuning slice: 249 of 384 replies alike, requests on task 0.80 / 0.76)."""
 
     def __init__(self, engine: Any, seed: int) -> None:
         self.engine, self.seed = engine, seed
@@ -647,7 +722,7 @@ def fmt(value: Any, spec: str) -> str:
 def print_table(results: list[tuple[str, dict]], title: str) -> Targets:
     table = Table(title=title)
     for col in ("configuration", "replies", "fact acc", "never-said: don't know / invented", "degenerate",
-                "at cap", "identity slips", "words (median)", "words, 1-sentence Qs", "first token s",
+                "at cap", "identity slips", "wrong name", "other language", "requests on task", "words (median)", "words, 1-sentence Qs", "first token s",
                 "full reply s"):  # fmt: skip
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for label, m in results:
@@ -659,6 +734,9 @@ def print_table(results: list[tuple[str, dict]], title: str) -> Targets:
             f"{m['degenerate']:.2f}",
             f"{m['at_cap']:.2f}",
             str(m["identity_slips"]),
+            f"{m.get('wrong_name', 0):.2f}",
+            f"{m.get('drift', 0):.2f}",
+            f"{m.get('on_task', 0):.2f}",
             f"{m['words_median']:.0f}",
             f"{m['words_short_median']:.0f}",
             fmt(m["ttft_median"], ".2f"),
@@ -704,6 +782,10 @@ async def main(args: argparse.Namespace) -> Targets:
         )
         scores.rows += rows
         prompts = prompts or seed_prompts
+        if args.dump:  # the prompts of the first seed, to read what the model was given
+            with args.dump.with_suffix(".prompts.jsonl").open("w") as f:
+                for (pid, ask), messages in prompts.items():
+                    f.write(json.dumps({"pid": pid, "ask": ask, "messages": messages}) + "\n")
         asked = asked or seed_asked
         print(f"seed {seed}: {len(rows)} replies in {time.perf_counter() - t:.0f} s", flush=True)
         if args.dump:  # kept as the run goes: `--score` rebuilds the table from it
