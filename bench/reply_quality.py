@@ -471,9 +471,11 @@ class Scores:
             "drift": sum(drifted(r.reply) for r in rows) / max(1, len(rows)),
             "wrong_name": sum(wrong_name(r.reply, people_by_id[r.pid]) for r in rows) / max(1, len(rows)),
             "replies": len(rows),
-            "fact_accuracy": sum(r.ask.expected in r.reply.lower() for r in facts) / max(1, len(facts)),
-            "dont_know": len(dont_know) / max(1, len(never)),
-            "invented": 1 - len(dont_know) / max(1, len(never)),
+            "fact_accuracy": sum(r.ask.expected in r.reply.lower() for r in facts) / len(facts)
+            if facts
+            else None,
+            "dont_know": len(dont_know) / len(never) if never else None,
+            "invented": 1 - len(dont_know) / len(never) if never else None,
             "degenerate": sum(map(degenerate, rows)) / max(1, len(rows)),
             "at_cap": sum(r.tokens >= cap for r in rows) / max(1, len(rows)),
             "identity_slips": sum(identity_slip(r.reply, people_by_id[r.pid]) for r in rows),
@@ -722,21 +724,21 @@ def fmt(value: Any, spec: str) -> str:
 def print_table(results: list[tuple[str, dict]], title: str) -> Targets:
     table = Table(title=title)
     for col in ("configuration", "replies", "fact acc", "never-said: don't know / invented", "degenerate",
-                "at cap", "identity slips", "wrong name", "other language", "requests on task", "words (median)", "words, 1-sentence Qs", "first token s",
-                "full reply s"):  # fmt: skip
+                "at cap", "identity slips", "wrong name", "other language", "requests on task",
+                "words (median)", "words, 1-sentence Qs", "first token s", "full reply s"):  # fmt: skip
         table.add_column(col, justify="left" if col == "configuration" else "right")
     for label, m in results:
         table.add_row(
             label,
             str(m["replies"]),
-            f"{m['fact_accuracy']:.2f}",
-            f"{m['dont_know']:.2f} / {m['invented']:.2f}",
+            fmt(m["fact_accuracy"], ".2f"),
+            f"{fmt(m['dont_know'], '.2f')} / {fmt(m['invented'], '.2f')}",
             f"{m['degenerate']:.2f}",
             f"{m['at_cap']:.2f}",
             str(m["identity_slips"]),
-            f"{m.get('wrong_name', 0):.2f}",
-            f"{m.get('drift', 0):.2f}",
-            f"{m.get('on_task', 0):.2f}",
+            f"{m['wrong_name']:.2f}",
+            f"{m['drift']:.2f}",
+            f"{m['on_task']:.2f}",
             f"{m['words_median']:.0f}",
             f"{m['words_short_median']:.0f}",
             fmt(m["ttft_median"], ".2f"),
@@ -782,14 +784,14 @@ async def main(args: argparse.Namespace) -> Targets:
         )
         scores.rows += rows
         prompts = prompts or seed_prompts
-        if args.dump:  # the prompts of the first seed, to read what the model was given
-            with args.dump.with_suffix(".prompts.jsonl").open("w") as f:
-                for (pid, ask), messages in prompts.items():
-                    f.write(json.dumps({"pid": pid, "ask": ask, "messages": messages}) + "\n")
         asked = asked or seed_asked
         print(f"seed {seed}: {len(rows)} replies in {time.perf_counter() - t:.0f} s", flush=True)
         if args.dump:  # kept as the run goes: `--score` rebuilds the table from it
             _dump(args.dump, scores.rows)
+    if args.dump:  # what the model was given (first seed), to read beside the replies
+        with args.dump.with_suffix(".prompts.jsonl").open("w") as f:
+            for (pid, ask), messages in prompts.items():
+                f.write(json.dumps({"pid": pid, "ask": ask, "messages": messages}) + "\n")
     # latency on the same one-sentence questions, first seed's prompts, one at a time
     keys = [(p.pid, a.text) for p in cast for a in p.session2 if a.short][: args.latency]
     timed = [prompts[k] for k in keys]
@@ -805,8 +807,12 @@ async def main(args: argparse.Namespace) -> Targets:
     results = [(f"{args.label}, seeds {','.join(map(str, args.seeds))}", scores.summary(cap, by_id))]
     results += slice_rows(scores, cap, by_id)
     if args.anchor:
-        second = [(p, a) for p in cast for a in p.session2]
-        second = second[:: max(1, len(second) // args.anchor)][: args.anchor]  # spread over everybody
+        # spread over everybody, and each kind of session-2 ask in turn
+        second = [
+            (p, p.session2[j % len(p.session2)])
+            for j in range(min(args.anchor, len(cast)))
+            for p in [cast[j * len(cast) // args.anchor]]
+        ]
         texts, counts = anchor(loaded, [prompts[(p.pid, a.text)] for p, a in second], cap)
         a = Scores("anchor")
         for (p, ask), text, n in zip(second, texts, counts, strict=True):
