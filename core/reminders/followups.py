@@ -44,7 +44,6 @@ EVENING_BEFORE = time(19)
 DAY_AFTER = time(18)
 FRESH = timedelta(days=2)  # older statements (an imported history) propose nothing
 AFTER_GRACE_DAYS = 2  # "how did it go" still makes sense this many days after the event
-LIVE_PLATFORMS = ("telegram", "slack", "matrix", "console")
 MAX_PENDING = 10  # pending follow-ups per person: a busy week is not a flood
 
 _TEMPLATES = {
@@ -141,7 +140,8 @@ class FollowUps:
         added: list[Reminder] = []
         pending = sum(r.is_followup for r in self.reminders.active_of(person_id))
         for turn in turns:
-            if turn.role != "user" or turn.visibility != PRIVATE or turn.platform not in LIVE_PLATFORMS:
+            # only direct chats the bot answered in (`has_bot_chat`, asked in `_one`): an import has none
+            if turn.role != "user" or turn.visibility != PRIVATE:
                 continue
             said = self.clock.at(turn.ts)
             if now - said > FRESH:
