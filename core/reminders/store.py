@@ -461,42 +461,6 @@ class ReminderStore:
 
 
 def _reminder(row: tuple) -> Reminder:
-    row_kind, source, event_key, event_day = row[_BASE_COLUMNS:]
-    (
-        rid,
-        person,
-        platform,
-        chat,
-        kind,
-        thread,
-        setter,
-        what,
-        tz,
-        rule,
-        dtstart,
-        every,
-        nxt,
-        created,
-        state,
-    ) = row[:_BASE_COLUMNS]
-    return Reminder(
-        rid,
-        person,
-        platform,
-        chat,
-        kind,
-        thread,
-        setter,
-        what,
-        tz,
-        rule,
-        dtstart,
-        every,
-        _ts(nxt),
-        _ts(created),
-        state,
-        row_kind,
-        source,
-        event_key,
-        event_day,
-    )
+    # the columns in Reminder's field order: the base ones (up to state), then the later ones
+    *head, next_due, created_at, state = row[:_BASE_COLUMNS]
+    return Reminder(*head, _ts(next_due), _ts(created_at), state, *row[_BASE_COLUMNS:])
