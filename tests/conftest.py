@@ -21,6 +21,14 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def embedder():
+    """The store's embedder (MiniLM, int8 ONNX), loaded once for the whole run."""
+    from core.memory.embed import default_embedder
+
+    return default_embedder()
+
+
+@pytest.fixture(scope="session")
 def bundled_models_dir() -> Path:
     """Where the bundled model's converted copy lives for tests: the same cache `make run` uses,
     so the ~20 s conversion happens once per machine, not once per test."""

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.memory.embed import default_embedder
 from core.memory.store import Store
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return default_embedder()
 
 
 @pytest.fixture

@@ -34,13 +34,6 @@ FACTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    from core.memory.embed import default_embedder
-
-    return default_embedder()
-
-
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(

@@ -76,13 +76,6 @@ async def people(synapse: Any, tmp_path: Path) -> AsyncIterator[Callable[..., An
         await p.client.close()
 
 
-@pytest.fixture(scope="session")
-def embedder():
-    from core.memory.embed import default_embedder
-
-    return default_embedder()
-
-
 @pytest.fixture
 def real_assistant(tiny_model, embedder, tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """The real Assistant (LanceDB under the data dir, tiny random Llama), built like `confidante run`

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.media_data import have_espeak, text_image, voice_note
-from tests.matrix.conftest import bots, embedder, people, real_assistant, synapse  # noqa: F401
+from tests.matrix.conftest import bots, people, real_assistant, synapse  # noqa: F401
 from tests.slack.conftest import fake_slack, make_engine  # noqa: F401 (the Slack tests' fixtures)
 
 SISTER = "My sister moved to Norway last spring."

@@ -10,13 +10,7 @@ import pytest
 
 from core.assistant import Assistant
 from core.config import Settings
-from core.memory.embed import default_embedder
 from core.memory.store import Store, open_store
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return default_embedder()
 
 
 def free_port() -> int:

@@ -9,14 +9,8 @@ import pytest
 
 from core.assistant import Assistant
 from core.config import Settings
-from core.memory.embed import default_embedder
 from core.memory.store import Store, open_store
 from tests.helpers import RecordingEngine
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return default_embedder()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 from core.assistant import Assistant
 from core.config import Settings
 from core.llm.engine import Engine
-from core.memory.embed import default_embedder
 from core.memory.store import Store, open_store
 from tests.helpers import RecordingEngine
 
@@ -24,11 +23,6 @@ from tests.helpers import RecordingEngine
 @pytest.fixture(scope="session")
 def base_engine(tiny_model) -> Any:
     return Engine(tiny_model, Settings(max_new_tokens=6, temperature=0.0, _env_file=None))
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return default_embedder()
 
 
 @pytest.fixture

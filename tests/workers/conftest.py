@@ -16,16 +16,10 @@ import pytest
 import redis
 
 from core.config import Settings
-from core.memory.embed import default_embedder
 from core.memory.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = f"redis://127.0.0.1:6379/{os.environ.get('CONFIDANTE_TEST_REDIS_DB', '9')}"
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    return default_embedder()
 
 
 @pytest.fixture(scope="session")
