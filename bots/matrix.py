@@ -259,12 +259,12 @@ class MatrixBot:
         if reminders is not None:  # reminders set in Matrix rooms are sent from here
             send = functools.partial(send_first, self.outbox, self._reminder_room_gone)
             reminders.dispatcher.attach(PLATFORM, ReminderChannel(send))
-
-    async def _reminder_room_gone(self, room_id: str) -> None:
-        await self.assistant.chat_closed(PLATFORM, room_id)
         recovery.register(  # messages left unanswered while running: answered once the sync is back
             self.assistant, PLATFORM, lambda m: self._spawn(self._resume_pending(m.chat_id, m.message_id))
         )
+
+    async def _reminder_room_gone(self, room_id: str) -> None:
+        await self.assistant.chat_closed(PLATFORM, room_id)
 
     def listen(self) -> None:
         """Hand synced events to the handlers below."""

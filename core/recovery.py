@@ -110,6 +110,11 @@ class Recovery:
 
     # -- channels -------------------------------------------------------------------------------
 
+    @property
+    def channels(self) -> frozenset[str]:
+        """The platforms whose left-unanswered messages this loop answers now."""
+        return frozenset(self._channels)
+
     def register(self, platform: str, answer: Answer) -> None:
         """A channel is up: `answer(msg)` answers a message like a new one (it may only schedule
         the answer). Starts the loop with the first channel."""

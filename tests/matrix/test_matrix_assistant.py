@@ -89,6 +89,19 @@ async def test_dm_conversation_remembers_across_a_bot_restart(
     assert len(assistant2.engine.prompts) == 1  # the old message was not answered again
 
 
+async def test_the_channel_joins_the_recovery_loop_while_it_runs(synapse, bots, tmp_path, real_assistant):
+    """A message whose answer failed, or that waited for an earlier one of its room, is answered
+    while the bot runs only if the channel gave the recovery loop its answer function: a crash
+    test once left two group questions unanswered after a restart because it had not."""
+    account = synapse.register(unique("confidante"))
+    settings = settings_for(synapse, account, tmp_path)
+    assistant = real_assistant(settings)
+    bot = await start_bot(assistant, settings, bots)
+    assert "matrix" in assistant.recovery.channels
+    await bot.stop()
+    assert "matrix" not in assistant.recovery.channels
+
+
 async def test_group_private_fact_never_reaches_a_group_prompt(
     synapse, people, bots, tmp_path, real_assistant
 ):
