@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.targets import Targets
+from bench.telegram_first_text import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,12 +59,6 @@ class Waiting:
     sent_at: float
     first: float | None = None
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -109,7 +103,7 @@ async def run(
     """The load against `processes` chat processes on one data dir; what the tool and /metrics saw."""
     api = FakeBotAPI()
     await api.start()
-    hooks, ops = [_port() for _ in range(processes)], [_port() for _ in range(processes)]
+    hooks, ops = [free_port() for _ in range(processes)], [free_port() for _ in range(processes)]
     loop = asyncio.get_running_loop()
     waiting: dict[int, Waiting] = {}
 

@@ -63,10 +63,27 @@ def _engine(settings: ChannelSettings, tiny: bool):
     return Engine(loaded, settings), f"{label}, loaded in {time.perf_counter() - started:.1f}s"
 
 
-def _port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def webhook_settings(data_dir: Path, api_url: str, port: int, max_new_tokens: int) -> ChannelSettings:
+    """A Telegram webhook channel on the fake Bot API at `api_url`, for a bench run."""
+    return ChannelSettings(
+        data_dir=data_dir,
+        max_new_tokens=max_new_tokens,
+        # the converted bundled model, shared with the tests' cache (converted once per machine)
+        model_cache_dir=ROOT / "data" / "models",
+        telegram={
+            "bot_token": TOKEN,
+            "api_url": api_url,
+            "webhook_url": "https://bench.example.org/tg",
+            "webhook_secret": "bench",
+            "webhook_port": port,
+        },
+    )
 
 
 def p95(values: list[float]) -> float:
@@ -77,21 +94,9 @@ def p95(values: list[float]) -> float:
 async def main(tiny: bool, max_new_tokens: int, pause: float) -> Targets:
     api = FakeBotAPI()
     await api.start()
-    port = _port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = ChannelSettings(
-            data_dir=Path(tmp),
-            max_new_tokens=max_new_tokens,
-            # the converted bundled model, shared with the tests' cache (converted once per machine)
-            model_cache_dir=ROOT / "data" / "models",
-            telegram={
-                "bot_token": TOKEN,
-                "api_url": api.base_url,
-                "webhook_url": "https://bench.example.org/tg",
-                "webhook_secret": "bench",
-                "webhook_port": port,
-            },
-        )
+        settings = webhook_settings(Path(tmp), api.base_url, port, max_new_tokens)
         engine, label = _engine(settings, tiny)
         assistant = build_assistant(settings, engine=engine)
         channel = TelegramChannel(assistant, settings)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import sys
 import tempfile
@@ -25,11 +24,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.media_data import SCRIPT, pcm_of, spoken_wav, to_ogg_opus  # noqa: E402
-from bots.settings import ChannelSettings  # noqa: E402
+from bench.telegram_first_text import free_port, p95, webhook_settings  # noqa: E402
 from bots.telegram import TelegramChannel  # noqa: E402
 from core.assistant import build_assistant  # noqa: E402
 from core.media.reader import UNSURE  # noqa: E402
-from tests.telegram.fake_bot_api import TOKEN, FakeBotAPI, message, private_chat, user  # noqa: E402
+from tests.telegram.fake_bot_api import FakeBotAPI, message, private_chat, user  # noqa: E402
 
 NOTE_SECONDS = 10.0
 TARGET_P95 = 6.0  # seconds from arrival to the answer's first text, 2 CPU cores
@@ -49,39 +48,16 @@ def ten_second_note(i: int) -> bytes:
     return to_ogg_opus(pcm, rate)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 async def main(runs: int, tiny: bool, max_new_tokens: int) -> None:
     from core.llm.engine import Engine
     from core.llm.model import load_model, tiny_llama
 
     api = FakeBotAPI()
     await api.start()
-    port = _port()
+    port = free_port()
     notes = [ten_second_note(i) for i in range(runs + 1)]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = ChannelSettings(
-            data_dir=Path(tmp),
-            max_new_tokens=max_new_tokens,
-            # the converted bundled model, shared with the tests' cache (converted once per machine)
-            model_cache_dir=Path(__file__).resolve().parents[1] / "data" / "models",
-            telegram={
-                "bot_token": TOKEN,
-                "api_url": api.base_url,
-                "webhook_url": "https://bench.example.org/tg",
-                "webhook_secret": "bench",
-                "webhook_port": port,
-            },
-        )
+        settings = webhook_settings(Path(tmp), api.base_url, port, max_new_tokens)
         loaded = tiny_llama() if tiny else load_model(settings)
         engine = Engine(loaded, settings)
         label = "tiny random Llama" if tiny else loaded.name
